@@ -1,0 +1,1 @@
+//! reco-data (work in progress)

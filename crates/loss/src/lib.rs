@@ -1,0 +1,1 @@
+//! reco-loss (work in progress)

@@ -1,0 +1,1 @@
+//! reco-models (work in progress)

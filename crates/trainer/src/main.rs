@@ -1,0 +1,3 @@
+fn main() {
+    eprintln!("trainer: work in progress");
+}
