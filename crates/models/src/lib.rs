@@ -1,1 +1,17 @@
-//! reco-models (work in progress)
+//! DeepLabV3+ on torchvision-layout ResNets for ReCo, identical to the original
+//! PyTorch network (`lorenmt/reco`, `network/deeplabv3.py`).
+//!
+//! Built over a [`candle_nn::VarMap`], every parameter and batch-norm running statistic
+//! is a variable named as in the original `state_dict`, so checkpoints move between this
+//! crate and the original code (see [`checkpoint`]).
+
+pub mod checkpoint;
+pub mod deeplab;
+pub mod layers;
+pub mod ops;
+pub mod resnet;
+
+pub use checkpoint::{export_state_dict, load_backbone, load_checkpoint, CheckpointError};
+pub use deeplab::{DeepLabConfig, DeepLabV3Plus, MIN_INPUT_SIZE};
+pub use layers::Mode;
+pub use resnet::Backbone;

@@ -1,0 +1,293 @@
+//! Weights in and out: checkpoints of the original code (safetensors, or `.pth` read
+//! directly), ImageNet backbones in torchvision naming, and export under the original
+//! `state_dict` names so that PyTorch's `load_state_dict(..., strict=True)` accepts it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarMap;
+
+/// Suffix of the batch-norm step counters PyTorch keeps in every `state_dict`.
+const NUM_BATCHES_TRACKED: &str = "num_batches_tracked";
+/// Prefix the original network puts on every backbone parameter.
+const BACKBONE_PREFIX: &str = "resnet_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("cannot read checkpoint {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: candle_core::Error,
+    },
+    #[error(
+        "checkpoint {path} lacks {count} tensor(s) the model needs: {keys} (is it a checkpoint of another backbone or output stride?)"
+    )]
+    Missing {
+        path: PathBuf,
+        count: usize,
+        keys: String,
+    },
+    #[error(
+        "checkpoint {path} has {count} tensor(s) of the wrong shape: {details} (is it a checkpoint of another backbone, class count or output dimension?)"
+    )]
+    Shape {
+        path: PathBuf,
+        count: usize,
+        details: String,
+    },
+    #[error("checkpoint {path} has {count} tensor(s) the model does not know: {keys}")]
+    Unexpected {
+        path: PathBuf,
+        count: usize,
+        keys: String,
+    },
+    #[error("cannot write checkpoint {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+/// Reads every tensor of a safetensors file or a PyTorch `.pth`/`.pt` state_dict onto the CPU.
+pub fn read_tensors(path: &Path) -> Result<HashMap<String, Tensor>, CheckpointError> {
+    let read_err = |source| CheckpointError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    if !path.is_file() {
+        return Err(read_err(candle_core::Error::Msg(
+            "no such file".to_string(),
+        )));
+    }
+    let is_pickle = matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("pth" | "pt" | "bin" | "ckpt")
+    );
+    let tensors: HashMap<String, Tensor> = if is_pickle {
+        candle_core::pickle::read_all(path)
+            .map_err(read_err)?
+            .into_iter()
+            .collect()
+    } else {
+        candle_core::safetensors::load(path, &Device::Cpu).map_err(read_err)?
+    };
+    if tensors.is_empty() {
+        return Err(read_err(candle_core::Error::Msg(
+            "the file holds no tensors".to_string(),
+        )));
+    }
+    // Checkpoints saved from nn.DataParallel prefix every key with "module.".
+    Ok(tensors
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                k.strip_prefix("module.").map(str::to_string).unwrap_or(k),
+                v,
+            )
+        })
+        .collect())
+}
+
+fn list(keys: &[String]) -> String {
+    const SHOWN: usize = 8;
+    let mut s = keys
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if keys.len() > SHOWN {
+        s.push_str(&format!(", ... ({} more)", keys.len() - SHOWN));
+    }
+    s
+}
+
+/// Sets every variable of `varmap` whose name `source_name` maps to a key from `tensors`;
+/// all names are checked before anything is written, so a bad file changes nothing.
+fn assign(
+    varmap: &VarMap,
+    tensors: &HashMap<String, Tensor>,
+    path: &Path,
+    source_name: impl Fn(&str) -> Option<String>,
+) -> Result<(), CheckpointError> {
+    let vars = varmap.data().lock().map_err(|_| {
+        candle_core::Error::Msg("the model's variable map is poisoned by an earlier panic".into())
+    })?;
+    let mut missing = Vec::new();
+    let mut misshaped = Vec::new();
+    let mut plan = Vec::new();
+    for (name, var) in vars.iter() {
+        let Some(key) = source_name(name) else {
+            continue;
+        };
+        match tensors.get(&key) {
+            None => missing.push(key),
+            Some(t) if t.dims() != var.dims() => misshaped.push(format!(
+                "{key}: file {:?}, model {:?}",
+                t.dims(),
+                var.dims()
+            )),
+            Some(t) => plan.push((var, t)),
+        }
+    }
+    missing.sort();
+    misshaped.sort();
+    if !missing.is_empty() {
+        return Err(CheckpointError::Missing {
+            path: path.to_path_buf(),
+            count: missing.len(),
+            keys: list(&missing),
+        });
+    }
+    if !misshaped.is_empty() {
+        return Err(CheckpointError::Shape {
+            path: path.to_path_buf(),
+            count: misshaped.len(),
+            details: list(&misshaped),
+        });
+    }
+    for (var, t) in plan {
+        var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)?;
+    }
+    Ok(())
+}
+
+/// Loads a full checkpoint of the network (this project's export or the original
+/// code's `state_dict`, as safetensors or `.pth`), strictly: every variable must be
+/// present with its shape, and no unknown tensor may be left over
+/// (`num_batches_tracked` counters are accepted and ignored). Returns the largest
+/// `num_batches_tracked` found (0 when absent), to carry it into a later export.
+pub fn load_checkpoint(varmap: &VarMap, path: &Path) -> Result<i64, CheckpointError> {
+    let tensors = read_tensors(path)?;
+    let known: std::collections::HashSet<String> = varmap
+        .data()
+        .lock()
+        .map_err(|_| candle_core::Error::Msg("poisoned variable map".into()))?
+        .keys()
+        .cloned()
+        .collect();
+    let mut unexpected: Vec<String> = tensors
+        .keys()
+        .filter(|k| !known.contains(*k) && !k.ends_with(NUM_BATCHES_TRACKED))
+        .cloned()
+        .collect();
+    unexpected.sort();
+    assign(varmap, &tensors, path, |name| Some(name.to_string()))?;
+    if !unexpected.is_empty() {
+        return Err(CheckpointError::Unexpected {
+            path: path.to_path_buf(),
+            count: unexpected.len(),
+            keys: list(&unexpected),
+        });
+    }
+    let mut tracked = 0i64;
+    for (k, t) in &tensors {
+        if k.ends_with(NUM_BATCHES_TRACKED) {
+            let v = t.to_dtype(DType::I64)?.flatten_all()?.to_vec1::<i64>()?;
+            tracked = tracked.max(v.first().copied().unwrap_or(0));
+        }
+    }
+    Ok(tracked)
+}
+
+/// Initialises the backbone from ImageNet ResNet weights in torchvision naming
+/// (`conv1.*`, `bn1.*`, `layerN.i.*`; `fc.*` ignored), such as timm's
+/// `resnet101.tv_in1k` safetensors. The heads keep their initialisation.
+pub fn load_backbone(varmap: &VarMap, path: &Path) -> Result<(), CheckpointError> {
+    let tensors = read_tensors(path)?;
+    let mut unexpected: Vec<String> = tensors
+        .keys()
+        .filter(|k| {
+            !k.starts_with("fc.")
+                && !k.ends_with(NUM_BATCHES_TRACKED)
+                && !varmap
+                    .data()
+                    .lock()
+                    .map(|v| v.contains_key(&format!("{BACKBONE_PREFIX}{k}")))
+                    .unwrap_or(false)
+        })
+        .cloned()
+        .collect();
+    unexpected.sort();
+    if !unexpected.is_empty() {
+        return Err(CheckpointError::Unexpected {
+            path: path.to_path_buf(),
+            count: unexpected.len(),
+            keys: format!(
+                "{} (expected a torchvision-named ResNet of the configured depth)",
+                list(&unexpected)
+            ),
+        });
+    }
+    assign(varmap, &tensors, path, |name| {
+        name.strip_prefix(BACKBONE_PREFIX).map(str::to_string)
+    })
+}
+
+/// The state_dict of the original code for this model: every variable in float32 plus
+/// an int64 `num_batches_tracked` beside each batch norm, sorted by name.
+pub fn state_dict(
+    varmap: &VarMap,
+    num_batches_tracked: i64,
+) -> Result<BTreeMap<String, Tensor>, CheckpointError> {
+    let vars = varmap
+        .data()
+        .lock()
+        .map_err(|_| candle_core::Error::Msg("poisoned variable map".into()))?;
+    let mut out = BTreeMap::new();
+    for (name, var) in vars.iter() {
+        let t = var
+            .as_detached_tensor()
+            .to_dtype(DType::F32)?
+            .to_device(&Device::Cpu)?;
+        if let Some(bn) = name.strip_suffix(".running_mean") {
+            out.insert(
+                format!("{bn}.{NUM_BATCHES_TRACKED}"),
+                Tensor::new(num_batches_tracked, &Device::Cpu)?,
+            );
+        }
+        out.insert(name.clone(), t);
+    }
+    Ok(out)
+}
+
+/// Writes [`state_dict`] as safetensors, atomically (a temporary file in the same
+/// folder, then a rename), so an interrupted export never leaves a truncated file.
+pub fn export_state_dict(
+    varmap: &VarMap,
+    path: &Path,
+    num_batches_tracked: i64,
+) -> Result<(), CheckpointError> {
+    let tensors = state_dict(varmap, num_batches_tracked)?;
+    write_safetensors_atomic(&tensors, path)
+}
+
+/// Serialises tensors to `path` through a temporary sibling file and a rename.
+pub fn write_safetensors_atomic(
+    tensors: &BTreeMap<String, Tensor>,
+    path: &Path,
+) -> Result<(), CheckpointError> {
+    let write_err = |source| CheckpointError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| write_err(std::io::Error::other("the path names no file")))?;
+    let tmp = path.with_file_name(format!(".{}.tmp", file_name.to_string_lossy()));
+    safetensors::tensor::serialize_to_file(tensors.iter(), None, &tmp).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        write_err(std::io::Error::other(e.to_string()))
+    })?;
+    // Make the bytes durable before the rename makes them visible.
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            write_err(e)
+        })
+}

@@ -1,0 +1,413 @@
+//! 2-D convolution as im2col + gemm on the CPU, with both gradients as explicit ops.
+//!
+//! candle 0.11's own CPU convolution computes the input gradient with a slow direct
+//! transposed convolution and fails (shape mismatch) when H and W differ in parity at a
+//! stride-2 layer. Here the forward pass is one gemm per image over an im2col buffer
+//! (skipped for 1x1 stride-1 convolutions, which are plain matrix products), the input
+//! gradient is `Wᵀ·dY` scattered back with col2im, and the weight gradient is
+//! `Σₙ dYₙ·colsₙᵀ`, the im2col buffer being recomputed rather than kept alive between the
+//! forward and backward passes. On other devices [`conv2d`] uses candle's convolution.
+
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use gemm::Parallelism;
+
+use super::Real;
+
+/// Geometry of a square-kernel convolution (the network only uses square ones).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvParams {
+    pub stride: usize,
+    pub padding: usize,
+    pub dilation: usize,
+}
+
+impl ConvParams {
+    pub fn out_size(&self, input: usize, kernel: usize) -> Result<usize> {
+        let span = self.dilation * (kernel - 1) + 1;
+        if input + 2 * self.padding < span {
+            candle_core::bail!(
+                "convolution input of size {input} is smaller than the kernel span {span} (padding {}): the image is too small for this network",
+                self.padding
+            )
+        }
+        Ok((input + 2 * self.padding - span) / self.stride + 1)
+    }
+}
+
+/// `x [N,C,H,W]` convolved with `w [O,C,k,k]` (no bias), differentiable in both.
+pub fn conv2d(x: &Tensor, w: &Tensor, p: ConvParams) -> Result<Tensor> {
+    if x.device().is_cpu() {
+        let x = x.contiguous()?;
+        let w = w.contiguous()?;
+        // apply_op2 records the op for backprop only when x or w tracks a gradient.
+        x.apply_op2(&w, Conv2dFwd(p))
+    } else {
+        x.conv2d(w, p.padding, p.stride, p.dilation, 1)
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Dims {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    o: usize,
+    k: usize,
+    ho: usize,
+    wo: usize,
+}
+
+impl Dims {
+    fn new(x: &[usize], w: &[usize], p: ConvParams) -> Result<Self> {
+        let (&[n, c, h, wd], &[o, ci, kh, kw]) = (x, w) else {
+            candle_core::bail!("conv2d expects a 4-D input and a 4-D kernel, got {x:?} and {w:?}")
+        };
+        if ci != c || kh != kw {
+            candle_core::bail!("conv2d: input {x:?} does not fit kernel {w:?}")
+        }
+        Ok(Self {
+            n,
+            c,
+            h,
+            w: wd,
+            o,
+            k: kh,
+            ho: p.out_size(h, kh)?,
+            wo: p.out_size(wd, kw)?,
+        })
+    }
+    fn cols_rows(&self) -> usize {
+        self.c * self.k * self.k
+    }
+    fn out_pixels(&self) -> usize {
+        self.ho * self.wo
+    }
+    /// A 1x1 stride-1 unpadded convolution reads its input as the im2col matrix itself.
+    fn is_pointwise(&self, p: ConvParams) -> bool {
+        self.k == 1 && p.stride == 1 && p.padding == 0
+    }
+}
+
+fn contiguous_slice<'a, T: Real>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
+        None => candle_core::bail!("conv2d: expected a contiguous tensor"),
+    }
+}
+
+fn parallelism() -> Parallelism {
+    match candle_core::utils::get_num_threads() {
+        1 => Parallelism::None,
+        n => Parallelism::Rayon(n),
+    }
+}
+
+/// `dst[m,n] = (accumulate ? dst : 0) + lhs[m,k] · rhs[k,n]`, with each operand given by
+/// its row and column strides so that transposes cost nothing.
+#[allow(clippy::too_many_arguments)]
+fn matmul<T: Real>(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [T],
+    accumulate: bool,
+    lhs: &[T],
+    (lhs_rs, lhs_cs): (usize, usize),
+    rhs: &[T],
+    (rhs_rs, rhs_cs): (usize, usize),
+) {
+    debug_assert!(dst.len() >= m * n);
+    // SAFETY: the slices cover every index the strides reach (checked by the callers'
+    // shape arithmetic; debug-asserted above for dst), and dst does not alias lhs or rhs.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            T::one(),
+            T::one(),
+            false,
+            false,
+            false,
+            parallelism(),
+        )
+    }
+}
+
+/// Unfolds one image `[C,H,W]` into `[C·k·k, Ho·Wo]` (zeros where the kernel hangs over
+/// the padding).
+fn im2col<T: Real>(img: &[T], d: &Dims, p: ConvParams, cols: &mut [T]) {
+    let plane = d.ho * d.wo;
+    for c in 0..d.c {
+        let src = &img[c * d.h * d.w..(c + 1) * d.h * d.w];
+        for ki in 0..d.k {
+            for kj in 0..d.k {
+                let row = (c * d.k + ki) * d.k + kj;
+                let dst = &mut cols[row * plane..(row + 1) * plane];
+                for oh in 0..d.ho {
+                    let ih = (oh * p.stride + ki * p.dilation) as isize - p.padding as isize;
+                    let out_row = &mut dst[oh * d.wo..(oh + 1) * d.wo];
+                    if ih < 0 || ih >= d.h as isize {
+                        out_row.fill(T::zero());
+                        continue;
+                    }
+                    let src_row = &src[ih as usize * d.w..(ih as usize + 1) * d.w];
+                    let offset = (kj * p.dilation) as isize - p.padding as isize;
+                    for (ow, v) in out_row.iter_mut().enumerate() {
+                        let iw = (ow * p.stride) as isize + offset;
+                        *v = if iw < 0 || iw >= d.w as isize {
+                            T::zero()
+                        } else {
+                            src_row[iw as usize]
+                        };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: adds each column entry back to the pixel it was read from.
+fn col2im<T: Real>(cols: &[T], d: &Dims, p: ConvParams, img: &mut [T]) {
+    let plane = d.ho * d.wo;
+    img.fill(T::zero());
+    for c in 0..d.c {
+        let dst = &mut img[c * d.h * d.w..(c + 1) * d.h * d.w];
+        for ki in 0..d.k {
+            for kj in 0..d.k {
+                let row = (c * d.k + ki) * d.k + kj;
+                let src = &cols[row * plane..(row + 1) * plane];
+                for oh in 0..d.ho {
+                    let ih = (oh * p.stride + ki * p.dilation) as isize - p.padding as isize;
+                    if ih < 0 || ih >= d.h as isize {
+                        continue;
+                    }
+                    let dst_row = &mut dst[ih as usize * d.w..(ih as usize + 1) * d.w];
+                    let offset = (kj * p.dilation) as isize - p.padding as isize;
+                    for (ow, &v) in src[oh * d.wo..(oh + 1) * d.wo].iter().enumerate() {
+                        let iw = (ow * p.stride) as isize + offset;
+                        if iw >= 0 && iw < d.w as isize {
+                            dst_row[iw as usize] = dst_row[iw as usize] + v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn forward<T: Real>(x: &[T], w: &[T], d: &Dims, p: ConvParams) -> Vec<T> {
+    let (kk, pix) = (d.cols_rows(), d.out_pixels());
+    let mut out = vec![T::zero(); d.n * d.o * pix];
+    let mut cols = if d.is_pointwise(p) {
+        Vec::new()
+    } else {
+        vec![T::zero(); kk * pix]
+    };
+    for n in 0..d.n {
+        let img = &x[n * d.c * d.h * d.w..(n + 1) * d.c * d.h * d.w];
+        let rhs: &[T] = if d.is_pointwise(p) {
+            img
+        } else {
+            im2col(img, d, p, &mut cols);
+            &cols
+        };
+        let dst = &mut out[n * d.o * pix..(n + 1) * d.o * pix];
+        matmul((d.o, pix, kk), dst, false, w, (kk, 1), rhs, (pix, 1));
+    }
+    out
+}
+
+fn input_grad<T: Real>(g: &[T], w: &[T], d: &Dims, p: ConvParams) -> Vec<T> {
+    let (kk, pix) = (d.cols_rows(), d.out_pixels());
+    let img_len = d.c * d.h * d.w;
+    let mut dx = vec![T::zero(); d.n * img_len];
+    let mut dcols = if d.is_pointwise(p) {
+        Vec::new()
+    } else {
+        vec![T::zero(); kk * pix]
+    };
+    for n in 0..d.n {
+        let gn = &g[n * d.o * pix..(n + 1) * d.o * pix];
+        let dxn = &mut dx[n * img_len..(n + 1) * img_len];
+        // Wᵀ [kk, O] read through strides: row stride 1, column stride kk.
+        if d.is_pointwise(p) {
+            matmul((kk, pix, d.o), dxn, false, w, (1, kk), gn, (pix, 1));
+        } else {
+            matmul((kk, pix, d.o), &mut dcols, false, w, (1, kk), gn, (pix, 1));
+            col2im(&dcols, d, p, dxn);
+        }
+    }
+    dx
+}
+
+fn weight_grad<T: Real>(x: &[T], g: &[T], d: &Dims, p: ConvParams) -> Vec<T> {
+    let (kk, pix) = (d.cols_rows(), d.out_pixels());
+    let mut dw = vec![T::zero(); d.o * kk];
+    let mut cols = if d.is_pointwise(p) {
+        Vec::new()
+    } else {
+        vec![T::zero(); kk * pix]
+    };
+    for n in 0..d.n {
+        let img = &x[n * d.c * d.h * d.w..(n + 1) * d.c * d.h * d.w];
+        let colsn: &[T] = if d.is_pointwise(p) {
+            img
+        } else {
+            im2col(img, d, p, &mut cols);
+            &cols
+        };
+        let gn = &g[n * d.o * pix..(n + 1) * d.o * pix];
+        // colsᵀ [pix, kk]: row stride 1, column stride pix.
+        matmul(
+            (d.o, kk, pix),
+            &mut dw,
+            n > 0,
+            gn,
+            (pix, 1),
+            colsn,
+            (1, pix),
+        );
+    }
+    dw
+}
+
+/// Dispatches a kernel on the element type of two CPU storages.
+macro_rules! dispatch {
+    ($name:literal, $s1:expr, $l1:expr, $s2:expr, $l2:expr, |$a:ident, $b:ident| $body:expr) => {
+        match ($s1, $s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                let $a = contiguous_slice::<f32>($s1, $l1)?;
+                let $b = contiguous_slice::<f32>($s2, $l2)?;
+                CpuStorage::F32($body)
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                let $a = contiguous_slice::<f64>($s1, $l1)?;
+                let $b = contiguous_slice::<f64>($s2, $l2)?;
+                CpuStorage::F64($body)
+            }
+            _ => candle_core::bail!(concat!($name, ": only f32 and f64 are supported")),
+        }
+    };
+}
+
+struct Conv2dFwd(ConvParams);
+
+impl CustomOp2 for Conv2dFwd {
+    fn name(&self) -> &'static str {
+        "reco-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let d = Dims::new(l1.dims(), l2.dims(), self.0)?;
+        let out = dispatch!("conv2d", s1, l1, s2, l2, |x, w| forward(x, w, &d, self.0));
+        Ok((out, Shape::from((d.n, d.o, d.ho, d.wo))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let dx = if x.track_op() {
+            let op = ConvInputGrad {
+                p: self.0,
+                input_hw: (x.dim(2)?, x.dim(3)?),
+            };
+            Some(grad.apply_op2_no_bwd(w, &op)?)
+        } else {
+            None
+        };
+        let dw = if w.track_op() {
+            Some(x.apply_op2_no_bwd(
+                &grad,
+                &ConvWeightGrad {
+                    p: self.0,
+                    k: w.dim(2)?,
+                },
+            )?)
+        } else {
+            None
+        };
+        Ok((dx, dw))
+    }
+}
+
+/// `(dY [N,O,Ho,Wo], W [O,C,k,k]) → dX [N,C,H,W]`.
+struct ConvInputGrad {
+    p: ConvParams,
+    input_hw: (usize, usize),
+}
+
+impl CustomOp2 for ConvInputGrad {
+    fn name(&self) -> &'static str {
+        "reco-conv2d-input-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (g_dims, w_dims) = (l1.dims(), l2.dims());
+        let (h, w) = self.input_hw;
+        let d = Dims::new(&[g_dims[0], w_dims[1], h, w], w_dims, self.p)?;
+        if g_dims != [d.n, d.o, d.ho, d.wo] {
+            candle_core::bail!("conv2d backward: gradient {g_dims:?} does not fit {d:?}")
+        }
+        let out = dispatch!("conv2d backward", s1, l1, s2, l2, |g, w| input_grad(
+            g, w, &d, self.p
+        ));
+        Ok((out, Shape::from((d.n, d.c, d.h, d.w))))
+    }
+}
+
+/// `(X [N,C,H,W], dY [N,O,Ho,Wo]) → dW [O,C,k,k]`.
+struct ConvWeightGrad {
+    p: ConvParams,
+    k: usize,
+}
+
+impl CustomOp2 for ConvWeightGrad {
+    fn name(&self) -> &'static str {
+        "reco-conv2d-weight-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x_dims, g_dims) = (l1.dims(), l2.dims());
+        let d = Dims::new(x_dims, &[g_dims[1], x_dims[1], self.k, self.k], self.p)?;
+        if g_dims != [d.n, d.o, d.ho, d.wo] {
+            candle_core::bail!("conv2d backward: gradient {g_dims:?} does not fit {d:?}")
+        }
+        let out = dispatch!("conv2d backward", s1, l1, s2, l2, |x, g| weight_grad(
+            x, g, &d, self.p
+        ));
+        Ok((out, Shape::from((d.o, d.c, d.k, d.k))))
+    }
+}

@@ -1,0 +1,19 @@
+//! What candle 0.11 lacks for training DeepLabV3+, each with a gradient test
+//! (finite differences in f64): convolution with fast and shape-robust gradients,
+//! the padded stem max-pool, differentiable bilinear resizing.
+
+mod conv;
+mod pool;
+mod resize;
+
+pub use conv::{conv2d, ConvParams};
+pub use pool::max_pool_3x3_s2;
+pub use resize::{interpolation_matrix, resize_bilinear};
+
+/// The float types the CPU kernels are written for.
+pub(crate) trait Real:
+    candle_core::WithDType + num_traits::Float + Send + Sync + 'static
+{
+}
+impl Real for f32 {}
+impl Real for f64 {}

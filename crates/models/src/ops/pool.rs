@@ -1,0 +1,191 @@
+//! The ResNet stem's 3x3 stride-2 max-pool with padding 1.
+//!
+//! candle 0.11's max_pool2d has no padding and its backward only works when kernel ==
+//! stride. On the CPU this is a direct kernel whose backward routes each output gradient
+//! to the first maximum of its window, as PyTorch does. On other devices it is composed
+//! from differentiable ops: pad with −∞, split into the 2x2 stride phases, `maximum` over
+//! the nine taps.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+
+use super::Real;
+
+const K: usize = 3;
+const STRIDE: usize = 2;
+const PAD: usize = 1;
+
+fn out_size(n: usize) -> usize {
+    (n + 2 * PAD - K) / STRIDE + 1
+}
+
+/// Max-pool with kernel 3, stride 2, padding 1 over `x [N,C,H,W]`.
+pub fn max_pool_3x3_s2(x: &Tensor) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    if h < 2 || w < 2 {
+        candle_core::bail!(
+            "max-pool input {h}x{w} is too small: the image is too small for this network"
+        )
+    }
+    if x.device().is_cpu() {
+        x.contiguous()?.apply_op1(MaxPool)
+    } else {
+        composed(x)
+    }
+}
+
+fn composed(x: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let (ho, wo) = (out_size(h), out_size(w));
+    // Pad to an even size that covers every tap: 2·(ho+1) rows.
+    let (hp, wp) = (2 * (ho + 1), 2 * (wo + 1));
+    let neg = f64::NEG_INFINITY;
+    let fill = |t: &Tensor, dim: usize, before: usize, after: usize| -> Result<Tensor> {
+        let mut parts = Vec::new();
+        let mut shape = t.dims().to_vec();
+        if before > 0 {
+            shape[dim] = before;
+            parts.push(Tensor::full(neg, shape.clone(), t.device())?.to_dtype(t.dtype())?);
+        }
+        parts.push(t.clone());
+        if after > 0 {
+            shape[dim] = after;
+            parts.push(Tensor::full(neg, shape, t.device())?.to_dtype(t.dtype())?);
+        }
+        Tensor::cat(&parts, dim)
+    };
+    let x = fill(&x, 2, PAD, hp - h - PAD)?;
+    let x = fill(&x, 3, PAD, wp - w - PAD)?;
+    let phases = x.reshape((n, c, hp / 2, 2, wp / 2, 2))?;
+    let mut out: Option<Tensor> = None;
+    for i in 0..K {
+        for j in 0..K {
+            let tap = phases
+                .narrow(2, i / 2, ho)?
+                .narrow(3, i % 2, 1)?
+                .narrow(4, j / 2, wo)?
+                .narrow(5, j % 2, 1)?
+                .reshape((n, c, ho, wo))?;
+            out = Some(match out {
+                None => tap,
+                Some(o) => o.maximum(&tap)?,
+            });
+        }
+    }
+    out.ok_or_else(|| candle_core::Error::Msg("empty max-pool".into()))
+}
+
+/// Visits each output position with the flat input index of its window's first maximum.
+fn for_each_argmax<T: Real>(x: &[T], dims: &[usize], mut f: impl FnMut(usize, usize)) {
+    let (nc, h, w) = (dims[0] * dims[1], dims[2], dims[3]);
+    let (ho, wo) = (out_size(h), out_size(w));
+    for p in 0..nc {
+        let plane = &x[p * h * w..(p + 1) * h * w];
+        for oh in 0..ho {
+            for ow in 0..wo {
+                let mut best = None::<(usize, T)>;
+                for ki in 0..K {
+                    let ih = (oh * STRIDE + ki) as isize - PAD as isize;
+                    if ih < 0 || ih >= h as isize {
+                        continue;
+                    }
+                    for kj in 0..K {
+                        let iw = (ow * STRIDE + kj) as isize - PAD as isize;
+                        if iw < 0 || iw >= w as isize {
+                            continue;
+                        }
+                        let idx = ih as usize * w + iw as usize;
+                        let v = plane[idx];
+                        // NaN propagates, as in PyTorch.
+                        if best.is_none_or(|(_, b)| v > b || v.is_nan()) {
+                            best = Some((idx, v));
+                        }
+                    }
+                }
+                if let Some((idx, _)) = best {
+                    f((p * ho + oh) * wo + ow, p * h * w + idx);
+                }
+            }
+        }
+    }
+}
+
+fn slice<'a, T: Real>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
+        None => candle_core::bail!("max-pool: expected a contiguous tensor"),
+    }
+}
+
+fn pool_fwd<T: Real>(x: &[T], dims: &[usize]) -> Vec<T> {
+    let n = dims[0] * dims[1] * out_size(dims[2]) * out_size(dims[3]);
+    let mut out = vec![T::zero(); n];
+    for_each_argmax(x, dims, |o, i| out[o] = x[i]);
+    out
+}
+
+fn pool_bwd<T: Real>(x: &[T], g: &[T], dims: &[usize]) -> Vec<T> {
+    let mut dx = vec![T::zero(); x.len()];
+    for_each_argmax(x, dims, |o, i| dx[i] = dx[i] + g[o]);
+    dx
+}
+
+fn out_shape(dims: &[usize]) -> Shape {
+    Shape::from((dims[0], dims[1], out_size(dims[2]), out_size(dims[3])))
+}
+
+struct MaxPool;
+
+impl CustomOp1 for MaxPool {
+    fn name(&self) -> &'static str {
+        "reco-max-pool-3x3-s2"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let dims = l.dims();
+        let out = match s {
+            CpuStorage::F32(_) => CpuStorage::F32(pool_fwd(slice::<f32>(s, l)?, dims)),
+            CpuStorage::F64(_) => CpuStorage::F64(pool_fwd(slice::<f64>(s, l)?, dims)),
+            _ => candle_core::bail!("max-pool: only f32 and f64 are supported"),
+        };
+        Ok((out, out_shape(dims)))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(x.apply_op2_no_bwd(&grad.contiguous()?, &MaxPoolGrad)?))
+    }
+}
+
+/// `(X, dY) → dX` for [`MaxPool`].
+struct MaxPoolGrad;
+
+impl CustomOp2 for MaxPoolGrad {
+    fn name(&self) -> &'static str {
+        "reco-max-pool-3x3-s2-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let dims = l1.dims();
+        if out_shape(dims).dims() != l2.dims() {
+            candle_core::bail!(
+                "max-pool backward: gradient {:?} does not fit input {dims:?}",
+                l2.dims()
+            )
+        }
+        let out = match (s1, s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                CpuStorage::F32(pool_bwd(slice::<f32>(s1, l1)?, slice::<f32>(s2, l2)?, dims))
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                CpuStorage::F64(pool_bwd(slice::<f64>(s1, l1)?, slice::<f64>(s2, l2)?, dims))
+            }
+            _ => candle_core::bail!("max-pool backward: only f32 and f64 are supported"),
+        };
+        Ok((out, Shape::from(dims)))
+    }
+}
