@@ -196,7 +196,7 @@ fn col2im<T: Real>(cols: &[T], d: &Dims, p: ConvParams, img: &mut [T]) {
                     for (ow, &v) in src[oh * d.wo..(oh + 1) * d.wo].iter().enumerate() {
                         let iw = (ow * p.stride) as isize + offset;
                         if iw >= 0 && iw < d.w as isize {
-                            dst_row[iw as usize] = dst_row[iw as usize] + v;
+                            dst_row[iw as usize] += v;
                         }
                     }
                 }

@@ -7,12 +7,12 @@ mod pool;
 mod resize;
 
 pub use conv::{conv2d, ConvParams};
-pub use pool::max_pool_3x3_s2;
+pub use pool::{max_pool_3x3_s2, max_pool_3x3_s2_composed};
 pub use resize::{interpolation_matrix, resize_bilinear};
 
 /// The float types the CPU kernels are written for.
 pub(crate) trait Real:
-    candle_core::WithDType + num_traits::Float + Send + Sync + 'static
+    candle_core::WithDType + num_traits::Float + std::ops::AddAssign + Send + Sync + 'static
 {
 }
 impl Real for f32 {}

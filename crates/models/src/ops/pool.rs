@@ -29,11 +29,12 @@ pub fn max_pool_3x3_s2(x: &Tensor) -> Result<Tensor> {
     if x.device().is_cpu() {
         x.contiguous()?.apply_op1(MaxPool)
     } else {
-        composed(x)
+        max_pool_3x3_s2_composed(x)
     }
 }
 
-fn composed(x: &Tensor) -> Result<Tensor> {
+/// The device-generic composition used off the CPU (public for tests and benchmarks).
+pub fn max_pool_3x3_s2_composed(x: &Tensor) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
     let (ho, wo) = (out_size(h), out_size(w));
     // Pad to an even size that covers every tap: 2·(ho+1) rows.
@@ -53,7 +54,7 @@ fn composed(x: &Tensor) -> Result<Tensor> {
         }
         Tensor::cat(&parts, dim)
     };
-    let x = fill(&x, 2, PAD, hp - h - PAD)?;
+    let x = fill(x, 2, PAD, hp - h - PAD)?;
     let x = fill(&x, 3, PAD, wp - w - PAD)?;
     let phases = x.reshape((n, c, hp / 2, 2, wp / 2, 2))?;
     let mut out: Option<Tensor> = None;
@@ -125,7 +126,7 @@ fn pool_fwd<T: Real>(x: &[T], dims: &[usize]) -> Vec<T> {
 
 fn pool_bwd<T: Real>(x: &[T], g: &[T], dims: &[usize]) -> Vec<T> {
     let mut dx = vec![T::zero(); x.len()];
-    for_each_argmax(x, dims, |o, i| dx[i] = dx[i] + g[o]);
+    for_each_argmax(x, dims, |o, i| dx[i] += g[o]);
     dx
 }
 

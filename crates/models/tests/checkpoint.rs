@@ -1,0 +1,251 @@
+//! State-dict naming, export/load round trips and the errors for bad checkpoints.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use common::*;
+use reco_models::checkpoint::{state_dict, write_safetensors_atomic};
+use reco_models::{
+    export_state_dict, load_backbone, load_checkpoint, Backbone, CheckpointError, DeepLabConfig,
+    DeepLabV3Plus,
+};
+
+fn build(cfg: &DeepLabConfig) -> (VarMap, DeepLabV3Plus) {
+    let varmap = VarMap::new();
+    let model = DeepLabV3Plus::new(
+        cfg,
+        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+    )
+    .unwrap();
+    (varmap, model)
+}
+
+fn small() -> DeepLabConfig {
+    DeepLabConfig {
+        backbone: Backbone::ResNet18,
+        output_stride: 16,
+        num_classes: 5,
+        output_dim: 8,
+    }
+}
+
+#[test]
+fn state_dict_has_exactly_the_original_keys() {
+    let json: HashMap<String, Vec<(String, Vec<usize>, String)>> =
+        serde_json::from_str(&std::fs::read_to_string(fixture("state_dict_keys.json")).unwrap())
+            .unwrap();
+    for (name, cfg) in [
+        ("resnet50_os16_c21_d256", config_of("resnet50", 16)),
+        ("resnet101_os8_c21_d256", config_of("resnet101", 8)),
+    ] {
+        let (varmap, _) = build(&cfg);
+        let ours: BTreeMap<String, (Vec<usize>, DType)> = state_dict(&varmap, 0)
+            .unwrap()
+            .into_iter()
+            .map(|(k, t)| (k, (t.dims().to_vec(), t.dtype())))
+            .collect();
+        let reference: BTreeMap<String, (Vec<usize>, DType)> = json[name]
+            .iter()
+            .map(|(k, s, d)| {
+                (
+                    k.clone(),
+                    (
+                        s.clone(),
+                        if d == "int64" { DType::I64 } else { DType::F32 },
+                    ),
+                )
+            })
+            .collect();
+        assert_eq!(ours, reference, "{name}");
+    }
+}
+
+#[test]
+fn export_then_load_is_identical_and_keeps_the_batch_counter() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    let (a, _) = build(&small());
+    export_state_dict(&a, &path, 123).unwrap();
+    let (b, _) = build(&small());
+    assert_eq!(load_checkpoint(&b, &path).unwrap(), 123);
+    let (sa, sb) = (state_dict(&a, 0).unwrap(), state_dict(&b, 0).unwrap());
+    assert_eq!(sa.len(), sb.len());
+    for (k, t) in &sa {
+        let d = (t.to_dtype(DType::F64).unwrap() - sb[k].to_dtype(DType::F64).unwrap()).unwrap();
+        assert_eq!(
+            d.abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap(),
+            0.0,
+            "{k}"
+        );
+    }
+    // No temporary file is left behind.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+fn write(dir: &std::path::Path, tensors: BTreeMap<String, Tensor>) -> std::path::PathBuf {
+    let path = dir.join("bad.safetensors");
+    write_safetensors_atomic(&tensors, &path).unwrap();
+    path
+}
+
+#[test]
+fn missing_tensor_is_named_and_nothing_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = build(&small());
+    let mut sd = state_dict(&a, 0).unwrap();
+    sd.remove("classifier.3.weight");
+    let path = write(dir.path(), sd);
+    let (b, _) = build(&small());
+    let before = state_dict(&b, 0).unwrap();
+    let err = load_checkpoint(&b, &path).unwrap_err();
+    assert!(matches!(err, CheckpointError::Missing { .. }), "{err}");
+    assert!(err.to_string().contains("classifier.3.weight"), "{err}");
+    let after = state_dict(&b, 0).unwrap();
+    let same = |k: &str| {
+        (before[k].to_dtype(DType::F64).unwrap() - after[k].to_dtype(DType::F64).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+            == 0.0
+    };
+    assert!(
+        same("resnet_conv1.weight"),
+        "a failed load must not modify the model"
+    );
+}
+
+#[test]
+fn misshaped_tensor_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    // Same network with 7 classes instead of 5.
+    let (a, _) = build(&DeepLabConfig {
+        num_classes: 7,
+        ..small()
+    });
+    let path = write(dir.path(), state_dict(&a, 0).unwrap());
+    let (b, _) = build(&small());
+    let err = load_checkpoint(&b, &path).unwrap_err();
+    assert!(matches!(err, CheckpointError::Shape { .. }), "{err}");
+    assert!(err.to_string().contains("classifier.3.weight"), "{err}");
+}
+
+#[test]
+fn checkpoint_of_another_backbone_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = build(&DeepLabConfig {
+        backbone: Backbone::ResNet34,
+        ..small()
+    });
+    let path = write(dir.path(), state_dict(&a, 0).unwrap());
+    let (b, _) = build(&small());
+    let err = load_checkpoint(&b, &path).unwrap_err();
+    assert!(matches!(err, CheckpointError::Unexpected { .. }), "{err}");
+    assert!(err.to_string().contains("resnet_layer1.2"), "{err}");
+}
+
+#[test]
+fn corrupt_or_absent_files_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (b, _) = build(&small());
+    let bad = dir.path().join("corrupt.safetensors");
+    std::fs::write(&bad, b"not a safetensors file").unwrap();
+    let err = load_checkpoint(&b, &bad).unwrap_err();
+    assert!(err.to_string().contains("corrupt.safetensors"), "{err}");
+    let err = load_checkpoint(&b, &dir.path().join("absent.safetensors")).unwrap_err();
+    assert!(err.to_string().contains("absent.safetensors"), "{err}");
+}
+
+#[test]
+fn backbone_loads_from_torchvision_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = build(&small());
+    // A torchvision checkpoint: no "resnet_" prefix, an fc layer, no heads.
+    let mut tv: BTreeMap<String, Tensor> = state_dict(&a, 0)
+        .unwrap()
+        .into_iter()
+        .filter_map(|(k, t)| k.strip_prefix("resnet_").map(|k| (k.to_string(), t)))
+        .collect();
+    tv.insert(
+        "fc.weight".into(),
+        Tensor::zeros((1000, 512), DType::F32, &Device::Cpu).unwrap(),
+    );
+    tv.insert(
+        "fc.bias".into(),
+        Tensor::zeros(1000, DType::F32, &Device::Cpu).unwrap(),
+    );
+    let path = dir.path().join("resnet18.safetensors");
+    write_safetensors_atomic(&tv, &path).unwrap();
+    let (b, _) = build(&small());
+    load_backbone(&b, &path).unwrap();
+    let (sa, sb) = (state_dict(&a, 0).unwrap(), state_dict(&b, 0).unwrap());
+    let diff = |k: &str| {
+        (sa[k].to_dtype(DType::F64).unwrap() - sb[k].to_dtype(DType::F64).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    };
+    assert_eq!(diff("resnet_layer4.1.conv2.weight"), 0.0);
+    assert_eq!(diff("resnet_bn1.running_var"), 0.0);
+    assert!(
+        diff("classifier.0.weight") > 0.0,
+        "heads keep their own initialisation"
+    );
+
+    // A missing backbone tensor is named.
+    tv.remove("layer2.0.downsample.0.weight");
+    write_safetensors_atomic(&tv, &path).unwrap();
+    let err = load_backbone(&b, &path).unwrap_err();
+    assert!(
+        err.to_string().contains("layer2.0.downsample.0.weight"),
+        "{err}"
+    );
+}
+
+#[test]
+fn any_input_size_from_32_trains_and_predicts() {
+    let (varmap, model) = build(&small());
+    for (h, w) in [(32, 32), (33, 47), (64, 40), (45, 32)] {
+        let x = Tensor::randn(0f32, 1.0, (2, 3, h, w), &Device::Cpu).unwrap();
+        let (p, r) = model.forward_t(&x, true).unwrap();
+        // Stride 2 twice, rounding up (conv1 with padding 3, then the padded max-pool).
+        let (eh, ew) = (h.div_ceil(2).div_ceil(2), w.div_ceil(2).div_ceil(2));
+        assert_eq!(p.dims(), &[2, 5, eh, ew]);
+        assert_eq!(r.dims(), &[2, 8, eh, ew]);
+        let grads = (p.sum_all().unwrap() + r.sqr().unwrap().sum_all().unwrap())
+            .unwrap()
+            .backward()
+            .unwrap();
+        // Every trainable variable receives a gradient (running statistics are not trained).
+        for (name, var) in varmap.data().lock().unwrap().iter() {
+            if !name.contains("running_") {
+                assert!(
+                    grads.get(var.as_tensor()).is_some(),
+                    "no gradient for {name} at {h}x{w}"
+                );
+            }
+        }
+        let (pe, _) = model
+            .forward_no_grad(&x.narrow(0, 0, 1).unwrap(), false)
+            .unwrap();
+        assert_eq!(pe.dims(), &[1, 5, eh, ew]);
+    }
+    let tiny = Tensor::zeros((1, 3, 31, 64), DType::F32, &Device::Cpu).unwrap();
+    let err = model.forward_no_grad(&tiny, false).unwrap_err();
+    assert!(err.to_string().contains(">= 32"), "{err}");
+}

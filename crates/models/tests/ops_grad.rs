@@ -1,0 +1,257 @@
+//! The ops written for candle's gaps: forward values against independent references and
+//! gradients against central finite differences, in f64.
+
+use candle_core::{DType, Device, Tensor, Var};
+use reco_models::ops::{
+    conv2d, max_pool_3x3_s2, max_pool_3x3_s2_composed, resize_bilinear, ConvParams,
+};
+
+fn seeded(shape: &[usize], seed: u64) -> Tensor {
+    // A small LCG keeps the test independent of candle's unseedable RNG.
+    let n: usize = shape.iter().product();
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let v: Vec<f64> = (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+        })
+        .collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+}
+
+/// Checks d sum(f(inputs) * G) / d inputs[i] at every element against central differences.
+fn check_gradients(inputs: &[Tensor], f: impl Fn(&[Tensor]) -> Tensor) {
+    let vars: Vec<Var> = inputs
+        .iter()
+        .map(|t| Var::from_tensor(t).unwrap())
+        .collect();
+    let tensors: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+    let out = f(&tensors);
+    let g = seeded(out.dims(), 99);
+    let grads = (&out * &g).unwrap().sum_all().unwrap().backward().unwrap();
+    let loss_at = |ts: &[Tensor]| -> f64 {
+        (f(ts) * &g)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    };
+    let eps = 1e-6;
+    for (i, input) in inputs.iter().enumerate() {
+        let analytic = grads
+            .get(vars[i].as_tensor())
+            .expect("gradient reaches every input");
+        let analytic = analytic.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let base = input.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        for k in 0..base.len() {
+            let shifted = |d: f64| -> Vec<Tensor> {
+                let mut v = base.clone();
+                v[k] += d;
+                let mut ts: Vec<Tensor> = inputs.to_vec();
+                ts[i] = Tensor::from_vec(v, input.dims(), &Device::Cpu).unwrap();
+                ts
+            };
+            let numeric = (loss_at(&shifted(eps)) - loss_at(&shifted(-eps))) / (2.0 * eps);
+            let err = (numeric - analytic[k]).abs();
+            assert!(
+                err < 1e-6 * (1.0 + numeric.abs()),
+                "input {i} element {k}: analytic {} numeric {numeric}",
+                analytic[k]
+            );
+        }
+    }
+}
+
+const CASES: &[(usize, usize, usize, usize, [usize; 2])] = &[
+    // (kernel, stride, padding, dilation, input HxW)
+    (3, 1, 1, 1, [6, 5]),
+    (3, 2, 1, 1, [10, 9]), // H and W of different parity at a stride-2 layer
+    (3, 1, 2, 2, [7, 6]),
+    (1, 2, 0, 1, [7, 8]),
+    (1, 1, 0, 1, [5, 4]),
+    (7, 2, 3, 1, [11, 10]),
+];
+
+#[test]
+fn conv_forward_matches_candle() {
+    for &(k, s, p, d, [h, w]) in CASES {
+        let x = seeded(&[2, 3, h + 4, w + 4], 1);
+        let wt = seeded(&[4, 3, k, k], 2);
+        let ours = conv2d(
+            &x,
+            &wt,
+            ConvParams {
+                stride: s,
+                padding: p,
+                dilation: d,
+            },
+        )
+        .unwrap();
+        let theirs = x.conv2d(&wt, p, s, d, 1).unwrap();
+        assert_eq!(ours.dims(), theirs.dims());
+        assert!(
+            max_abs_diff(&ours, &theirs) < 1e-12,
+            "case k{k} s{s} p{p} d{d}"
+        );
+    }
+}
+
+#[test]
+fn conv_gradients_match_finite_differences() {
+    for &(k, s, p, d, [h, w]) in CASES {
+        let x = seeded(&[2, 2, h, w], 3);
+        let wt = seeded(&[3, 2, k, k], 4);
+        let params = ConvParams {
+            stride: s,
+            padding: p,
+            dilation: d,
+        };
+        check_gradients(&[x, wt], |ts| conv2d(&ts[0], &ts[1], params).unwrap());
+    }
+}
+
+#[test]
+fn conv_runs_in_f32() {
+    let x = seeded(&[1, 2, 9, 10], 5).to_dtype(DType::F32).unwrap();
+    let w = seeded(&[3, 2, 3, 3], 6).to_dtype(DType::F32).unwrap();
+    let p = ConvParams {
+        stride: 2,
+        padding: 1,
+        dilation: 1,
+    };
+    let ours = conv2d(&x, &w, p).unwrap();
+    let theirs = x.conv2d(&w, 1, 2, 1, 1).unwrap();
+    assert!(
+        max_abs_diff(
+            &ours.to_dtype(DType::F64).unwrap(),
+            &theirs.to_dtype(DType::F64).unwrap()
+        ) < 1e-5
+    );
+}
+
+#[test]
+fn conv_rejects_input_smaller_than_kernel() {
+    let x = seeded(&[1, 1, 2, 2], 7);
+    let w = seeded(&[1, 1, 7, 7], 8);
+    let err = conv2d(
+        &x,
+        &w,
+        ConvParams {
+            stride: 2,
+            padding: 0,
+            dilation: 1,
+        },
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("too small"), "{err}");
+}
+
+#[test]
+fn max_pool_matches_composed_version_and_pytorch_sizes() {
+    for (h, w) in [(7, 8), (8, 8), (9, 5), (2, 3)] {
+        let x = seeded(&[2, 3, h, w], 10);
+        let a = max_pool_3x3_s2(&x).unwrap();
+        let b = max_pool_3x3_s2_composed(&x).unwrap();
+        // PyTorch: floor((n + 2 - 3) / 2) + 1.
+        assert_eq!(a.dims(), &[2, 3, (h - 1) / 2 + 1, (w - 1) / 2 + 1]);
+        assert_eq!(max_abs_diff(&a, &b), 0.0);
+    }
+}
+
+#[test]
+fn max_pool_gradients_match_finite_differences() {
+    for (h, w) in [(7, 8), (6, 5)] {
+        check_gradients(&[seeded(&[2, 2, h, w], 11)], |ts| {
+            max_pool_3x3_s2(&ts[0]).unwrap()
+        });
+        check_gradients(&[seeded(&[1, 2, h, w], 12)], |ts| {
+            max_pool_3x3_s2_composed(&ts[0]).unwrap()
+        });
+    }
+}
+
+#[test]
+fn max_pool_sends_gradient_to_first_maximum_on_ties() {
+    // All-equal input: PyTorch routes each window's gradient to its first element.
+    let x =
+        Var::from_tensor(&Tensor::zeros((1, 1, 4, 4), DType::F64, &Device::Cpu).unwrap()).unwrap();
+    let y = max_pool_3x3_s2(x.as_tensor()).unwrap();
+    let g = y.sum_all().unwrap().backward().unwrap();
+    let dx = g
+        .get(x.as_tensor())
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap();
+    // Windows start at (-1,-1), (-1,1), (1,-1), (1,1): first valid pixels (0,0), (0,1), (1,0), (1,1).
+    let mut expected = vec![0.0; 16];
+    for i in [0, 1, 4, 5] {
+        expected[i] = 1.0;
+    }
+    assert_eq!(dx, expected);
+}
+
+#[test]
+fn bilinear_matches_pytorch_values() {
+    let x = Tensor::new(&[[[[1f64, 2.0]]]], &Device::Cpu).unwrap();
+    // F.interpolate(x, (1, 4), mode="bilinear", align_corners=False / True)
+    let a = resize_bilinear(&x, 1, 4, false)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap();
+    assert_eq!(a, vec![1.0, 1.25, 1.75, 2.0]);
+    let b = resize_bilinear(&x, 1, 4, true)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap();
+    let expected = [1.0, 4.0 / 3.0, 5.0 / 3.0, 2.0];
+    for (u, v) in b.iter().zip(expected) {
+        assert!((u - v).abs() < 1e-12);
+    }
+    // Down-sampling with align_corners=False: 4 -> 3 reads source 0.1667, 1.5, 2.8333.
+    let x = Tensor::new(&[[[[0f64, 1.0, 2.0, 3.0]]]], &Device::Cpu).unwrap();
+    let c = resize_bilinear(&x, 1, 3, false)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap();
+    for (u, v) in c.iter().zip([1.0 / 6.0, 1.5, 17.0 / 6.0]) {
+        assert!((u - v).abs() < 1e-12, "{c:?}");
+    }
+}
+
+#[test]
+fn bilinear_gradients_match_finite_differences() {
+    for align in [true, false] {
+        check_gradients(&[seeded(&[1, 2, 3, 4], 13)], |ts| {
+            resize_bilinear(&ts[0], 7, 5, align).unwrap()
+        });
+        check_gradients(&[seeded(&[1, 1, 6, 5], 14)], |ts| {
+            resize_bilinear(&ts[0], 4, 2, align).unwrap()
+        });
+    }
+}
