@@ -1,0 +1,10 @@
+//! Readers of the prepared dataset folders, and the synthetic dataset.
+
+mod cityscapes;
+mod pascal;
+mod sun;
+
+pub use crate::synthetic::{Synthetic, SyntheticConfig};
+pub use cityscapes::{Cityscapes, CITYSCAPES_SIZE};
+pub use pascal::PascalVoc;
+pub use sun::SunRgbd;
