@@ -61,7 +61,12 @@ fn same_seed_same_batches_whatever_the_thread_count() {
     let c = run(2, 6);
     for (x, y) in a.iter().zip(&b) {
         assert_eq!(x.ids, y.ids);
-        let d = (&x.images - &y.images).unwrap().abs().unwrap().max_all().unwrap();
+        let d = (&x.images - &y.images)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
         assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0);
         let xl = x.labels.flatten_all().unwrap().to_vec1::<i64>().unwrap();
         let yl = y.labels.flatten_all().unwrap().to_vec1::<i64>().unwrap();
@@ -162,15 +167,25 @@ fn classmix_takes_half_the_classes_from_the_next_image() {
             let conf = out.confidence[i * plane + p];
             if got == own && (conf - host.confidence[i * plane + p]).abs() < 1e-6 {
                 kept.insert(own);
-                assert_eq!(out.images[(i * 3) * plane + p], host.images[(i * 3) * plane + p]);
+                assert_eq!(
+                    out.images[(i * 3) * plane + p],
+                    host.images[(i * 3) * plane + p]
+                );
             } else {
                 // Pixel from image j: label, confidence and colour all from j.
                 assert_eq!(got, host.labels[j * plane + p]);
                 assert!((conf - host.confidence[j * plane + p]).abs() < 1e-6);
-                assert_eq!(out.images[(i * 3) * plane + p], host.images[(j * 3) * plane + p]);
+                assert_eq!(
+                    out.images[(i * 3) * plane + p],
+                    host.images[(j * 3) * plane + p]
+                );
             }
         }
-        assert_eq!(kept.len(), 2, "image {i}: half of its 4 classes kept: {kept:?}");
+        assert_eq!(
+            kept.len(),
+            2,
+            "image {i}: half of its 4 classes kept: {kept:?}"
+        );
     }
 }
 
@@ -213,12 +228,22 @@ fn unsup_transform_keeps_labels_and_confidences_aligned() {
     assert_eq!(a.images.dims(), &[4, 3, 20, 22]);
     assert_eq!(a.labels.dims(), &[4, 20, 22]);
     assert_eq!(a.confidence.dims(), &[4, 20, 22]);
-    let d = (&a.images - &b.images).unwrap().abs().unwrap().max_all().unwrap();
+    let d = (&a.images - &b.images)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap();
     assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0, "same seed, same output");
     // Each pixel's confidence tells which image it came from (0.5 + i/10, or 0 if padded);
     // its label must be a label that image has.
     let l = a.labels.flatten_all().unwrap().to_vec1::<i64>().unwrap();
-    let c = a.confidence.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let c = a
+        .confidence
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
     for (lv, cv) in l.iter().zip(&c) {
         if *cv == 0.0 {
             assert_eq!(*lv, -1);
