@@ -11,19 +11,29 @@ use crate::check;
 
 /// Per-pixel cross-entropy `[B,H,W]` (0 on ignored pixels) and the valid mask `[B,H,W]`
 /// in `pred`'s dtype.
-fn pixel_cross_entropy(pred: &Tensor, target: &Tensor, what: &str) -> candle_core::Result<(Tensor, Tensor)> {
+fn pixel_cross_entropy(
+    pred: &Tensor,
+    target: &Tensor,
+    what: &str,
+) -> candle_core::Result<(Tensor, Tensor)> {
     let [b, c, h, w] = check::dims::<4>(pred, &format!("{what}: pred"), "[B,C,H,W] logits")?;
     check::float(pred, &format!("{what}: pred"))?;
     let t_dims = check::dims::<3>(target, &format!("{what}: target"), "[B,H,W] class indices")?;
     if t_dims != [b, h, w] {
-        candle_core::bail!("{what}: target shape {t_dims:?} does not match pred [B,C,H,W] = {:?}", pred.dims());
+        candle_core::bail!(
+            "{what}: target shape {t_dims:?} does not match pred [B,C,H,W] = {:?}",
+            pred.dims()
+        );
     }
     let target = check::labels(target, c, &format!("{what}: target"))?;
     let valid = target.ge(0i64)?.to_dtype(pred.dtype())?;
     let index = target.maximum(0i64)?.to_dtype(DType::U32)?.unsqueeze(1)?;
     // Composed log-softmax: the fused softmax kernels drop gradients (CANDLE_NOTES 10).
     let log_prob = candle_nn::ops::log_softmax(pred, 1)?;
-    let picked = log_prob.contiguous()?.gather(&index.contiguous()?, 1)?.squeeze(1)?;
+    let picked = log_prob
+        .contiguous()?
+        .gather(&index.contiguous()?, 1)?
+        .squeeze(1)?;
     let ce = picked.neg()?.mul(&valid)?;
     Ok((ce, valid))
 }

@@ -4,7 +4,11 @@
 use candle_core::{DType, Tensor};
 
 /// Dims of a tensor that must have the given rank.
-pub(crate) fn dims<const N: usize>(t: &Tensor, what: &str, layout: &str) -> candle_core::Result<[usize; N]> {
+pub(crate) fn dims<const N: usize>(
+    t: &Tensor,
+    what: &str,
+    layout: &str,
+) -> candle_core::Result<[usize; N]> {
     let d = t.dims();
     if d.len() != N {
         candle_core::bail!("{what} must be {layout}, got shape {:?}", d);
@@ -27,7 +31,10 @@ pub(crate) fn float(t: &Tensor, what: &str) -> candle_core::Result<()> {
 /// assert on CUDA.
 pub(crate) fn labels(t: &Tensor, num_classes: usize, what: &str) -> candle_core::Result<Tensor> {
     if t.dtype().is_float() {
-        candle_core::bail!("{what} must be an integer tensor (i64, -1 = ignore), got {:?}", t.dtype());
+        candle_core::bail!(
+            "{what} must be an integer tensor (i64, -1 = ignore), got {:?}",
+            t.dtype()
+        );
     }
     let t = t.to_dtype(DType::I64)?;
     if t.elem_count() == 0 {

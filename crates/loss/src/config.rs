@@ -49,7 +49,10 @@ impl ReCoConfig {
     /// Rejects settings the loss cannot use, naming the field.
     pub fn validate(&self) -> candle_core::Result<()> {
         if !(self.temp.is_finite() && self.temp > 0.0) {
-            candle_core::bail!("ReCoConfig.temp must be a positive finite number, got {}", self.temp);
+            candle_core::bail!(
+                "ReCoConfig.temp must be a positive finite number, got {}",
+                self.temp
+            );
         }
         if !self.strong_threshold.is_finite() {
             candle_core::bail!(

@@ -125,7 +125,11 @@ pub(crate) fn device_rows(x: &DeviceContrast<'_>) -> candle_core::Result<RowTerm
         let r = x.chunk_rows.min(rows - start);
         let q = x.queries.narrow(0, start, r)?;
         let pos = x.positives.narrow(0, start, r)?;
-        let idx = Tensor::from_slice(&x.negatives[start * m..(start + r) * m], r * m, x.table.device())?;
+        let idx = Tensor::from_slice(
+            &x.negatives[start * m..(start + r) * m],
+            r * m,
+            x.table.device(),
+        )?;
         let keys = x.table.index_select(&idx, 0)?.reshape((r, m, d))?;
         let neg = keys.matmul(&q.unsqueeze(2)?.contiguous()?)?.squeeze(2)?;
         let pos_logit = q.mul(&pos)?.sum_keepdim(1)?;
@@ -146,7 +150,10 @@ pub(crate) fn device_rows(x: &DeviceContrast<'_>) -> candle_core::Result<RowTerm
         grads.push((grad * inv_t)?);
         start += r;
     }
-    Ok(RowTerms { loss: Tensor::cat(&losses, 0)?, grad: Tensor::cat(&grads, 0)? })
+    Ok(RowTerms {
+        loss: Tensor::cat(&losses, 0)?,
+        grad: Tensor::cat(&grads, 0)?,
+    })
 }
 
 /// L2-normalises the rows of `x` `[R, D]` like `torch.cosine_similarity` (norm clamped
@@ -178,24 +185,27 @@ pub(crate) fn host_normalized_table(rep: &[f32], b: usize, d: usize, p: usize) -
     // channel is read as a contiguous run of BLOCK values.
     const BLOCK: usize = 32;
     let mut table = vec![0f32; b * p * d];
-    table.par_chunks_mut(p * d).enumerate().for_each(|(bi, image)| {
-        let src = &rep[bi * d * p..(bi + 1) * d * p];
-        for (blk, out) in image.chunks_mut(BLOCK * d).enumerate() {
-            let first = blk * BLOCK;
-            let n = out.len() / d;
-            for k in 0..d {
-                let run = &src[k * p + first..k * p + first + n];
-                for (j, &v) in run.iter().enumerate() {
-                    out[j * d + k] = v;
+    table
+        .par_chunks_mut(p * d)
+        .enumerate()
+        .for_each(|(bi, image)| {
+            let src = &rep[bi * d * p..(bi + 1) * d * p];
+            for (blk, out) in image.chunks_mut(BLOCK * d).enumerate() {
+                let first = blk * BLOCK;
+                let n = out.len() / d;
+                for k in 0..d {
+                    let run = &src[k * p + first..k * p + first + n];
+                    for (j, &v) in run.iter().enumerate() {
+                        out[j * d + k] = v;
+                    }
+                }
+                for row in out.chunks_mut(d) {
+                    let inv = 1.0 / dot(row, row).sqrt().max(1e-8);
+                    for o in row.iter_mut() {
+                        *o *= inv;
+                    }
                 }
             }
-            for row in out.chunks_mut(d) {
-                let inv = 1.0 / dot(row, row).sqrt().max(1e-8);
-                for o in row.iter_mut() {
-                    *o *= inv;
-                }
-            }
-        }
-    });
+        });
     table
 }

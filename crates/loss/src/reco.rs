@@ -26,7 +26,12 @@ struct Shapes {
     w: usize,
 }
 
-fn check_inputs(rep: &Tensor, label: &Tensor, mask: &Tensor, prob: &Tensor) -> candle_core::Result<Shapes> {
+fn check_inputs(
+    rep: &Tensor,
+    label: &Tensor,
+    mask: &Tensor,
+    prob: &Tensor,
+) -> candle_core::Result<Shapes> {
     let [b, d, h, w] = check::dims::<4>(rep, "reco_loss: rep", "[B,D,h,w]")?;
     let [lb, c, lh, lw] = check::dims::<4>(label, "reco_loss: label", "[B,C,h,w] one-hot")?;
     let mdims = check::dims::<4>(mask, "reco_loss: mask", "[B,1,h,w]")?;
@@ -41,10 +46,19 @@ fn check_inputs(rep: &Tensor, label: &Tensor, mask: &Tensor, prob: &Tensor) -> c
             prob.dims()
         );
     }
-    for (t, what) in [(rep, "rep"), (label, "label"), (mask, "mask"), (prob, "prob")] {
+    for (t, what) in [
+        (rep, "rep"),
+        (label, "label"),
+        (mask, "mask"),
+        (prob, "prob"),
+    ] {
         check::float(t, &format!("reco_loss: {what}"))?;
         if t.device().location() != rep.device().location() {
-            candle_core::bail!("reco_loss: {what} is on {:?}, rep on {:?}", t.device().location(), rep.device().location());
+            candle_core::bail!(
+                "reco_loss: {what} is on {:?}, rep on {:?}",
+                t.device().location(),
+                rep.device().location()
+            );
         }
     }
     if c == 0 || d == 0 || b * h * w == 0 {
@@ -60,18 +74,38 @@ fn check_inputs(rep: &Tensor, label: &Tensor, mask: &Tensor, prob: &Tensor) -> c
 /// original's `.bool()`), and hard when additionally `prob[c] < strong_threshold`
 /// (compared in `prob`'s dtype, like PyTorch). Prototypes are plain means of the valid
 /// features of each class.
-fn host_view(rep: &Tensor, label: &Tensor, mask: &Tensor, prob: &Tensor, s: &Shapes, threshold: f64) -> candle_core::Result<HostView> {
+fn host_view(
+    rep: &Tensor,
+    label: &Tensor,
+    mask: &Tensor,
+    prob: &Tensor,
+    s: &Shapes,
+    threshold: f64,
+) -> candle_core::Result<HostView> {
     let Shapes { b, d, c, h, w } = *s;
     let p = h * w;
     let valid = label.broadcast_mul(mask)?.ne(0.0)?.to_dtype(DType::F32)?;
     let count_per_pixel = valid.sum(1)?;
     let class = valid.argmax(1)?.to_dtype(DType::F32)?;
-    let hard = prob.lt(threshold)?.to_dtype(DType::F32)?.mul(&valid)?.sum(1)?;
-    let codes = Tensor::stack(&[count_per_pixel.flatten_all()?, class.flatten_all()?, hard.flatten_all()?], 0)?;
+    let hard = prob
+        .lt(threshold)?
+        .to_dtype(DType::F32)?
+        .mul(&valid)?
+        .sum(1)?;
+    let codes = Tensor::stack(
+        &[
+            count_per_pixel.flatten_all()?,
+            class.flatten_all()?,
+            hard.flatten_all()?,
+        ],
+        0,
+    )?;
 
     let rep = rep.detach();
     let valid3 = valid.to_dtype(rep.dtype())?.reshape((b, c, p))?;
-    let sums = valid3.matmul(&rep.reshape((b, d, p))?.transpose(1, 2)?)?.sum(0)?;
+    let sums = valid3
+        .matmul(&rep.reshape((b, d, p))?.transpose(1, 2)?)?
+        .sum(0)?;
     let counts = valid3.sum(2)?.sum(0)?.maximum(1.0)?.unsqueeze(1)?;
     let protos = contrast::normalize_rows(&sums.broadcast_div(&counts)?)?;
     let proto_cos = protos.matmul(&protos.t()?)?.to_dtype(DType::F32)?;
@@ -92,7 +126,11 @@ fn host_view(rep: &Tensor, label: &Tensor, mask: &Tensor, prob: &Tensor, s: &Sha
         .map(|(&n, &k)| if n > 0.5 { k as u32 } else { NO_CLASS })
         .collect();
     let hard_flag: Vec<bool> = hard.iter().map(|&v| v > 0.5).collect();
-    Ok(HostView { pixels: ClassPixels::from_codes(&class_code, &hard_flag, c)?, proto_cos, protos })
+    Ok(HostView {
+        pixels: ClassPixels::from_codes(&class_code, &hard_flag, c)?,
+        proto_cos,
+        protos,
+    })
 }
 
 /// Indices into `rep.flatten_all()` of every feature of every query row (`[R*D]`), so
@@ -125,10 +163,12 @@ fn row_terms(
         .flat_map(|&c| std::iter::repeat_n(c as u32, cfg.num_queries))
         .collect();
     let positives = protos.index_select(&Tensor::new(row_class, protos.device())?, 0)?;
-    let use_host = cfg.kernel == ContrastKernel::Auto && rep.device().is_cpu() && rep.dtype() == DType::F32;
+    let use_host =
+        cfg.kernel == ContrastKernel::Auto && rep.device().is_cpu() && rep.dtype() == DType::F32;
     if use_host {
         let rep_c = rep.detach().contiguous()?;
-        let table = contrast::with_cpu_f32(&rep_c, |x| contrast::host_normalized_table(x, b, d, p))?;
+        let table =
+            contrast::with_cpu_f32(&rep_c, |x| contrast::host_normalized_table(x, b, d, p))?;
         let q = queries_n.detach().contiguous()?;
         let pos = positives.to_dtype(DType::F32)?.contiguous()?;
         let (loss, grad) = contrast::with_cpu_f32(&q, |q| {
@@ -150,7 +190,12 @@ fn row_terms(
             grad: Tensor::from_vec(grad, (rows, d), &Device::Cpu)?,
         })
     } else {
-        let table = rep.detach().reshape((b, d, p))?.transpose(1, 2)?.contiguous()?.reshape((b * p, d))?;
+        let table = rep
+            .detach()
+            .reshape((b, d, p))?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b * p, d))?;
         let table = contrast::normalize_rows(&table)?;
         contrast::device_rows(&DeviceContrast {
             queries: &queries_n.detach(),
@@ -194,7 +239,12 @@ pub fn reco_loss_parts(
     if draws.present.len() < 2 || draws.rows() == 0 {
         // Fewer than two classes, or no class with a hard query: the original returns a
         // constant 0 (no gradient).
-        return Ok(ReCoParts { loss: zero, draws, pixels: view.pixels, proto_cos: view.proto_cos });
+        return Ok(ReCoParts {
+            loss: zero,
+            draws,
+            pixels: view.pixels,
+            proto_cos: view.proto_cos,
+        });
     }
     let Shapes { d, h, w, .. } = shapes;
     let p = h * w;
@@ -202,7 +252,11 @@ pub fn reco_loss_parts(
     // Queries keep their graph: the only path of the gradient back into `rep`.
     let feature_idx = query_feature_indices(&draws.queries, d, p);
     let feature_idx = Tensor::from_vec(feature_idx, draws.rows() * d, rep.device())?;
-    let queries = rep.contiguous()?.flatten_all()?.index_select(&feature_idx, 0)?.reshape((draws.rows(), d))?;
+    let queries = rep
+        .contiguous()?
+        .flatten_all()?
+        .index_select(&feature_idx, 0)?
+        .reshape((draws.rows(), d))?;
     let queries_n = contrast::normalize_rows(&queries)?;
 
     let terms = row_terms(rep, &queries_n, &draws, &shapes, cfg, &view.protos)?;
@@ -214,7 +268,12 @@ pub fn reco_loss_parts(
     let total = loss_rows.sum_all()?.add(&surrogate)?;
     let divisor = (cfg.num_queries * draws.present.len()) as f64;
     let loss = (total / divisor)?;
-    Ok(ReCoParts { loss, draws, pixels: view.pixels, proto_cos: view.proto_cos })
+    Ok(ReCoParts {
+        loss,
+        draws,
+        pixels: view.pixels,
+        proto_cos: view.proto_cos,
+    })
 }
 
 /// The ReCo loss of the original `compute_reco_loss`, vectorised.
@@ -232,6 +291,13 @@ pub fn reco_loss_parts(
 ///
 /// `seed` fixes every draw: the same seed gives the same loss; different seeds give
 /// independent draws. Returns a 0-dim tensor on `rep`'s device.
-pub fn reco_loss(rep: &Tensor, label: &Tensor, mask: &Tensor, prob: &Tensor, cfg: &ReCoConfig, seed: u64) -> candle_core::Result<Tensor> {
+pub fn reco_loss(
+    rep: &Tensor,
+    label: &Tensor,
+    mask: &Tensor,
+    prob: &Tensor,
+    cfg: &ReCoConfig,
+    seed: u64,
+) -> candle_core::Result<Tensor> {
     Ok(reco_loss_parts(rep, label, mask, prob, cfg, seed)?.loss)
 }

@@ -26,21 +26,34 @@ pub struct ClassPixels {
 impl ClassPixels {
     /// Builds the lists from per-pixel codes: `class[p]` is the pixel's class or
     /// [`NO_CLASS`], `hard[p]` whether it is a hard query for that class.
-    pub fn from_codes(class: &[u32], hard: &[bool], num_classes: usize) -> candle_core::Result<Self> {
+    pub fn from_codes(
+        class: &[u32],
+        hard: &[bool],
+        num_classes: usize,
+    ) -> candle_core::Result<Self> {
         if class.len() != hard.len() {
-            candle_core::bail!("ClassPixels: {} class codes but {} hard flags", class.len(), hard.len());
+            candle_core::bail!(
+                "ClassPixels: {} class codes but {} hard flags",
+                class.len(),
+                hard.len()
+            );
         }
         if class.len() > u32::MAX as usize {
             candle_core::bail!("ClassPixels: more than 2^32 pixels are not supported");
         }
-        let mut out = Self { valid: vec![Vec::new(); num_classes], hard: vec![Vec::new(); num_classes] };
+        let mut out = Self {
+            valid: vec![Vec::new(); num_classes],
+            hard: vec![Vec::new(); num_classes],
+        };
         for (p, (&c, &h)) in class.iter().zip(hard).enumerate() {
             if c == NO_CLASS {
                 continue;
             }
             let c = c as usize;
             if c >= num_classes {
-                candle_core::bail!("ClassPixels: pixel {p} has class {c}, expected < {num_classes}");
+                candle_core::bail!(
+                    "ClassPixels: pixel {p} has class {c}, expected < {num_classes}"
+                );
             }
             out.valid[c].push(p as u32);
             if h {
@@ -52,20 +65,31 @@ impl ClassPixels {
 
     /// Classes with at least one valid pixel, ascending: the loss's divisor.
     pub fn present(&self) -> Vec<usize> {
-        (0..self.valid.len()).filter(|&c| !self.valid[c].is_empty()).collect()
+        (0..self.valid.len())
+            .filter(|&c| !self.valid[c].is_empty())
+            .collect()
     }
 }
 
 /// The class-relation distribution of query class `c`: softmax over the other present
 /// classes `k` of `cos(prototype_c, prototype_k) / temp`. `proto_cos` is the row-major
 /// `C x C` cosine matrix. Returns `(class, probability)` pairs in ascending class order.
-pub fn class_relation(proto_cos: &[f32], num_classes: usize, present: &[usize], c: usize, temp: f64) -> Vec<(usize, f64)> {
+pub fn class_relation(
+    proto_cos: &[f32],
+    num_classes: usize,
+    present: &[usize],
+    c: usize,
+    temp: f64,
+) -> Vec<(usize, f64)> {
     let logits: Vec<(usize, f64)> = present
         .iter()
         .filter(|&&k| k != c)
         .map(|&k| (k, f64::from(proto_cos[c * num_classes + k]) / temp))
         .collect();
-    let max = logits.iter().map(|&(_, l)| l).fold(f64::NEG_INFINITY, f64::max);
+    let max = logits
+        .iter()
+        .map(|&(_, l)| l)
+        .fold(f64::NEG_INFINITY, f64::max);
     let exps: Vec<(usize, f64)> = logits.iter().map(|&(k, l)| (k, (l - max).exp())).collect();
     let total: f64 = exps.iter().map(|&(_, e)| e).sum();
     exps.into_iter().map(|(k, e)| (k, e / total)).collect()
@@ -99,7 +123,12 @@ impl Draws {
 ///
 /// Every query class uses its own ChaCha8 stream (`seed`, stream = class id), so the
 /// result depends on the seed only, not on the thread count.
-pub fn draw(pixels: &ClassPixels, proto_cos: &[f32], cfg: &ReCoConfig, seed: u64) -> candle_core::Result<Draws> {
+pub fn draw(
+    pixels: &ClassPixels,
+    proto_cos: &[f32],
+    cfg: &ReCoConfig,
+    seed: u64,
+) -> candle_core::Result<Draws> {
     let num_classes = pixels.valid.len();
     if pixels.hard.len() != num_classes || proto_cos.len() != num_classes * num_classes {
         candle_core::bail!(
@@ -111,9 +140,16 @@ pub fn draw(pixels: &ClassPixels, proto_cos: &[f32], cfg: &ReCoConfig, seed: u64
     }
     let present = pixels.present();
     if present.len() < 2 {
-        return Ok(Draws { present, ..Draws::default() });
+        return Ok(Draws {
+            present,
+            ..Draws::default()
+        });
     }
-    let query_classes: Vec<usize> = present.iter().copied().filter(|&c| !pixels.hard[c].is_empty()).collect();
+    let query_classes: Vec<usize> = present
+        .iter()
+        .copied()
+        .filter(|&c| !pixels.hard[c].is_empty())
+        .collect();
     let (nq, nn) = (cfg.num_queries, cfg.num_negatives);
     let mut queries = vec![0u32; query_classes.len() * nq];
     let mut negatives = vec![0u32; query_classes.len() * nq * nn];
@@ -140,13 +176,23 @@ pub fn draw(pixels: &ClassPixels, proto_cos: &[f32], cfg: &ReCoConfig, seed: u64
             if let Some(last) = cumulative.last_mut() {
                 *last = 1.0;
             }
-            let pools: Vec<&[u32]> = relation.iter().map(|&(k, _)| pixels.valid[k].as_slice()).collect();
+            let pools: Vec<&[u32]> = relation
+                .iter()
+                .map(|&(k, _)| pixels.valid[k].as_slice())
+                .collect();
             for key in n_out.iter_mut() {
                 let u: f64 = rng.gen();
-                let slot = cumulative.partition_point(|&cum| cum <= u).min(pools.len() - 1);
+                let slot = cumulative
+                    .partition_point(|&cum| cum <= u)
+                    .min(pools.len() - 1);
                 let pool = pools[slot];
                 *key = pool[rng.gen_range(0..pool.len())];
             }
         });
-    Ok(Draws { present, query_classes, queries, negatives })
+    Ok(Draws {
+        present,
+        query_classes,
+        queries,
+        negatives,
+    })
 }

@@ -13,8 +13,16 @@ use crate::check;
 pub fn one_hot(labels: &Tensor, num_classes: usize) -> candle_core::Result<Tensor> {
     let [_b, _h, _w] = check::dims::<3>(labels, "one_hot: labels", "[B,H,W] class indices")?;
     let labels = check::labels(labels, num_classes, "one_hot: labels")?;
-    let classes = Tensor::arange(0i64, num_classes as i64, labels.device())?.reshape((1, num_classes, 1, 1))?;
-    labels.unsqueeze(1)?.broadcast_eq(&classes)?.to_dtype(DType::F32)
+    let classes = Tensor::arange(0i64, num_classes as i64, labels.device())?.reshape((
+        1,
+        num_classes,
+        1,
+        1,
+    ))?;
+    labels
+        .unsqueeze(1)?
+        .broadcast_eq(&classes)?
+        .to_dtype(DType::F32)
 }
 
 /// Source index of every output position of PyTorch's `F.interpolate(mode="nearest")`
@@ -40,14 +48,20 @@ pub fn nearest_source_indices(input: usize, output: usize) -> Vec<u32> {
 pub fn resize_nearest(x: &Tensor, out_h: usize, out_w: usize) -> candle_core::Result<Tensor> {
     let rank = x.rank();
     if rank < 2 {
-        candle_core::bail!("resize_nearest: input must have rank >= 2, got shape {:?}", x.dims());
+        candle_core::bail!(
+            "resize_nearest: input must have rank >= 2, got shape {:?}",
+            x.dims()
+        );
     }
     if out_h == 0 || out_w == 0 {
         candle_core::bail!("resize_nearest: output size must be positive, got {out_h}x{out_w}");
     }
     let (in_h, in_w) = (x.dim(rank - 2)?, x.dim(rank - 1)?);
     if in_h == 0 || in_w == 0 {
-        candle_core::bail!("resize_nearest: input has an empty spatial dimension {:?}", x.dims());
+        candle_core::bail!(
+            "resize_nearest: input has an empty spatial dimension {:?}",
+            x.dims()
+        );
     }
     let mut y = x.contiguous()?;
     if out_h != in_h {
@@ -152,4 +166,3 @@ pub fn reco_targets_labelled(labels: &Tensor, pred: &Tensor) -> candle_core::Res
     let prob = candle_nn::ops::softmax(&pred.detach(), 1)?.to_dtype(DType::F32)?;
     Ok(ReCoTargets { label, mask, prob })
 }
-

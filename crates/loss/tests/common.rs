@@ -8,12 +8,17 @@ use std::collections::HashMap;
 use candle_core::{Device, Tensor};
 
 pub fn fixtures() -> HashMap<String, Tensor> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/losses.safetensors");
-    candle_core::safetensors::load(path, &Device::Cpu).expect("tests/fixtures/losses.safetensors is part of the crate")
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/losses.safetensors"
+    );
+    candle_core::safetensors::load(path, &Device::Cpu)
+        .expect("tests/fixtures/losses.safetensors is part of the crate")
 }
 
 pub fn get<'a>(f: &'a HashMap<String, Tensor>, key: &str) -> &'a Tensor {
-    f.get(key).unwrap_or_else(|| panic!("fixture key {key} missing"))
+    f.get(key)
+        .unwrap_or_else(|| panic!("fixture key {key} missing"))
 }
 
 pub fn scalar_f64(f: &HashMap<String, Tensor>, key: &str) -> f64 {
@@ -22,7 +27,12 @@ pub fn scalar_f64(f: &HashMap<String, Tensor>, key: &str) -> f64 {
 }
 
 pub fn vec_f64(t: &Tensor) -> Vec<f64> {
-    t.to_dtype(candle_core::DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap()
+    t.to_dtype(candle_core::DType::F64)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap()
 }
 
 /// ‖a − b‖ / ‖b‖.

@@ -88,18 +88,31 @@ fn check_case(name: &str) {
     );
     let ref_gmean = vec_f64(get(&f, &k("grad.mean")));
     let ref_gstd = vec_f64(get(&f, &k("grad.std")));
-    let num: f64 = gmean.iter().zip(&ref_gmean).map(|(a, b)| (a - b) * (a - b)).sum();
+    let num: f64 = gmean
+        .iter()
+        .zip(&ref_gmean)
+        .map(|(a, b)| (a - b) * (a - b))
+        .sum();
     let den: f64 = ref_gstd
         .iter()
         .zip(&gvar)
         .map(|(s, v)| s * s / ref_n + v / SEEDS as f64)
         .sum();
     let stat = num / den;
-    assert!(stat < 2.5, "{name}: gradient statistic {stat} (must be < 2.5)");
+    assert!(
+        stat < 2.5,
+        "{name}: gradient statistic {stat} (must be < 2.5)"
+    );
     // The statistic is about 1 for matching distributions; near 0 would mean the test is
     // blind (e.g. no gradient variance at all).
-    assert!(stat > 0.2, "{name}: gradient statistic {stat} is suspiciously small");
-    eprintln!("{name}: mean loss {mean:.5} (ref {ref_mean:.5}, 4se {:.5}), gradient statistic {stat:.3}", 4.0 * se);
+    assert!(
+        stat > 0.2,
+        "{name}: gradient statistic {stat} is suspiciously small"
+    );
+    eprintln!(
+        "{name}: mean loss {mean:.5} (ref {ref_mean:.5}, 4se {:.5}), gradient statistic {stat:.3}",
+        4.0 * se
+    );
 }
 
 #[test]
@@ -152,9 +165,98 @@ fn portable_kernel_matches_fused_kernel() {
             c.cfg.kernel = ContrastKernel::Portable;
             c.cfg.chunk_rows = 5; // several chunks, the last one partial
             let (l2, g2) = run(&c, seed);
-            assert!((l1 - l2).abs() <= 1e-5 * l1.abs(), "{name}: fused {l1} vs portable {l2}");
+            assert!(
+                (l1 - l2).abs() <= 1e-5 * l1.abs(),
+                "{name}: fused {l1} vs portable {l2}"
+            );
             let err = common::rel_l2(&g2, &g1);
             assert!(err < 1e-5, "{name}: gradient rel difference {err}");
         }
     }
+}
+
+#[test]
+fn gradient_reaches_exactly_the_query_pixels() {
+    let f = fixtures();
+    let c = case(&f, "imbalanced");
+    let rep = Var::from_tensor(&c.rep).unwrap();
+    let parts = reco_loss::reco_loss_parts(rep.as_tensor(), &c.label, &c.mask, &c.prob, &c.cfg, 21)
+        .unwrap();
+    let grads = parts.loss.backward().unwrap();
+    let g = grads.get(rep.as_tensor()).expect("gradient reaches rep");
+    let (b, d, h, w) = g.dims4().unwrap();
+    let p = h * w;
+    let g = g.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let queried: std::collections::HashSet<u32> = parts.draws.queries.iter().copied().collect();
+    for pix in 0..(b * p) as u32 {
+        let (bi, s) = (pix as usize / p, pix as usize % p);
+        let norm: f32 = (0..d).map(|k| g[(bi * d + k) * p + s].abs()).sum();
+        if queried.contains(&pix) {
+            assert!(norm > 0.0, "query pixel {pix} got no gradient");
+        } else {
+            assert_eq!(
+                norm, 0.0,
+                "pixel {pix} is not a query but got gradient (keys must be detached)"
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_inputs_are_errors() {
+    let f = fixtures();
+    let c = case(&f, "stripes");
+    let cfg = &c.cfg;
+    // Mismatched shapes.
+    let short = c.label.narrow(2, 0, 5).unwrap();
+    assert!(reco_loss(&c.rep, &short, &c.mask, &c.prob, cfg, 0).is_err());
+    assert!(reco_loss(&c.rep, &c.label, &c.label, &c.prob, cfg, 0).is_err());
+    assert!(reco_loss(
+        &c.rep.flatten_all().unwrap(),
+        &c.label,
+        &c.mask,
+        &c.prob,
+        cfg,
+        0
+    )
+    .is_err());
+    // A pixel valid for two classes is not one-hot.
+    let doubled = (&c.label + c.label.roll(1, 1).unwrap()).unwrap();
+    let err = reco_loss(&c.rep, &doubled, &c.mask, &c.prob, cfg, 0).unwrap_err();
+    assert!(err.to_string().contains("one-hot"), "{err}");
+    // Bad configuration.
+    for bad in [
+        ReCoConfig {
+            temp: 0.0,
+            ..cfg.clone()
+        },
+        ReCoConfig {
+            num_queries: 0,
+            ..cfg.clone()
+        },
+        ReCoConfig {
+            num_negatives: 0,
+            ..cfg.clone()
+        },
+        ReCoConfig {
+            strong_threshold: f64::NAN,
+            ..cfg.clone()
+        },
+    ] {
+        assert!(reco_loss(&c.rep, &c.label, &c.mask, &c.prob, &bad, 0).is_err());
+    }
+}
+
+#[test]
+fn default_config_is_the_original_training_setting() {
+    let cfg = ReCoConfig::default();
+    assert_eq!(
+        (
+            cfg.strong_threshold,
+            cfg.temp,
+            cfg.num_queries,
+            cfg.num_negatives
+        ),
+        (0.97, 0.5, 256, 512)
+    );
 }
