@@ -5,7 +5,7 @@
 use candle_core::{Result, Tensor, Var, D};
 use candle_nn::{Init, VarBuilder};
 
-use crate::ops::{conv2d, ConvParams};
+use crate::ops::{batch_norm, conv2d, ConvParams, Normalize};
 
 /// Whether a forward pass normalises with batch statistics and whether it records a graph.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -152,43 +152,41 @@ impl BatchNorm2d {
     }
 
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let x = if mode.grad { x.clone() } else { x.detach() };
-        let c = x.dim(1)?;
-        let (mean, var) = if mode.train {
-            let count = x.elem_count() / c;
-            if count < 2 {
-                candle_core::bail!(
-                    "batch norm in training mode needs more than one value per channel, got input {:?}: use a batch of at least 2",
-                    x.dims()
-                )
-            }
-            let mean = x.mean_keepdim((0, 2, 3))?;
-            let centred = x.broadcast_sub(&mean)?;
-            let var = centred.sqr()?.mean_keepdim((0, 2, 3))?;
-            let unbiased = count as f64 / (count as f64 - 1.0);
-            let new_mean = ((self.running_mean.as_detached_tensor() * (1.0 - BN_MOMENTUM))?
-                + (mean.detach().flatten_all()? * BN_MOMENTUM)?)?;
-            let new_var = ((self.running_var.as_detached_tensor() * (1.0 - BN_MOMENTUM))?
-                + (var.detach().flatten_all()? * (BN_MOMENTUM * unbiased))?)?;
-            self.running_mean.set(&new_mean)?;
-            self.running_var.set(&new_var)?;
-            (mean, var)
+        self.forward_relu(x, mode, false)
+    }
+
+    /// Batch norm, followed by ReLU when `relu` (fused into one op on the CPU).
+    pub fn forward_relu(&self, x: &Tensor, mode: Mode, relu: bool) -> Result<Tensor> {
+        let x = maybe_detach(x, mode.grad);
+        let weight = maybe_detach(&self.weight, mode.grad);
+        let bias = maybe_detach(&self.bias, mode.grad);
+        let (running_mean, running_var) = (
+            self.running_mean.as_detached_tensor(),
+            self.running_var.as_detached_tensor(),
+        );
+        let norm = if mode.train {
+            Normalize::Batch
         } else {
-            (
-                self.running_mean
-                    .as_detached_tensor()
-                    .reshape((1, c, 1, 1))?,
-                self.running_var
-                    .as_detached_tensor()
-                    .reshape((1, c, 1, 1))?,
-            )
+            Normalize::Running {
+                mean: &running_mean,
+                var: &running_var,
+            }
         };
-        let weight = maybe_detach(&self.weight, mode.grad).reshape((1, c, 1, 1))?;
-        let bias = maybe_detach(&self.bias, mode.grad).reshape((1, c, 1, 1))?;
-        let scale = weight.broadcast_div(&(var + BN_EPS)?.sqrt()?)?;
-        x.broadcast_sub(&mean)?
-            .broadcast_mul(&scale)?
-            .broadcast_add(&bias)
+        let (y, batch_stats) = batch_norm(&x, &weight, &bias, norm, BN_EPS, relu)?;
+        if let Some(stats) = batch_stats {
+            // PyTorch's running update: momentum 0.1, unbiased batch variance.
+            let count = (x.elem_count() / x.dim(1)?) as f64;
+            let unbiased = count / (count - 1.0);
+            let (dtype, dev) = (running_mean.dtype(), running_mean.device());
+            let mean = Tensor::new(stats.mean.as_slice(), dev)?.to_dtype(dtype)?;
+            let var = Tensor::new(stats.var.as_slice(), dev)?.to_dtype(dtype)?;
+            self.running_mean
+                .set(&((running_mean * (1.0 - BN_MOMENTUM))? + (mean * BN_MOMENTUM)?)?)?;
+            self.running_var.set(
+                &((running_var * (1.0 - BN_MOMENTUM))? + (var * (BN_MOMENTUM * unbiased))?)?,
+            )?;
+        }
+        Ok(y)
     }
 }
 
@@ -214,7 +212,8 @@ impl ConvBnRelu {
     }
 
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        self.bn.forward(&self.conv.forward(x, mode)?, mode)?.relu()
+        self.bn
+            .forward_relu(&self.conv.forward(x, mode)?, mode, true)
     }
 }
 

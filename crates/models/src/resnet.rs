@@ -207,10 +207,7 @@ impl Block {
         let last = self.convs.len() - 1;
         let mut y = x.clone();
         for (i, (conv, bn)) in self.convs.iter().enumerate() {
-            y = bn.forward(&conv.forward(&y, mode)?, mode)?;
-            if i != last {
-                y = y.relu()?;
-            }
+            y = bn.forward_relu(&conv.forward(&y, mode)?, mode, i != last)?;
         }
         let identity = match &self.downsample {
             Some(d) => d.forward(x, mode)?,

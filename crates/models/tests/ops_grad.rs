@@ -255,3 +255,58 @@ fn bilinear_gradients_match_finite_differences() {
         });
     }
 }
+
+#[test]
+fn batch_norm_gradients_match_finite_differences() {
+    use reco_models::ops::{batch_norm, Normalize};
+    let rm = seeded(&[3], 20).affine(0.1, 0.0).unwrap();
+    let rv = seeded(&[3], 21).affine(0.2, 1.0).unwrap();
+    for relu in [false, true] {
+        check_gradients(
+            &[
+                seeded(&[2, 3, 4, 5], 22),
+                seeded(&[3], 23),
+                seeded(&[3], 24),
+            ],
+            |ts| {
+                batch_norm(&ts[0], &ts[1], &ts[2], Normalize::Batch, 1e-5, relu)
+                    .unwrap()
+                    .0
+            },
+        );
+        check_gradients(
+            &[
+                seeded(&[2, 3, 3, 2], 25),
+                seeded(&[3], 26),
+                seeded(&[3], 27),
+            ],
+            |ts| {
+                let norm = Normalize::Running {
+                    mean: &rm,
+                    var: &rv,
+                };
+                batch_norm(&ts[0], &ts[1], &ts[2], norm, 1e-5, relu)
+                    .unwrap()
+                    .0
+            },
+        );
+    }
+}
+
+#[test]
+fn batch_norm_returns_biased_batch_statistics() {
+    use reco_models::ops::{batch_norm, Normalize};
+    let x = Tensor::new(
+        &[[[[1f64, 2.0]], [[0.0, 4.0]]], [[[3.0, 6.0]], [[2.0, 2.0]]]],
+        &Device::Cpu,
+    )
+    .unwrap();
+    let ones = Tensor::ones(2, DType::F64, &Device::Cpu).unwrap();
+    let zeros = Tensor::zeros(2, DType::F64, &Device::Cpu).unwrap();
+    let (y, stats) = batch_norm(&x, &ones, &zeros, Normalize::Batch, 0.0, false).unwrap();
+    let stats = stats.unwrap();
+    assert_eq!(stats.mean, vec![3.0, 2.0]);
+    assert_eq!(stats.var, vec![3.5, 2.0]);
+    let y = y.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    assert!((y[0] + 2.0 / 3.5f64.sqrt()).abs() < 1e-12);
+}

@@ -2,10 +2,12 @@
 //! (finite differences in f64): convolution with fast and shape-robust gradients,
 //! the padded stem max-pool, differentiable bilinear resizing.
 
+mod batch_norm;
 mod conv;
 mod pool;
 mod resize;
 
+pub use batch_norm::{batch_norm, ChannelStats, Normalize};
 pub use conv::{conv2d, ConvParams};
 pub use pool::{max_pool_3x3_s2, max_pool_3x3_s2_composed};
 pub use resize::{interpolation_matrix, resize_bilinear};

@@ -1,0 +1,368 @@
+//! Batch norm (optionally followed by ReLU) as one op with an explicit backward.
+//!
+//! Composed from candle ops, a train-mode batch norm keeps five full-size intermediates
+//! alive for the backward pass (centred input, its square, the normalised input, the
+//! scaled and the shifted one) and reads memory a dozen times. This op keeps only its
+//! input and output, computes the statistics in f64 in two passes, and its backward is
+//! the closed form `dx = γ·σ⁻¹·(g − mean(g) − x̂·mean(g·x̂))` (train) or `γ·σ⁻¹·g` (eval),
+//! with the ReLU mask read from the output. On other devices the composed form is used.
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
+use rayon::prelude::*;
+
+use super::Real;
+
+/// Per-channel mean and biased variance.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChannelStats {
+    pub mean: Vec<f64>,
+    pub var: Vec<f64>,
+}
+
+/// Where the normalisation statistics come from.
+pub enum Normalize<'a> {
+    /// Batch statistics (training); they are returned for the running-average update.
+    Batch,
+    /// Running statistics `[C]` (evaluation).
+    Running { mean: &'a Tensor, var: &'a Tensor },
+}
+
+/// `relu?(γ · (x − μ) / √(σ² + eps) + β)` over `x [N,C,H,W]`, per channel. Returns the
+/// output and, for [`Normalize::Batch`], the batch statistics (variance biased).
+pub fn batch_norm(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    norm: Normalize,
+    eps: f64,
+    relu: bool,
+) -> Result<(Tensor, Option<ChannelStats>)> {
+    let (n, c, h, w) = x.dims4()?;
+    if weight.dims() != [c] || bias.dims() != [c] {
+        candle_core::bail!(
+            "batch norm over {c} channels got weight {:?} and bias {:?}",
+            weight.dims(),
+            bias.dims()
+        )
+    }
+    if matches!(norm, Normalize::Batch) && n * h * w < 2 {
+        candle_core::bail!(
+            "batch norm in training mode needs more than one value per channel, got input {:?}: use a batch of at least 2",
+            x.dims()
+        )
+    }
+    if !x.device().is_cpu() {
+        return composed(x, weight, bias, norm, eps, relu);
+    }
+    let given = match norm {
+        Normalize::Batch => None,
+        Normalize::Running { mean, var } => Some(ChannelStats {
+            mean: mean.to_dtype(candle_core::DType::F64)?.to_vec1()?,
+            var: var.to_dtype(candle_core::DType::F64)?.to_vec1()?,
+        }),
+    };
+    let is_batch = given.is_none();
+    let stats = Arc::new(Mutex::new(given));
+    let op = BatchNormOp {
+        eps,
+        relu,
+        train: is_batch,
+        stats: stats.clone(),
+    };
+    let y = x.contiguous()?.apply_op3(weight, bias, op)?;
+    let batch_stats = if is_batch {
+        lock(&stats)?.clone()
+    } else {
+        None
+    };
+    Ok((y, batch_stats))
+}
+
+fn lock(
+    m: &Mutex<Option<ChannelStats>>,
+) -> Result<std::sync::MutexGuard<'_, Option<ChannelStats>>> {
+    m.lock()
+        .map_err(|_| candle_core::Error::Msg("batch-norm statistics poisoned by a panic".into()))
+}
+
+/// The same computation from candle ops, for devices without the CPU kernel.
+fn composed(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    norm: Normalize,
+    eps: f64,
+    relu: bool,
+) -> Result<(Tensor, Option<ChannelStats>)> {
+    let c = x.dim(1)?;
+    let (mean, var, stats) = match norm {
+        Normalize::Batch => {
+            let mean = x.mean_keepdim((0, 2, 3))?;
+            let var = x.broadcast_sub(&mean)?.sqr()?.mean_keepdim((0, 2, 3))?;
+            let stats = ChannelStats {
+                mean: mean
+                    .flatten_all()?
+                    .to_dtype(candle_core::DType::F64)?
+                    .to_vec1()?,
+                var: var
+                    .flatten_all()?
+                    .to_dtype(candle_core::DType::F64)?
+                    .to_vec1()?,
+            };
+            (mean, var, Some(stats))
+        }
+        Normalize::Running { mean, var } => (
+            mean.reshape((1, c, 1, 1))?,
+            var.reshape((1, c, 1, 1))?,
+            None,
+        ),
+    };
+    let scale = weight
+        .reshape((1, c, 1, 1))?
+        .broadcast_div(&(var + eps)?.sqrt()?)?;
+    let y = x
+        .broadcast_sub(&mean)?
+        .broadcast_mul(&scale)?
+        .broadcast_add(&bias.reshape((1, c, 1, 1))?)?;
+    Ok((if relu { y.relu()? } else { y }, stats))
+}
+
+struct BatchNormOp {
+    eps: f64,
+    relu: bool,
+    /// Batch statistics (true) or the given running ones: selects the backward formula.
+    train: bool,
+    /// The statistics used: given (eval) or computed by the forward pass (train), kept
+    /// for the backward pass and the caller's running-average update.
+    stats: Arc<Mutex<Option<ChannelStats>>>,
+}
+
+fn slice<'a, T: Real>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
+        None => candle_core::bail!("batch norm: expected a contiguous tensor"),
+    }
+}
+
+/// Per-channel mean and biased variance of `x [N,C,HW]`, accumulated in f64.
+fn channel_stats<T: Real>(x: &[T], n: usize, c: usize, hw: usize) -> ChannelStats {
+    let (mean, var) = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let planes = (0..n).map(|i| &x[(i * c + ch) * hw..(i * c + ch + 1) * hw]);
+            let count = (n * hw) as f64;
+            let sum: f64 = planes.clone().flatten().map(|&v| to_f64(v)).sum();
+            let mean = sum / count;
+            let sq: f64 = planes
+                .flatten()
+                .map(|v| {
+                    let d = to_f64(*v) - mean;
+                    d * d
+                })
+                .sum();
+            (mean, sq / count)
+        })
+        .unzip();
+    ChannelStats { mean, var }
+}
+
+fn to_f64<T: Real>(v: T) -> f64 {
+    <T as candle_core::WithDType>::to_f64(v)
+}
+
+fn to_t<T: Real>(v: f64) -> T {
+    <T as candle_core::WithDType>::from_f64(v)
+}
+
+/// Per-channel `(scale, shift)` such that `y = scale·x + shift`.
+fn affine<T: Real>(stats: &ChannelStats, w: &[T], b: &[T], eps: f64) -> Vec<(T, T)> {
+    (0..w.len())
+        .map(|ch| {
+            let inv = 1.0 / (stats.var[ch] + eps).sqrt();
+            let scale = to_f64(w[ch]) * inv;
+            let shift = to_f64(b[ch]) - stats.mean[ch] * scale;
+            (to_t(scale), to_t(shift))
+        })
+        .collect()
+}
+
+fn forward<T: Real>(x: &[T], coef: &[(T, T)], c: usize, hw: usize, relu: bool) -> Vec<T> {
+    let mut y = vec![T::zero(); x.len()];
+    y.par_chunks_mut(hw)
+        .zip(x.par_chunks(hw))
+        .enumerate()
+        .for_each(|(p, (yp, xp))| {
+            let (scale, shift) = coef[p % c];
+            for (yv, &xv) in yp.iter_mut().zip(xp) {
+                let v = xv * scale + shift;
+                *yv = if relu && v <= T::zero() { T::zero() } else { v };
+            }
+        });
+    y
+}
+
+impl CustomOp3 for BatchNormOp {
+    fn name(&self) -> &'static str {
+        "reco-batch-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let dims = l1.dims();
+        let (n, c, hw) = (dims[0], dims[1], dims[2] * dims[3]);
+        let mut stats = lock(&self.stats)?;
+        macro_rules! run {
+            ($t:ty, $variant:ident) => {{
+                let x = slice::<$t>(s1, l1)?;
+                if stats.is_none() {
+                    *stats = Some(channel_stats(x, n, c, hw));
+                }
+                let st = stats
+                    .as_ref()
+                    .ok_or_else(|| candle_core::Error::Msg("no statistics".into()))?;
+                let coef = affine(st, slice::<$t>(s2, l2)?, slice::<$t>(s3, l3)?, self.eps);
+                CpuStorage::$variant(forward(x, &coef, c, hw, self.relu))
+            }};
+        }
+        let out = match (s1, s2, s3) {
+            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => run!(f32, F32),
+            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => run!(f64, F64),
+            _ => {
+                candle_core::bail!("batch norm: input, weight and bias must all be f32 or all f64")
+            }
+        };
+        Ok((out, Shape::from(dims)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let stats = lock(&self.stats)?
+            .clone()
+            .ok_or_else(|| candle_core::Error::Msg("batch norm backward before forward".into()))?;
+        let grad = grad.contiguous()?;
+        let (xs, xl) = x.storage_and_layout();
+        let (ws, wl) = w.storage_and_layout();
+        let (ys, yl) = res.storage_and_layout();
+        let (gs, gl) = grad.storage_and_layout();
+        let (Storage::Cpu(xs), Storage::Cpu(ws), Storage::Cpu(ys), Storage::Cpu(gs)) =
+            (&*xs, &*ws, &*ys, &*gs)
+        else {
+            candle_core::bail!("batch norm backward: expected CPU tensors")
+        };
+        let dims = x.dims();
+        let (n, c, hw) = (dims[0], dims[1], dims[2] * dims[3]);
+        let ctx = BackwardCtx {
+            stats: &stats,
+            eps: self.eps,
+            relu: self.relu,
+            train: self.train,
+            n,
+            c,
+            hw,
+        };
+        macro_rules! run {
+            ($t:ty) => {{
+                let (dx, dw, db) = ctx.run::<$t>(
+                    slice(xs, xl)?,
+                    slice(ws, wl)?,
+                    slice(ys, yl)?,
+                    slice(gs, gl)?,
+                );
+                (
+                    Tensor::from_vec(dx, dims, x.device())?,
+                    Tensor::from_vec(dw, c, x.device())?,
+                    Tensor::from_vec(db, c, x.device())?,
+                )
+            }};
+        }
+        let (dx, dw, db) = match xs {
+            CpuStorage::F32(_) => run!(f32),
+            CpuStorage::F64(_) => run!(f64),
+            _ => candle_core::bail!("batch norm backward: only f32 and f64 are supported"),
+        };
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+struct BackwardCtx<'a> {
+    stats: &'a ChannelStats,
+    eps: f64,
+    relu: bool,
+    train: bool,
+    n: usize,
+    c: usize,
+    hw: usize,
+}
+
+impl BackwardCtx<'_> {
+    fn run<T: Real>(&self, x: &[T], w: &[T], y: &[T], g: &[T]) -> (Vec<T>, Vec<T>, Vec<T>) {
+        let (n, c, hw) = (self.n, self.c, self.hw);
+        let inv: Vec<f64> = self
+            .stats
+            .var
+            .iter()
+            .map(|v| 1.0 / (v + self.eps).sqrt())
+            .collect();
+        // The gradient reaching the normalisation, after the ReLU's mask.
+        let g_at = |i: usize| -> f64 {
+            if self.relu && y[i] <= T::zero() {
+                0.0
+            } else {
+                to_f64(g[i])
+            }
+        };
+        // Σ g and Σ g·x̂ per channel.
+        let (db, dw): (Vec<f64>, Vec<f64>) = (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                let (mut sg, mut sgx) = (0.0, 0.0);
+                for i in 0..n {
+                    let base = (i * c + ch) * hw;
+                    for (k, &xv) in x.iter().enumerate().skip(base).take(hw) {
+                        let gv = g_at(k);
+                        let xhat = (to_f64(xv) - self.stats.mean[ch]) * inv[ch];
+                        sg += gv;
+                        sgx += gv * xhat;
+                    }
+                }
+                (sg, sgx)
+            })
+            .unzip();
+        let count = (n * hw) as f64;
+        let mut dx = vec![T::zero(); x.len()];
+        dx.par_chunks_mut(hw).enumerate().for_each(|(p, dxp)| {
+            let ch = p % c;
+            let k0 = p * hw;
+            let scale = to_f64(w[ch]) * inv[ch];
+            let (mg, mgx) = (db[ch] / count, dw[ch] / count);
+            for (j, d) in dxp.iter_mut().enumerate() {
+                let k = k0 + j;
+                let gv = g_at(k);
+                let v = if self.train {
+                    let xhat = (to_f64(x[k]) - self.stats.mean[ch]) * inv[ch];
+                    scale * (gv - mg - xhat * mgx)
+                } else {
+                    scale * gv
+                };
+                *d = to_t(v);
+            }
+        });
+        let cast = |v: Vec<f64>| v.into_iter().map(to_t::<T>).collect::<Vec<T>>();
+        (dx, cast(dw), cast(db))
+    }
+}
