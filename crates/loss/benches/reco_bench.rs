@@ -29,8 +29,24 @@ struct Shape {
 }
 
 const SHAPES: [Shape; 2] = [
-    Shape { name: "voc", batch: 20, dim: 256, height: 81, width: 81, classes: 21, per_image: 6 },
-    Shape { name: "cityscapes", batch: 4, dim: 256, height: 128, width: 128, classes: 19, per_image: 12 },
+    Shape {
+        name: "voc",
+        batch: 20,
+        dim: 256,
+        height: 81,
+        width: 81,
+        classes: 21,
+        per_image: 6,
+    },
+    Shape {
+        name: "cityscapes",
+        batch: 4,
+        dim: 256,
+        height: 128,
+        width: 128,
+        classes: 19,
+        per_image: 12,
+    },
 ];
 
 fn normal(rng: &mut ChaCha8Rng) -> f32 {
@@ -59,18 +75,28 @@ fn inputs(s: &Shape, seed: u64) -> candle_core::Result<[Tensor; 4]> {
         }
         let seeds: Vec<(f32, f32, bool)> = classes
             .iter()
-            .map(|_| (rng.gen_range(0.0..s.height as f32), rng.gen_range(0.0..s.width as f32), rng.gen_bool(0.33)))
+            .map(|_| {
+                (
+                    rng.gen_range(0.0..s.height as f32),
+                    rng.gen_range(0.0..s.width as f32),
+                    rng.gen_bool(0.33),
+                )
+            })
             .collect();
         for y in 0..s.height {
             for x in 0..s.width {
-                let (best, _) = seeds.iter().enumerate().fold((0, f32::MAX), |acc, (i, &(sy, sx, _))| {
-                    let dist = (sy - y as f32).powi(2) + (sx - x as f32).powi(2);
-                    if dist < acc.1 {
-                        (i, dist)
-                    } else {
-                        acc
-                    }
-                });
+                let (best, _) =
+                    seeds
+                        .iter()
+                        .enumerate()
+                        .fold((0, f32::MAX), |acc, (i, &(sy, sx, _))| {
+                            let dist = (sy - y as f32).powi(2) + (sx - x as f32).powi(2);
+                            if dist < acc.1 {
+                                (i, dist)
+                            } else {
+                                acc
+                            }
+                        });
                 label_of[bi * p + y * s.width + x] = classes[best];
                 confident[bi * p + y * s.width + x] = seeds[best].2;
             }
@@ -90,7 +116,16 @@ fn inputs(s: &Shape, seed: u64) -> candle_core::Result<[Tensor; 4]> {
             label[(bi * c + k) * p + pi] = 1.0;
             mask[bi * p + pi] = if rng.gen_bool(0.95) { 1.0 } else { 0.0 };
             for (j, l) in logits.iter_mut().enumerate() {
-                *l = normal(&mut rng) + if j == k { if confident[bi * p + pi] { 9.0 } else { 2.0 } } else { 0.0 };
+                *l = normal(&mut rng)
+                    + if j == k {
+                        if confident[bi * p + pi] {
+                            9.0
+                        } else {
+                            2.0
+                        }
+                    } else {
+                        0.0
+                    };
             }
             let max = logits.iter().copied().fold(f32::MIN, f32::max);
             let z: f32 = logits.iter().map(|l| (l - max).exp()).sum();
@@ -124,7 +159,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn shape(name: &str) -> &'static Shape {
-    SHAPES.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("unknown shape {name}: use voc or cityscapes"))
+    SHAPES
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("unknown shape {name}: use voc or cityscapes"))
 }
 
 /// One shape, in this (fresh) process; prints one `RESULT` line for the parent.
@@ -170,18 +208,29 @@ fn child(name: &str, runs: usize) -> candle_core::Result<()> {
 fn dump(name: &str, path: &str) -> candle_core::Result<()> {
     let s = shape(name);
     let [rep, label, mask, prob] = inputs(s, 0)?;
-    let map: HashMap<String, Tensor> = [("rep", rep), ("label", label), ("mask", mask), ("prob", prob)]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
+    let map: HashMap<String, Tensor> = [
+        ("rep", rep),
+        ("label", label),
+        ("mask", mask),
+        ("prob", prob),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
     candle_core::safetensors::save(&map, path)?;
     println!("wrote {path}");
     Ok(())
 }
 
 fn main() -> candle_core::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
-    let runs: usize = std::env::var("RECO_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(7);
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let runs: usize = std::env::var("RECO_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(7);
     match args.first().map(String::as_str) {
         Some("--child") => return child(&args[1], runs),
         Some("--dump") => return dump(&args[1], &args[2]),
@@ -194,12 +243,23 @@ fn main() -> candle_core::Result<()> {
         let out = Command::new(&exe).args(["--child", s.name]).output()?;
         let text = String::from_utf8_lossy(&out.stdout);
         let Some(line) = text.lines().find_map(|l| l.strip_prefix("RESULT ")) else {
-            eprintln!("{} failed:\n{}{}", s.name, text, String::from_utf8_lossy(&out.stderr));
+            eprintln!(
+                "{} failed:\n{}{}",
+                s.name,
+                text,
+                String::from_utf8_lossy(&out.stderr)
+            );
             continue;
         };
         let f: Vec<&str> = line.split_whitespace().collect();
-        let label = format!("{} ({}x{}x{}x{}, {} classes)", f[0], s.batch, s.dim, s.height, s.width, s.classes);
-        println!("| {label} | {} | {} | {} | {} | {} | {} |", f[1], f[2], f[3], f[4], f[5], f[6]);
+        let label = format!(
+            "{} ({}x{}x{}x{}, {} classes)",
+            f[0], s.batch, s.dim, s.height, s.width, s.classes
+        );
+        println!(
+            "| {label} | {} | {} | {} | {} | {} | {} |",
+            f[1], f[2], f[3], f[4], f[5], f[6]
+        );
     }
     Ok(())
 }

@@ -11,35 +11,12 @@
 use candle_core::{DType, Tensor, D};
 use rayon::prelude::*;
 
+use crate::simd::Simd;
+
 /// Loss per row `[R]` and gradient per row `[R, D]` with respect to the normalised query.
 pub(crate) struct RowTerms {
     pub loss: Tensor,
     pub grad: Tensor,
-}
-
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    // Eight independent accumulators let the compiler vectorise the loop.
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    let mut s: f32 = acc.iter().sum();
-    for (x, y) in ra.iter().zip(rb) {
-        s += x * y;
-    }
-    s
-}
-
-#[inline]
-fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
-    for (yi, xi) in y.iter_mut().zip(x) {
-        *yi += alpha * xi;
-    }
 }
 
 /// Host inputs of the fused kernel. All feature rows are already L2-normalised.
@@ -57,43 +34,109 @@ pub(crate) struct HostContrast<'a> {
     pub temp: f64,
 }
 
-/// Fused gather-dot-softmax on the host: returns `(loss [R], grad [R*D])`. Rows are
-/// independent, so they are split across rayon threads.
+/// Query rows per chunk of the host kernel: the chunk's queries and gradients (2 x 512 KB
+/// at D = 256) stay in cache while the key table streams past.
+const ROWS_PER_CHUNK: usize = 512;
+
+/// Entries `e = row * M + j` of one chunk grouped by key pixel: entries of pixel `p` are
+/// `order[start[p]..start[p + 1]]`, ascending (a stable counting sort).
+fn group_by_pixel(negatives: &[u32], num_pixels: usize) -> (Vec<u32>, Vec<u32>) {
+    let mut start = vec![0u32; num_pixels + 1];
+    for &p in negatives {
+        start[p as usize + 1] += 1;
+    }
+    for i in 0..num_pixels {
+        start[i + 1] += start[i];
+    }
+    let mut next = start.clone();
+    let mut order = vec![0u32; negatives.len()];
+    for (e, &p) in negatives.iter().enumerate() {
+        let slot = &mut next[p as usize];
+        order[*slot as usize] = e as u32;
+        *slot += 1;
+    }
+    (start, order)
+}
+
+/// Calls `f(key_row, entries)` for every pixel that has entries, in pixel order.
+fn for_each_key(
+    table: &[f32],
+    d: usize,
+    start: &[u32],
+    order: &[u32],
+    mut f: impl FnMut(&[f32], &[u32]),
+) {
+    for (p, bounds) in start.windows(2).enumerate() {
+        let (a, b) = (bounds[0] as usize, bounds[1] as usize);
+        if a < b {
+            f(&table[p * d..(p + 1) * d], &order[a..b]);
+        }
+    }
+}
+
+/// Fused gather-dot-softmax on the host: returns `(loss [R], grad [R*D])`.
+///
+/// The keys are random rows of a table far larger than the caches; fetched row by row
+/// per query the loop would wait on memory for every key. Instead each chunk of query
+/// rows sorts its (query, key) pairs by key pixel and walks the table in order, so the
+/// table streams sequentially while the chunk's queries and gradients stay in cache:
+/// once for the logits, once (after the per-row softmax) for the gradient. Chunks are a
+/// fixed size and independent, so the result does not depend on the thread count.
 pub(crate) fn host_rows(x: &HostContrast<'_>) -> (Vec<f32>, Vec<f32>) {
+    let simd = Simd::detect();
     let (d, m) = (x.dim, x.num_negatives);
     let rows = x.queries.len() / d;
+    let num_pixels = x.table.len() / d;
     let inv_t = (1.0 / x.temp) as f32;
     let mut loss = vec![0f32; rows];
     let mut grad = vec![0f32; rows * d];
-    loss.par_iter_mut()
-        .zip(grad.par_chunks_mut(d))
+    loss.par_chunks_mut(ROWS_PER_CHUNK)
+        .zip(grad.par_chunks_mut(ROWS_PER_CHUNK * d))
         .enumerate()
-        .for_each_init(
-            || vec![0f32; m + 1],
-            |logits, (i, (loss_i, grad_i))| {
-                let q = &x.queries[i * d..(i + 1) * d];
-                let pos = &x.positives[i * d..(i + 1) * d];
-                let neg = &x.negatives[i * m..(i + 1) * m];
-                let key = |p: u32| &x.table[p as usize * d..(p as usize + 1) * d];
-                logits[0] = dot(q, pos) * inv_t;
-                for (l, &p) in logits[1..].iter_mut().zip(neg) {
-                    *l = dot(q, key(p)) * inv_t;
+        .for_each(|(chunk, (loss_c, grad_c))| {
+            let r0 = chunk * ROWS_PER_CHUNK;
+            let nr = loss_c.len();
+            let negatives = &x.negatives[r0 * m..(r0 + nr) * m];
+            let queries = &x.queries[r0 * d..(r0 + nr) * d];
+            let positives = &x.positives[r0 * d..(r0 + nr) * d];
+            let (start, order) = group_by_pixel(negatives, num_pixels);
+            // Pass 1: negative logits s[e] = q·k / τ.
+            let mut weights = vec![0f32; nr * m];
+            for_each_key(x.table, d, &start, &order, |key, entries| {
+                for &e in entries {
+                    let r = e as usize / m;
+                    weights[e as usize] = simd.dot(&queries[r * d..(r + 1) * d], key) * inv_t;
                 }
-                let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut total = 0f64;
-                for l in logits.iter_mut() {
+            });
+            // Per row: softmax with the positive logit, loss, and the positive's gradient;
+            // the negatives' logits become their softmax weights divided by τ.
+            for r in 0..nr {
+                let (q, pos) = (&queries[r * d..(r + 1) * d], &positives[r * d..(r + 1) * d]);
+                let row = &mut weights[r * m..(r + 1) * m];
+                let s0 = simd.dot(q, pos) * inv_t;
+                let max = row.iter().copied().fold(s0, f32::max);
+                let e0 = (s0 - max).exp();
+                let mut total = f64::from(e0);
+                for l in row.iter_mut() {
                     *l = (*l - max).exp();
                     total += f64::from(*l);
                 }
-                // ℓ = logsumexp(s) − s₀ = log(Σ e^{s_j − max}) − (s₀ − max); logits[0] now holds e^{s₀ − max}.
-                *loss_i = (total.ln() - f64::from(logits[0]).ln()) as f32;
+                // ℓ = logsumexp(s) − s₀ = log(Σ e^{s_j − max}) − (s₀ − max).
+                loss_c[r] = (total.ln() - f64::from(s0 - max)) as f32;
                 let scale = (1.0 / total) as f32 * inv_t;
-                axpy(logits[0] * scale - inv_t, pos, grad_i);
-                for (&e, &p) in logits[1..].iter().zip(neg) {
-                    axpy(e * scale, key(p), grad_i);
+                for l in row.iter_mut() {
+                    *l *= scale;
                 }
-            },
-        );
+                simd.axpy(e0 * scale - inv_t, pos, &mut grad_c[r * d..(r + 1) * d]);
+            }
+            // Pass 2: gradient += Σ_j weight_j k_j.
+            for_each_key(x.table, d, &start, &order, |key, entries| {
+                for &e in entries {
+                    let r = e as usize / m;
+                    simd.axpy(weights[e as usize], key, &mut grad_c[r * d..(r + 1) * d]);
+                }
+            });
+        });
     (loss, grad)
 }
 
@@ -178,17 +221,36 @@ pub(crate) fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle
     Ok(f(&cpu.as_slice::<f32>()?[start..end]))
 }
 
-/// `[B, D, P]` features (contiguous f32) → `[B*P, D]` L2-normalised rows: the key table
-/// of the fused kernel, built in one parallel pass with a single allocation.
-pub(crate) fn host_normalized_table(rep: &[f32], b: usize, d: usize, p: usize) -> Vec<f32> {
+/// The key table of the fused kernel and the per-class feature sums, from one pass over
+/// the representation.
+pub(crate) struct HostTable {
+    /// `[B*P, D]` L2-normalised feature rows.
+    pub table: Vec<f32>,
+    /// `[C, D]` sums of the raw features of each class's valid pixels.
+    pub class_sums: Vec<f64>,
+}
+
+/// `[B, D, P]` features (contiguous f32) → [`HostTable`]; `class_code[pixel]` is the
+/// pixel's valid class or [`crate::sampler::NO_CLASS`]. One parallel pass, one large
+/// allocation.
+pub(crate) fn host_table(
+    rep: &[f32],
+    b: usize,
+    d: usize,
+    p: usize,
+    class_code: &[u32],
+    num_classes: usize,
+) -> HostTable {
     // Pixels per tile: the tile's rows (BLOCK x D floats) stay in L1/L2 while every
     // channel is read as a contiguous run of BLOCK values.
     const BLOCK: usize = 32;
+    let simd = Simd::detect();
     let mut table = vec![0f32; b * p * d];
-    table
+    let partial: Vec<Vec<f64>> = table
         .par_chunks_mut(p * d)
         .enumerate()
-        .for_each(|(bi, image)| {
+        .map(|(bi, image)| {
+            let mut sums = vec![0f64; num_classes * d];
             let src = &rep[bi * d * p..(bi + 1) * d * p];
             for (blk, out) in image.chunks_mut(BLOCK * d).enumerate() {
                 let first = blk * BLOCK;
@@ -199,13 +261,27 @@ pub(crate) fn host_normalized_table(rep: &[f32], b: usize, d: usize, p: usize) -
                         out[j * d + k] = v;
                     }
                 }
-                for row in out.chunks_mut(d) {
-                    let inv = 1.0 / dot(row, row).sqrt().max(1e-8);
+                for (j, row) in out.chunks_mut(d).enumerate() {
+                    let c = class_code[bi * p + first + j];
+                    if let Some(sum) = sums.get_mut(c as usize * d..(c as usize + 1) * d) {
+                        for (s, &v) in sum.iter_mut().zip(row.iter()) {
+                            *s += f64::from(v);
+                        }
+                    }
+                    let inv = 1.0 / simd.dot(row, row).sqrt().max(1e-8);
                     for o in row.iter_mut() {
                         *o *= inv;
                     }
                 }
             }
-        });
-    table
+            sums
+        })
+        .collect();
+    let mut class_sums = vec![0f64; num_classes * d];
+    for part in partial {
+        for (s, v) in class_sums.iter_mut().zip(part) {
+            *s += v;
+        }
+    }
+    HostTable { table, class_sums }
 }

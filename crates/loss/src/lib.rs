@@ -10,8 +10,10 @@ mod ce;
 mod check;
 mod config;
 mod contrast;
+mod gather;
 mod reco;
 pub mod sampler;
+mod simd;
 mod targets;
 
 pub use ce::{supervised_loss, unsupervised_loss};

@@ -3,18 +3,20 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::check;
 use crate::config::{ContrastKernel, ReCoConfig};
 use crate::contrast::{self, DeviceContrast, HostContrast, RowTerms};
 use crate::sampler::{self, ClassPixels, Draws, NO_CLASS};
+use crate::{check, gather};
 
-/// What the loss needs to know about the batch on the host, from one device-to-host copy.
+/// What the loss needs to know about the batch on the host.
 struct HostView {
     pixels: ClassPixels,
     /// Row-major `[C, C]` cosine similarity of the class prototypes.
     proto_cos: Vec<f32>,
-    /// `[C, D]` normalised prototypes on the device (zero rows for absent classes).
-    protos: Tensor,
+    /// `[C, D]` L2-normalised prototypes (zero rows for absent classes).
+    protos: Vec<f32>,
+    /// `[B*h*w, D]` normalised key table, built on the fast CPU path only.
+    table: Option<Vec<f32>>,
 }
 
 /// Checked shapes of the four inputs.
@@ -67,14 +69,84 @@ fn check_inputs(
     Ok(Shapes { b, d, c, h, w })
 }
 
-/// Per-pixel codes and the prototype cosines, computed on the device, then copied to the
-/// host together (the only host sync before sampling).
+/// Normalises prototype sums (`[C, D]`, divided by the class counts) and computes their
+/// cosine matrix, with `torch.cosine_similarity`'s clamp of the norm at 1e-8.
+fn prototypes(sums: &[f64], counts: &[usize], d: usize) -> (Vec<f32>, Vec<f32>) {
+    let c = counts.len();
+    let mut protos = vec![0f32; c * d];
+    for (k, (row, sum)) in protos.chunks_mut(d).zip(sums.chunks(d)).enumerate() {
+        let n = counts[k].max(1) as f64;
+        // Mean in f64, rounded to f32 like the original's f32 prototype.
+        let mean: Vec<f32> = sum.iter().map(|&s| (s / n) as f32).collect();
+        let norm = mean
+            .iter()
+            .map(|&v| f64::from(v) * f64::from(v))
+            .sum::<f64>()
+            .sqrt()
+            .max(1e-8);
+        for (r, &m) in row.iter_mut().zip(&mean) {
+            *r = (f64::from(m) / norm) as f32;
+        }
+    }
+    let mut cos = vec![0f32; c * c];
+    for i in 0..c {
+        for j in 0..c {
+            let (a, b) = (&protos[i * d..(i + 1) * d], &protos[j * d..(j + 1) * d]);
+            cos[i * c + j] = a
+                .iter()
+                .zip(b)
+                .map(|(&x, &y)| f64::from(x) * f64::from(y))
+                .sum::<f64>() as f32;
+        }
+    }
+    (protos, cos)
+}
+
+/// Class code and hard flag of every pixel from the per-class valid and hard masks
+/// (indexed like `[B, C, P]`), failing on pixels valid for several classes.
+fn codes_from_masks(
+    is_valid: impl Fn(usize) -> bool,
+    is_hard: impl Fn(usize) -> bool,
+    s: &Shapes,
+) -> candle_core::Result<(Vec<u32>, Vec<bool>)> {
+    let Shapes { b, c, h, w, .. } = *s;
+    let p = h * w;
+    let mut class = vec![NO_CLASS; b * p];
+    let mut hard = vec![false; b * p];
+    for bi in 0..b {
+        for ci in 0..c {
+            for s_ in 0..p {
+                let i = (bi * c + ci) * p + s_;
+                if !is_valid(i) {
+                    continue;
+                }
+                let pix = bi * p + s_;
+                if class[pix] != NO_CLASS {
+                    let (y, x) = (s_ / w, s_ % w);
+                    candle_core::bail!(
+                        "reco_loss: label must be one-hot, but pixel (b={bi}, y={y}, x={x}) is valid for classes {} and {ci}",
+                        class[pix]
+                    );
+                }
+                class[pix] = ci as u32;
+                hard[pix] = is_hard(i);
+            }
+        }
+    }
+    Ok((class, hard))
+}
+
+fn class_counts(pixels: &ClassPixels) -> Vec<usize> {
+    pixels.valid.iter().map(Vec::len).collect()
+}
+
+/// Fast CPU path: codes, prototypes and the key table straight from the f32 slices, with
+/// no intermediate tensors (fresh large buffers cost page faults on every call).
 ///
 /// A pixel is valid for class `c` when `label * mask` is non-zero there (as the
 /// original's `.bool()`), and hard when additionally `prob[c] < strong_threshold`
-/// (compared in `prob`'s dtype, like PyTorch). Prototypes are plain means of the valid
-/// features of each class.
-fn host_view(
+/// (compared in f32, like PyTorch compares an f32 tensor with a Python float).
+fn cpu_view(
     rep: &Tensor,
     label: &Tensor,
     mask: &Tensor,
@@ -84,65 +156,62 @@ fn host_view(
 ) -> candle_core::Result<HostView> {
     let Shapes { b, d, c, h, w } = *s;
     let p = h * w;
-    let valid = label.broadcast_mul(mask)?.ne(0.0)?.to_dtype(DType::F32)?;
-    let count_per_pixel = valid.sum(1)?;
-    let class = valid.argmax(1)?.to_dtype(DType::F32)?;
-    let hard = prob
-        .lt(threshold)?
-        .to_dtype(DType::F32)?
-        .mul(&valid)?
-        .sum(1)?;
-    let codes = Tensor::stack(
-        &[
-            count_per_pixel.flatten_all()?,
-            class.flatten_all()?,
-            hard.flatten_all()?,
-        ],
-        0,
-    )?;
+    let threshold = threshold as f32;
+    let (label, mask, prob) = (label.contiguous()?, mask.contiguous()?, prob.contiguous()?);
+    let (class_code, hard) = contrast::with_cpu_f32(&label, |l| {
+        contrast::with_cpu_f32(&mask, |m| {
+            contrast::with_cpu_f32(&prob, |pr| {
+                codes_from_masks(
+                    |i| l[i] * m[(i / (c * p)) * p + i % p] != 0.0,
+                    |i| pr[i] < threshold,
+                    s,
+                )
+            })
+        })
+    })????;
+    let pixels = ClassPixels::from_codes(&class_code, &hard, c)?;
+    let rep = rep.detach().contiguous()?;
+    let host = contrast::with_cpu_f32(&rep, |x| contrast::host_table(x, b, d, p, &class_code, c))?;
+    let (protos, proto_cos) = prototypes(&host.class_sums, &class_counts(&pixels), d);
+    Ok(HostView {
+        pixels,
+        proto_cos,
+        protos,
+        table: Some(host.table),
+    })
+}
 
+/// Portable path: masks and prototype sums with tensor ops on the device, then one copy
+/// of the per-pixel masks and the `[C, D]` sums to the host.
+fn device_view(
+    rep: &Tensor,
+    label: &Tensor,
+    mask: &Tensor,
+    prob: &Tensor,
+    s: &Shapes,
+    threshold: f64,
+) -> candle_core::Result<HostView> {
+    let Shapes { b, d, c, h, w } = *s;
+    let p = h * w;
+    let valid = label.broadcast_mul(mask)?.ne(0.0)?;
+    let hard = prob.lt(threshold)?.mul(&valid)?;
     let rep = rep.detach();
     let valid3 = valid.to_dtype(rep.dtype())?.reshape((b, c, p))?;
     let sums = valid3
         .matmul(&rep.reshape((b, d, p))?.transpose(1, 2)?)?
         .sum(0)?;
-    let counts = valid3.sum(2)?.sum(0)?.maximum(1.0)?.unsqueeze(1)?;
-    let protos = contrast::normalize_rows(&sums.broadcast_div(&counts)?)?;
-    let proto_cos = protos.matmul(&protos.t()?)?.to_dtype(DType::F32)?;
-
-    let codes = codes.to_vec2::<f32>()?;
-    let proto_cos = proto_cos.flatten_all()?.to_vec1::<f32>()?;
-    let (counts, classes, hard) = (&codes[0], &codes[1], &codes[2]);
-    if let Some(pix) = counts.iter().position(|&n| n > 1.5) {
-        let (bi, y, x) = (pix / p, (pix % p) / w, pix % w);
-        candle_core::bail!(
-            "reco_loss: label must be one-hot, but pixel (b={bi}, y={y}, x={x}) is valid for {} classes",
-            counts[pix]
-        );
-    }
-    let class_code: Vec<u32> = counts
-        .iter()
-        .zip(classes)
-        .map(|(&n, &k)| if n > 0.5 { k as u32 } else { NO_CLASS })
-        .collect();
-    let hard_flag: Vec<bool> = hard.iter().map(|&v| v > 0.5).collect();
+    let sums = sums.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+    let valid = valid.flatten_all()?.to_vec1::<u8>()?;
+    let hard = hard.flatten_all()?.to_vec1::<u8>()?;
+    let (class_code, hard) = codes_from_masks(|i| valid[i] != 0, |i| hard[i] != 0, s)?;
+    let pixels = ClassPixels::from_codes(&class_code, &hard, c)?;
+    let (protos, proto_cos) = prototypes(&sums, &class_counts(&pixels), d);
     Ok(HostView {
-        pixels: ClassPixels::from_codes(&class_code, &hard_flag, c)?,
+        pixels,
         proto_cos,
         protos,
+        table: None,
     })
-}
-
-/// Indices into `rep.flatten_all()` of every feature of every query row (`[R*D]`), so
-/// that queries are gathered straight from the `[B,D,h,w]` layout without a transposed copy.
-fn query_feature_indices(queries: &[u32], d: usize, p: usize) -> Vec<u32> {
-    let mut out = Vec::with_capacity(queries.len() * d);
-    for &q in queries {
-        let (bi, pi) = (q as usize / p, q as usize % p);
-        let base = bi * d * p + pi;
-        out.extend((0..d).map(|k| (base + k * p) as u32));
-    }
-    out
 }
 
 /// Loss and gradient per row from the fused host kernel (CPU, f32) or the portable path.
@@ -150,41 +219,32 @@ fn row_terms(
     rep: &Tensor,
     queries_n: &Tensor,
     draws: &Draws,
+    view: &HostView,
     s: &Shapes,
     cfg: &ReCoConfig,
-    protos: &Tensor,
 ) -> candle_core::Result<RowTerms> {
     let Shapes { b, d, h, w, .. } = *s;
     let p = h * w;
     let rows = draws.rows();
-    let row_class: Vec<u32> = draws
-        .query_classes
-        .iter()
-        .flat_map(|&c| std::iter::repeat_n(c as u32, cfg.num_queries))
-        .collect();
-    let positives = protos.index_select(&Tensor::new(row_class, protos.device())?, 0)?;
-    let use_host =
-        cfg.kernel == ContrastKernel::Auto && rep.device().is_cpu() && rep.dtype() == DType::F32;
-    if use_host {
-        let rep_c = rep.detach().contiguous()?;
-        let table =
-            contrast::with_cpu_f32(&rep_c, |x| contrast::host_normalized_table(x, b, d, p))?;
+    let mut positives = Vec::with_capacity(rows * d);
+    for &c in &draws.query_classes {
+        for _ in 0..cfg.num_queries {
+            positives.extend_from_slice(&view.protos[c * d..(c + 1) * d]);
+        }
+    }
+    if let Some(table) = &view.table {
         let q = queries_n.detach().contiguous()?;
-        let pos = positives.to_dtype(DType::F32)?.contiguous()?;
         let (loss, grad) = contrast::with_cpu_f32(&q, |q| {
-            contrast::with_cpu_f32(&pos, |pos| {
-                contrast::host_rows(&HostContrast {
-                    queries: q,
-                    positives: pos,
-                    table: &table,
-                    negatives: &draws.negatives,
-                    dim: d,
-                    num_negatives: cfg.num_negatives,
-                    temp: cfg.temp,
-                })
+            contrast::host_rows(&HostContrast {
+                queries: q,
+                positives: &positives,
+                table,
+                negatives: &draws.negatives,
+                dim: d,
+                num_negatives: cfg.num_negatives,
+                temp: cfg.temp,
             })
-        })??;
-        drop(table);
+        })?;
         Ok(RowTerms {
             loss: Tensor::from_vec(loss, rows, &Device::Cpu)?,
             grad: Tensor::from_vec(grad, (rows, d), &Device::Cpu)?,
@@ -197,9 +257,11 @@ fn row_terms(
             .contiguous()?
             .reshape((b * p, d))?;
         let table = contrast::normalize_rows(&table)?;
+        let positives =
+            Tensor::from_vec(positives, (rows, d), rep.device())?.to_dtype(rep.dtype())?;
         contrast::device_rows(&DeviceContrast {
             queries: &queries_n.detach(),
-            positives: &positives.to_dtype(rep.dtype())?,
+            positives: &positives,
             table: &table,
             negatives: &draws.negatives,
             num_negatives: cfg.num_negatives,
@@ -233,7 +295,15 @@ pub fn reco_loss_parts(
 ) -> candle_core::Result<ReCoParts> {
     cfg.validate()?;
     let shapes = check_inputs(rep, label, mask, prob)?;
-    let view = host_view(rep, label, mask, prob, &shapes, cfg.strong_threshold)?;
+    let fast = cfg.kernel == ContrastKernel::Auto
+        && [rep, label, mask, prob]
+            .iter()
+            .all(|t| t.device().is_cpu() && t.dtype() == DType::F32);
+    let view = if fast {
+        cpu_view(rep, label, mask, prob, &shapes, cfg.strong_threshold)?
+    } else {
+        device_view(rep, label, mask, prob, &shapes, cfg.strong_threshold)?
+    };
     let draws = sampler::draw(&view.pixels, &view.proto_cos, cfg, seed)?;
     let zero = Tensor::zeros((), rep.dtype(), rep.device())?;
     if draws.present.len() < 2 || draws.rows() == 0 {
@@ -246,20 +316,12 @@ pub fn reco_loss_parts(
             proto_cos: view.proto_cos,
         });
     }
-    let Shapes { d, h, w, .. } = shapes;
-    let p = h * w;
-
     // Queries keep their graph: the only path of the gradient back into `rep`.
-    let feature_idx = query_feature_indices(&draws.queries, d, p);
-    let feature_idx = Tensor::from_vec(feature_idx, draws.rows() * d, rep.device())?;
-    let queries = rep
-        .contiguous()?
-        .flatten_all()?
-        .index_select(&feature_idx, 0)?
-        .reshape((draws.rows(), d))?;
+    let queries = gather::gather_queries(rep, &draws.queries)?;
     let queries_n = contrast::normalize_rows(&queries)?;
 
-    let terms = row_terms(rep, &queries_n, &draws, &shapes, cfg, &view.protos)?;
+    let terms = row_terms(rep, &queries_n, &draws, &view, &shapes, cfg)?;
+    drop(view.table);
     let grad = terms.grad.to_dtype(rep.dtype())?.to_device(rep.device())?;
     let loss_rows = terms.loss.to_dtype(rep.dtype())?.to_device(rep.device())?;
     // Value: Σℓ. Gradient: d/dq̂ of Σ q̂·g is g = dℓ/dq̂, and (x − detach(x)) is exactly 0.

@@ -260,3 +260,29 @@ fn default_config_is_the_original_training_setting() {
         (0.97, 0.5, 256, 512)
     );
 }
+
+/// f64 inputs take the fully generic path (tensor-op masks and prototypes, index_select
+/// gather, chunked keys); it must agree with the fused f32 path on the same draws.
+#[test]
+fn generic_f64_path_matches_fused_f32_path() {
+    let f = fixtures();
+    for name in ["imbalanced", "easyclass"] {
+        let c = case(&f, name);
+        let (l32, g32) = run(&c, 5);
+        let to64 = |t: &Tensor| t.to_dtype(candle_core::DType::F64).unwrap();
+        let c64 = Case {
+            rep: to64(&c.rep),
+            label: to64(&c.label),
+            mask: to64(&c.mask),
+            prob: to64(&c.prob),
+            cfg: c.cfg.clone(),
+        };
+        let (l64, g64) = run(&c64, 5);
+        assert!(
+            (l32 - l64).abs() <= 1e-5 * l32.abs(),
+            "{name}: f32 {l32} vs f64 {l64}"
+        );
+        let err = common::rel_l2(&g32, &g64);
+        assert!(err < 1e-5, "{name}: gradient rel difference {err}");
+    }
+}
