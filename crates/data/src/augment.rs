@@ -3,8 +3,7 @@
 //! horizontal flip, ImageNet normalisation; and the evaluation transform (pad to the
 //! evaluation size). Works on flat CPU arrays; writes straight into a batch buffer.
 
-use image::imageops::{self, FilterType};
-use image::{GrayImage, ImageBuffer, Luma, Rgb, RgbImage};
+use image::{GrayImage, Rgb, RgbImage};
 use rand::seq::SliceRandom;
 use rand::Rng;
 
@@ -228,42 +227,19 @@ fn write_out(img: &[f32], label: &[u8], img_out: &mut [f32], lab_out: &mut [i64]
     }
 }
 
-/// Bilinear resize of an RGB u8 image with the `image` crate (a triangle filter whose
-/// support widens when shrinking, as PIL's BILINEAR).
-pub fn resize_rgb(img: &RgbImage, h: usize, w: usize) -> RgbImage {
-    imageops::resize(img, w as u32, h as u32, FilterType::Triangle)
-}
-
-/// Nearest-neighbour resize of a label map.
-pub fn resize_label(label: &GrayImage, h: usize, w: usize) -> GrayImage {
-    imageops::resize(label, w as u32, h as u32, FilterType::Nearest)
-}
+pub use crate::resize::{resize_label, resize_rgb};
 
 /// Bilinear resize of a planar `[3, h, w]` f32 image.
 pub fn resize_planar_rgb(img: &[f32], h: usize, w: usize, nh: usize, nw: usize) -> Vec<f32> {
-    let plane = h * w;
-    let mut inter = Vec::with_capacity(3 * plane);
-    for i in 0..plane {
-        inter.extend_from_slice(&[img[i], img[plane + i], img[2 * plane + i]]);
-    }
-    let buf: ImageBuffer<Rgb<f32>, Vec<f32>> =
-        ImageBuffer::from_raw(w as u32, h as u32, inter).expect("buffer size matches h*w*3");
-    let out = imageops::resize(&buf, nw as u32, nh as u32, FilterType::Triangle).into_raw();
-    let nplane = nh * nw;
-    let mut planar = vec![0f32; 3 * nplane];
-    for i in 0..nplane {
-        for c in 0..3 {
-            planar[c * nplane + i] = out[3 * i + c];
-        }
-    }
-    planar
+    img.chunks(h * w)
+        .take(3)
+        .flat_map(|plane| crate::resize::resize_plane(plane, h, w, nh, nw, true))
+        .collect()
 }
 
 /// Nearest-neighbour resize of a single-channel f32 map.
 pub fn resize_nearest_f32(map: &[f32], h: usize, w: usize, nh: usize, nw: usize) -> Vec<f32> {
-    let buf: ImageBuffer<Luma<f32>, Vec<f32>> =
-        ImageBuffer::from_raw(w as u32, h as u32, map.to_vec()).expect("buffer size matches h*w");
-    imageops::resize(&buf, nw as u32, nh as u32, FilterType::Nearest).into_raw()
+    crate::resize::resize_plane(map, h, w, nh, nw, false)
 }
 
 /// The training transform of one sample. `img_out` receives `[3, ch, cw]` normalised
@@ -319,6 +295,45 @@ pub fn eval_sample(
     write_out(&img, &lab, img_out, lab_out);
 }
 
+/// An image as a `[1, 3, H, W]` f32 ImageNet-normalised CPU tensor (for `predict`).
+pub fn image_to_tensor(image: &RgbImage) -> Result<candle_core::Tensor> {
+    let (h, w) = (image.height() as usize, image.width() as usize);
+    let label = GrayImage::new(w as u32, h as u32);
+    let mut img = vec![0f32; 3 * h * w];
+    let mut lab = vec![0i64; h * w];
+    eval_sample(image, &label, (h, w), &mut img, &mut lab);
+    Ok(candle_core::Tensor::from_vec(
+        img,
+        (1, 3, h, w),
+        &candle_core::Device::Cpu,
+    )?)
+}
+
+/// Colours a class map (`classes[y * width + x]`) with `palette`; negative values and
+/// classes outside the palette (ignore) are white.
+pub fn colorize(
+    classes: &[i64],
+    width: usize,
+    height: usize,
+    palette: &[[u8; 3]],
+) -> Result<RgbImage> {
+    if classes.len() != width * height {
+        return Err(DataError::Config(format!(
+            "colorize: {} classes for a {width}x{height} image",
+            classes.len()
+        )));
+    }
+    Ok(RgbImage::from_fn(width as u32, height as u32, |x, y| {
+        let c = classes[y as usize * width + x as usize];
+        let rgb = usize::try_from(c)
+            .ok()
+            .and_then(|c| palette.get(c))
+            .copied()
+            .unwrap_or([255, 255, 255]);
+        Rgb(rgb)
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,6 +368,22 @@ mod tests {
             }
         }
         assert!(top <= 8 && left <= 10);
+    }
+
+    #[test]
+    fn image_to_tensor_normalises_and_colorize_uses_the_palette() {
+        let (img, _) = test_pair(5, 4);
+        let t = image_to_tensor(&img).unwrap();
+        assert_eq!(t.dims(), &[1, 3, 4, 5]);
+        let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let b = (100.0 / 255.0 - IMAGENET_MEAN[2]) / IMAGENET_STD[2];
+        assert!((v[2 * 20 + 7] - b).abs() < 1e-5);
+        let pal = DatasetKind::Pascal.palette();
+        let c = colorize(&[0, 1, -1, 300], 2, 2, pal).unwrap();
+        assert_eq!(c.get_pixel(1, 0).0, pal[1]);
+        assert_eq!(c.get_pixel(0, 1).0, [255, 255, 255]);
+        assert_eq!(c.get_pixel(1, 1).0, [255, 255, 255]);
+        assert!(colorize(&[0], 2, 2, pal).is_err());
     }
 
     #[test]

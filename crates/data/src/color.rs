@@ -117,36 +117,45 @@ pub fn reflect(i: isize, n: usize) -> usize {
     }
 }
 
-/// Separable Gaussian blur of each plane (`planes` planes of `h x w`), kernel radius
-/// ceil(3 sigma), reflected borders.
+/// Separable Gaussian blur of each plane (`h x w` planes), kernel radius ceil(3 sigma),
+/// reflected borders. Rows are copied once into a reflect-padded buffer so the inner
+/// loops are plain multiply-adds.
 pub fn gaussian_blur(img: &mut [f32], h: usize, w: usize, sigma: f32) {
-    let radius = (3.0 * sigma).ceil().max(1.0) as isize;
-    let mut kernel: Vec<f32> = (-radius..=radius)
-        .map(|k| (-(k * k) as f32 / (2.0 * sigma * sigma)).exp())
+    let radius = (3.0 * sigma).ceil().max(1.0) as usize;
+    let mut kernel: Vec<f32> = (0..=2 * radius)
+        .map(|k| {
+            let d = k as f32 - radius as f32;
+            (-(d * d) / (2.0 * sigma * sigma)).exp()
+        })
         .collect();
     let sum: f32 = kernel.iter().sum();
     kernel.iter_mut().for_each(|k| *k /= sum);
+    let mut padded = vec![0f32; w + 2 * radius];
     let mut tmp = vec![0f32; h * w];
     for plane in img.chunks_mut(h * w) {
         // Horizontal pass into tmp.
         for y in 0..h {
             let row = &plane[y * w..(y + 1) * w];
-            for x in 0..w {
-                let mut acc = 0.0;
-                for (k, kv) in kernel.iter().enumerate() {
-                    acc += kv * row[reflect(x as isize + k as isize - radius, w)];
+            for (i, p) in padded.iter_mut().enumerate() {
+                *p = row[reflect(i as isize - radius as isize, w)];
+            }
+            let out = &mut tmp[y * w..(y + 1) * w];
+            out.fill(0.0);
+            for (k, &kv) in kernel.iter().enumerate() {
+                for (o, &v) in out.iter_mut().zip(&padded[k..k + w]) {
+                    *o += kv * v;
                 }
-                tmp[y * w + x] = acc;
             }
         }
-        // Vertical pass back into the plane.
+        // Vertical pass back into the plane: whole rows at a time.
         for y in 0..h {
-            for x in 0..w {
-                let mut acc = 0.0;
-                for (k, kv) in kernel.iter().enumerate() {
-                    acc += kv * tmp[reflect(y as isize + k as isize - radius, h) * w + x];
+            let out = &mut plane[y * w..(y + 1) * w];
+            out.fill(0.0);
+            for (k, &kv) in kernel.iter().enumerate() {
+                let sy = reflect(y as isize + k as isize - radius as isize, h);
+                for (o, &v) in out.iter_mut().zip(&tmp[sy * w..(sy + 1) * w]) {
+                    *o += kv * v;
                 }
-                plane[y * w + x] = acc;
             }
         }
     }

@@ -108,7 +108,8 @@
 //! torchvision's ColorJitter), Gaussian blur with p 0.5 (sigma 0.15-1.15), horizontal flip
 //! with p 0.5, ImageNet normalisation. Unlabelled loader: crop only (scale 1, no
 //! photometric), the rest happens on the batch in [`unsup_transform`]. Evaluation: no
-//! rescale, pad to the evaluation size. Resizing uses the `image` crate.
+//! rescale, pad to the evaluation size. Decoding uses the `image` (and `png`) crates,
+//! resizing `fast_image_resize` (Pillow's convolution scheme, SIMD).
 
 pub mod augment;
 pub mod color;
@@ -120,11 +121,12 @@ pub mod kind;
 pub mod loader;
 pub mod mix;
 pub mod partial;
+pub mod resize;
 pub mod rng;
 pub mod split;
 pub mod synthetic;
 
-pub use augment::{AugConfig, Photometric, IMAGENET_MEAN, IMAGENET_STD};
+pub use augment::{colorize, image_to_tensor, AugConfig, Photometric, IMAGENET_MEAN, IMAGENET_STD};
 pub use dataset::{open, Sample, SegDataset, Subset};
 pub use datasets::{Cityscapes, PascalVoc, SunRgbd, CITYSCAPES_SIZE};
 pub use error::{DataError, Result};

@@ -56,6 +56,9 @@ pub struct TrainLoaderConfig {
     /// Batches prepared ahead of the consumer (at least 1).
     pub prefetch: usize,
     pub partial: Option<PartialLabels>,
+    /// Index of the first batch to produce. Batch `k` depends only on `(seed, k)`, so a
+    /// resumed run starting at `k` sees exactly the batches an uninterrupted run would.
+    pub start_batch: usize,
 }
 
 impl TrainLoaderConfig {
@@ -68,6 +71,7 @@ impl TrainLoaderConfig {
             num_threads: 0,
             prefetch: 2,
             partial: None,
+            start_batch: 0,
         }
     }
 
@@ -150,6 +154,10 @@ impl Loader {
             Plan::Train(c) => (c.num_threads, c.prefetch, c.batch_size),
             Plan::Val(c) => (c.num_threads, c.prefetch, c.batch_size),
         };
+        let start = match &plan {
+            Plan::Train(c) => c.start_batch,
+            Plan::Val(_) => 0,
+        };
         let num_batches = match &plan {
             Plan::Train(_) => None,
             Plan::Val(_) => Some(ids.len().div_ceil(batch_size)),
@@ -167,7 +175,7 @@ impl Loader {
         let worker = std::thread::Builder::new()
             .name("reco-data-loader".into())
             .spawn(move || {
-                let mut next = 0usize;
+                let mut next = start;
                 loop {
                     let batch_ids: Vec<usize> = (next..next + group)
                         .filter(|&b| num_batches.is_none_or(|n| b < n))

@@ -78,6 +78,30 @@ fn same_seed_same_batches_whatever_the_thread_count() {
 }
 
 #[test]
+fn a_resumed_loader_continues_with_the_same_batches() {
+    let ds = synthetic(40, 10);
+    let ids = ds.ids(Subset::Train).to_vec();
+    let mut cfg = TrainLoaderConfig::labelled(DatasetKind::Synthetic, 4);
+    cfg.batch_size = 2;
+    let full = take(
+        &mut Loader::train(ds.clone(), ids.clone(), cfg.clone()).unwrap(),
+        5,
+    );
+    cfg.start_batch = 3;
+    let resumed = take(&mut Loader::train(ds, ids, cfg).unwrap(), 2);
+    for (a, b) in full[3..].iter().zip(&resumed) {
+        assert_eq!(a.ids, b.ids);
+        let d = (&a.images - &b.images)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
+        assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0);
+    }
+}
+
+#[test]
 fn sampling_is_with_replacement_over_the_given_ids_only() {
     let ds = synthetic(30, 10);
     let ids: Vec<String> = ds.ids(Subset::Train)[..3].to_vec();

@@ -2,7 +2,6 @@
 
 use std::path::{Path, PathBuf};
 
-use image::imageops::{self, FilterType};
 use image::GrayImage;
 
 use crate::dataset::{fetch_hint, Sample, SegDataset, Subset};
@@ -102,7 +101,7 @@ impl Cityscapes {
         if label.dimensions() == self.size {
             return label;
         }
-        imageops::resize(&label, self.size.0, self.size.1, FilterType::Nearest)
+        crate::resize::resize_label(&label, self.size.1 as usize, self.size.0 as usize)
     }
 }
 
@@ -159,7 +158,7 @@ impl SegDataset for Cityscapes {
         let image = if image.dimensions() == self.size {
             image
         } else {
-            imageops::resize(&image, self.size.0, self.size.1, FilterType::Triangle)
+            crate::resize::resize_rgb(&image, self.size.1 as usize, self.size.0 as usize)
         };
         Ok(Sample {
             id: id.to_string(),
