@@ -153,6 +153,21 @@ fn vm_hwm_mb() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// User + system CPU time of this process so far, in seconds (all threads).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        f.get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    // Clock ticks are 100 per second on Linux.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -175,7 +190,11 @@ fn child(name: &str, runs: usize) -> candle_core::Result<()> {
     let mut fwd = Vec::new();
     let mut total = Vec::new();
     let mut losses = Vec::new();
+    let mut cpu_start = 0.0;
     for run in 0..runs + 1 {
+        if run == 1 {
+            cpu_start = cpu_seconds();
+        }
         let t = Instant::now();
         let loss = reco_loss(rep.as_tensor(), &label, &mask, &prob, &cfg, run as u64)?;
         let value = loss.to_scalar::<f32>()?;
@@ -192,11 +211,13 @@ fn child(name: &str, runs: usize) -> candle_core::Result<()> {
             losses.push(f64::from(value));
         }
     }
+    let cpu_ms = 1e3 * (cpu_seconds() - cpu_start) / runs as f64;
     let mean_loss = losses.iter().sum::<f64>() / losses.len() as f64;
     println!(
-        "RESULT {name} {:.1} {:.1} {:.0} {:.0} {:.4} {}",
+        "RESULT {name} {:.1} {:.1} {:.0} {:.0} {:.0} {:.4} {}",
         1e3 * median(fwd),
         1e3 * median(total),
+        cpu_ms,
         vm_hwm_mb(),
         base,
         mean_loss,
@@ -237,8 +258,10 @@ fn main() -> candle_core::Result<()> {
         _ => {}
     }
     let exe = std::env::current_exe()?;
-    println!("| shape | forward (ms) | forward+backward (ms) | peak RSS (MB) | inputs only (MB) | mean loss | runs |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!(
+        "| shape | forward (ms) | forward+backward (ms) | CPU time per fwd+bwd (ms, all threads) | peak RSS (MB) | inputs only (MB) | mean loss | runs |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for s in &SHAPES {
         let out = Command::new(&exe).args(["--child", s.name]).output()?;
         let text = String::from_utf8_lossy(&out.stdout);
@@ -252,13 +275,17 @@ fn main() -> candle_core::Result<()> {
             continue;
         };
         let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 8 {
+            eprintln!("{}: malformed result line {line:?}", s.name);
+            continue;
+        }
         let label = format!(
             "{} ({}x{}x{}x{}, {} classes)",
             f[0], s.batch, s.dim, s.height, s.width, s.classes
         );
         println!(
-            "| {label} | {} | {} | {} | {} | {} | {} |",
-            f[1], f[2], f[3], f[4], f[5], f[6]
+            "| {label} | {} | {} | {} | {} | {} | {} | {} |",
+            f[1], f[2], f[3], f[4], f[5], f[6], f[7]
         );
     }
     Ok(())
