@@ -93,6 +93,8 @@
 //! labels/<id>.png                8-bit: 0 = unlabelled (-> ignore), 1..=37 = classes
 //!                                (the reader uses label - 1); 255 is also read as ignore
 //! ```
+//! Images (bilinear) and labels (nearest) are resized to 512x384 ([`SUN_SIZE`]) on load,
+//! as the original's `sun_preprocess.py` did on disk (a no-op for files of that size).
 //!
 //! ### synthetic (no files)
 //! Generated from a seed on each `load` ([`SyntheticConfig`]: seed 0, 2000 train and 200
@@ -128,7 +130,7 @@ pub mod synthetic;
 
 pub use augment::{colorize, image_to_tensor, AugConfig, Photometric, IMAGENET_MEAN, IMAGENET_STD};
 pub use dataset::{open, Sample, SegDataset, Subset};
-pub use datasets::{Cityscapes, PascalVoc, SunRgbd, CITYSCAPES_SIZE};
+pub use datasets::{Cityscapes, PascalVoc, SunRgbd, CITYSCAPES_SIZE, SUN_SIZE};
 pub use error::{DataError, Result};
 pub use kind::{DatasetDefaults, DatasetKind, IGNORE};
 pub use loader::{Batch, Loader, PartialLabels, TrainLoaderConfig, ValLoaderConfig};

@@ -46,6 +46,12 @@ pub struct SyntheticConfig {
     pub val_size: usize,
     /// Image side in pixels (square images).
     pub image_size: usize,
+    /// Range (inclusive) of the number of class objects per image.
+    pub objects: (usize, usize),
+    /// Range (inclusive) of the number of background distractors per image.
+    pub distractors: (usize, usize),
+    /// Amplitude of the per-pixel noise (grey levels, triangular distribution).
+    pub noise: f32,
 }
 
 impl Default for SyntheticConfig {
@@ -55,6 +61,9 @@ impl Default for SyntheticConfig {
             train_size: 2000,
             val_size: 200,
             image_size: IMAGE_SIZE,
+            objects: (2, 4),
+            distractors: (2, 5),
+            noise: 24.0,
         }
     }
 }
@@ -69,9 +78,17 @@ pub struct Synthetic {
 
 impl Synthetic {
     pub fn new(cfg: SyntheticConfig) -> Result<Self> {
-        if cfg.image_size < 16 || cfg.train_size == 0 || cfg.val_size == 0 {
+        if cfg.image_size < 16
+            || cfg.train_size == 0
+            || cfg.val_size == 0
+            || cfg.objects.0 > cfg.objects.1
+            || cfg.distractors.0 > cfg.distractors.1
+            || cfg.noise.is_nan()
+            || cfg.noise < 0.0
+        {
             return Err(DataError::Config(format!(
-                "synthetic dataset needs image_size >= 16 and non-empty subsets, got {cfg:?}"
+                "synthetic dataset needs image_size >= 16, non-empty subsets, ordered \
+                 ranges and noise >= 0; got {cfg:?}"
             )));
         }
         let train = (0..cfg.train_size)
@@ -121,10 +138,7 @@ impl SegDataset for Synthetic {
     }
     fn load(&self, id: &str) -> Result<Sample> {
         let (tag, n) = self.parse_id(id)?;
-        let (image, label) = render(
-            mix_seed(&[self.cfg.seed, tag, n as u64]),
-            self.cfg.image_size,
-        );
+        let (image, label) = render(mix_seed(&[self.cfg.seed, tag, n as u64]), &self.cfg);
         Ok(Sample {
             id: id.to_string(),
             image,
@@ -269,7 +283,8 @@ fn random_item(rng: &mut ChaCha8Rng, size: f32, shape: Shape, texture: Texture, 
 }
 
 /// Renders one image and its labels from a seed.
-fn render(seed: u64, size: usize) -> (RgbImage, GrayImage) {
+fn render(seed: u64, cfg: &SyntheticConfig) -> (RgbImage, GrayImage) {
+    let size = cfg.image_size;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let s = size as f32;
     const CLASS_SHAPES: [Shape; 3] = [Shape::Disc, Shape::Square, Shape::Triangle];
@@ -277,7 +292,7 @@ fn render(seed: u64, size: usize) -> (RgbImage, GrayImage) {
 
     // Distractors (background): share one cue with the classes, never both.
     let mut items = Vec::new();
-    for _ in 0..rng.gen_range(2..=5) {
+    for _ in 0..rng.gen_range(cfg.distractors.0..=cfg.distractors.1) {
         let item = if rng.gen_bool(0.5) {
             let shape = CLASS_SHAPES[rng.gen_range(0..3)];
             let texture = [Texture::Flat, Texture::Speckle][rng.gen_range(0..2)];
@@ -295,7 +310,7 @@ fn render(seed: u64, size: usize) -> (RgbImage, GrayImage) {
         items.push(item);
     }
     // Objects, drawn over the distractors and over each other.
-    for _ in 0..rng.gen_range(2..=4) {
+    for _ in 0..rng.gen_range(cfg.objects.0..=cfg.objects.1) {
         let si = rng.gen_range(0..3);
         let ti = rng.gen_range(0..2);
         let class = (1 + si * 2 + ti) as u8;
@@ -328,7 +343,7 @@ fn render(seed: u64, size: usize) -> (RgbImage, GrayImage) {
             }
             let mut px = [0u8; 3];
             for k in 0..3 {
-                let noise = (rng.gen::<f32>() + rng.gen::<f32>() - 1.0) * 24.0;
+                let noise = (rng.gen::<f32>() + rng.gen::<f32>() - 1.0) * cfg.noise;
                 px[k] = (c[k] + noise).round().clamp(0.0, 255.0) as u8;
             }
             image.put_pixel(x as u32, y as u32, image::Rgb(px));

@@ -192,10 +192,16 @@ fn sun_maps_zero_to_ignore_and_shifts_classes() {
     let ds = open(DatasetKind::Sun, Some(dir.path())).unwrap();
     assert_eq!(ds.ids(Subset::Train).len(), 4);
     let s = ds.load("train-000002").unwrap();
-    assert_eq!(s.label.get_pixel(1, 1)[0], 255);
-    assert_eq!(s.label.get_pixel(7, 1)[0], 0);
-    assert_eq!(s.label.get_pixel(15, 1)[0], 35); // raw 37 - 1 = 36 -> class 35
-    assert_eq!(s.image.dimensions(), (20, 15));
+    // Resized 20x15 -> 512x384 (x scale 25.6): raw columns 0-4 -> 0..128, 5-9 -> 128..256.
+    assert_eq!(s.image.dimensions(), (512, 384));
+    assert_eq!(s.label.dimensions(), (512, 384));
+    assert_eq!(s.label.get_pixel(30, 10)[0], 255); // raw 0: unlabelled
+    assert_eq!(s.label.get_pixel(180, 10)[0], 0); // raw 1 -> class 0
+    assert_eq!(s.label.get_pixel(400, 10)[0], 35); // raw 37 - 1 = 36 -> class 35
+    assert_eq!(
+        classes_present(&ds.load_label("train-000002").unwrap()),
+        vec![0, 35]
+    );
 }
 
 // ---- bad input: an error naming the file and the problem, never a panic ----

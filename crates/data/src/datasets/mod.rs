@@ -7,4 +7,4 @@ mod sun;
 pub use crate::synthetic::{Synthetic, SyntheticConfig};
 pub use cityscapes::{Cityscapes, CITYSCAPES_SIZE};
 pub use pascal::PascalVoc;
-pub use sun::SunRgbd;
+pub use sun::{SunRgbd, SUN_SIZE};

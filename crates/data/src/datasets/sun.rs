@@ -9,6 +9,11 @@ use crate::error::{DataError, Result};
 use crate::io::{check_same_size, map_label, read_id_list, read_label_png, read_rgb};
 use crate::kind::{DatasetKind, IGNORE};
 
+/// `(width, height)` every SUN image and label is resized to, as the original's
+/// `sun_preprocess.py` (bilinear for images, nearest for labels; a no-op when the files
+/// already have this size).
+pub const SUN_SIZE: (u32, u32) = (512, 384);
+
 /// Reader of `<root>/{train.txt,val.txt,images/<id>.jpg,labels/<id>.png}`.
 /// Raw labels: 0 = unlabelled (-> ignore), 1..=37 = classes (-> 0..=36), 255 = ignore.
 pub struct SunRgbd {
@@ -52,6 +57,13 @@ impl SunRgbd {
         )?;
         Ok(label)
     }
+
+    fn resize_label(label: GrayImage) -> GrayImage {
+        if label.dimensions() == SUN_SIZE {
+            return label;
+        }
+        crate::resize::resize_label(&label, SUN_SIZE.1 as usize, SUN_SIZE.0 as usize)
+    }
 }
 
 impl SegDataset for SunRgbd {
@@ -73,14 +85,19 @@ impl SegDataset for SunRgbd {
         let image = read_rgb(&image_path, &fetch_hint(DatasetKind::Sun))?;
         let label = self.read_label(&label_path)?;
         check_same_size(&label, &image, &label_path, &image_path)?;
+        let image = if image.dimensions() == SUN_SIZE {
+            image
+        } else {
+            crate::resize::resize_rgb(&image, SUN_SIZE.1 as usize, SUN_SIZE.0 as usize)
+        };
         Ok(Sample {
             id: id.to_string(),
             image,
-            label,
+            label: Self::resize_label(label),
         })
     }
     fn load_label(&self, id: &str) -> Result<GrayImage> {
-        self.read_label(&self.label_path(id))
+        Ok(Self::resize_label(self.read_label(&self.label_path(id))?))
     }
     fn check_id(&self, id: &str) -> Result<()> {
         let hint = fetch_hint(DatasetKind::Sun);
