@@ -67,6 +67,14 @@ impl ReCoConfig {
                 self.num_negatives
             );
         }
+        // The fused kernel numbers (query, key) pairs of a 512-query chunk with u32.
+        if self.num_negatives > 1 << 22 {
+            candle_core::bail!(
+                "ReCoConfig.num_negatives must be at most {}, got {}",
+                1usize << 22,
+                self.num_negatives
+            );
+        }
         if self.chunk_rows == 0 {
             candle_core::bail!("ReCoConfig.chunk_rows must be at least 1");
         }
