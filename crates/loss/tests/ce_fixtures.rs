@@ -24,6 +24,7 @@ fn supervised_matches_original_loss_and_gradient() {
     let grads = loss.backward().unwrap();
     let grad = vec_f64(grads.get(pred.as_tensor()).expect("gradient reaches pred"));
     let err = rel_l2(&grad, &vec_f64(get(&f, "sup.grad")));
+    eprintln!("supervised: loss {value} (ref {want}), gradient rel error {err:.2e}");
     assert!(err < 1e-5, "gradient rel error {err}");
 }
 
@@ -52,6 +53,7 @@ fn unsupervised_matches_original_loss_and_gradient() {
     let grads = loss.backward().unwrap();
     let grad = vec_f64(grads.get(pred.as_tensor()).expect("gradient reaches pred"));
     let err = rel_l2(&grad, &vec_f64(get(&f, "unsup.grad")));
+    eprintln!("unsupervised: loss {value} (ref {want}), gradient rel error {err:.2e}");
     assert!(err < 1e-4, "gradient rel error {err}");
 }
 
