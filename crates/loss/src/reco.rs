@@ -170,6 +170,16 @@ fn cpu_view(
         })
     })????;
     let pixels = ClassPixels::from_codes(&class_code, &hard, c)?;
+    let present = pixels.present();
+    if present.len() < 2 || present.iter().all(|&k| pixels.hard[k].is_empty()) {
+        // The loss is 0 by definition: skip the pass over `rep`.
+        return Ok(HostView {
+            pixels,
+            proto_cos: vec![0.0; c * c],
+            protos: vec![0.0; c * d],
+            table: None,
+        });
+    }
     let rep = rep.detach().contiguous()?;
     let host = contrast::with_cpu_f32(&rep, |x| contrast::host_table(x, b, d, p, &class_code, c))?;
     let (protos, proto_cos) = prototypes(&host.class_sums, &class_counts(&pixels), d);
@@ -280,7 +290,8 @@ pub struct ReCoParts {
     pub draws: Draws,
     /// Valid and hard pixels per class.
     pub pixels: ClassPixels,
-    /// Row-major `[C, C]` prototype cosine similarities.
+    /// Row-major `[C, C]` prototype cosine similarities (all zero when the fast CPU path
+    /// skipped them because the loss is 0 by definition).
     pub proto_cos: Vec<f32>,
 }
 
