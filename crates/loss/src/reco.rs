@@ -191,8 +191,9 @@ fn cpu_view(
     })
 }
 
-/// Portable path: masks and prototype sums with tensor ops on the device, then one copy
-/// of the per-pixel masks and the `[C, D]` sums to the host.
+/// Portable path: masks and prototype sums with tensor ops on the device, then one small
+/// copy to the host: three numbers per pixel (how many classes it is valid for, which,
+/// and whether it is hard) and the `[C, D]` prototype sums.
 fn device_view(
     rep: &Tensor,
     label: &Tensor,
@@ -203,17 +204,43 @@ fn device_view(
 ) -> candle_core::Result<HostView> {
     let Shapes { b, d, c, h, w } = *s;
     let p = h * w;
-    let valid = label.broadcast_mul(mask)?.ne(0.0)?;
-    let hard = prob.lt(threshold)?.mul(&valid)?;
+    let valid = label.broadcast_mul(mask)?.ne(0.0)?.to_dtype(DType::F32)?;
+    let count = valid.sum(1)?;
+    let class = valid.argmax(1)?.to_dtype(DType::F32)?;
+    let hard = prob
+        .lt(threshold)?
+        .to_dtype(DType::F32)?
+        .mul(&valid)?
+        .sum(1)?;
+    let codes = Tensor::stack(
+        &[
+            count.flatten_all()?,
+            class.flatten_all()?,
+            hard.flatten_all()?,
+        ],
+        0,
+    )?;
     let rep = rep.detach();
     let valid3 = valid.to_dtype(rep.dtype())?.reshape((b, c, p))?;
     let sums = valid3
         .matmul(&rep.reshape((b, d, p))?.transpose(1, 2)?)?
         .sum(0)?;
     let sums = sums.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
-    let valid = valid.flatten_all()?.to_vec1::<u8>()?;
-    let hard = hard.flatten_all()?.to_vec1::<u8>()?;
-    let (class_code, hard) = codes_from_masks(|i| valid[i] != 0, |i| hard[i] != 0, s)?;
+    let codes = codes.to_vec2::<f32>()?;
+    let (count, class, hard) = (&codes[0], &codes[1], &codes[2]);
+    if let Some(pix) = count.iter().position(|&n| n > 1.5) {
+        let (bi, y, x) = (pix / p, (pix % p) / w, pix % w);
+        candle_core::bail!(
+            "reco_loss: label must be one-hot, but pixel (b={bi}, y={y}, x={x}) is valid for {} classes",
+            count[pix]
+        );
+    }
+    let class_code: Vec<u32> = count
+        .iter()
+        .zip(class)
+        .map(|(&n, &k)| if n > 0.5 { k as u32 } else { NO_CLASS })
+        .collect();
+    let hard: Vec<bool> = hard.iter().map(|&v| v > 0.5).collect();
     let pixels = ClassPixels::from_codes(&class_code, &hard, c)?;
     let (protos, proto_cos) = prototypes(&sums, &class_counts(&pixels), d);
     Ok(HostView {

@@ -224,6 +224,18 @@ fn bad_inputs_are_errors() {
     let doubled = (&c.label + c.label.roll(1, 1).unwrap()).unwrap();
     let err = reco_loss(&c.rep, &doubled, &c.mask, &c.prob, cfg, 0).unwrap_err();
     assert!(err.to_string().contains("one-hot"), "{err}");
+    // The same on the generic (tensor-op) path.
+    let to64 = |t: &Tensor| t.to_dtype(candle_core::DType::F64).unwrap();
+    let err = reco_loss(
+        &to64(&c.rep),
+        &to64(&doubled),
+        &to64(&c.mask),
+        &to64(&c.prob),
+        cfg,
+        0,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("one-hot"), "{err}");
     // Bad configuration.
     for bad in [
         ReCoConfig {
