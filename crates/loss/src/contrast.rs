@@ -75,70 +75,135 @@ fn for_each_key(
     }
 }
 
+/// Smallest temperature for the single-pass kernel: its fixed shift keeps every weight
+/// `exp(s − 1/τ) ≥ exp(−2/τ)`, which stays a normal f32 for τ ≥ 0.025.
+const SINGLE_PASS_MIN_TEMP: f64 = 0.03;
+
+/// One chunk of query rows: its queries, positives, negatives and outputs.
+struct Chunk<'a> {
+    queries: &'a [f32],
+    positives: &'a [f32],
+    negatives: &'a [u32],
+    loss: &'a mut [f32],
+    grad: &'a mut [f32],
+}
+
 /// Fused gather-dot-softmax on the host: returns `(loss [R], grad [R*D])`.
 ///
 /// The keys are random rows of a table far larger than the caches; fetched row by row
 /// per query the loop would wait on memory for every key. Instead each chunk of query
 /// rows sorts its (query, key) pairs by key pixel and walks the table in order, so the
-/// table streams sequentially while the chunk's queries and gradients stay in cache:
-/// once for the logits, once (after the per-row softmax) for the gradient. Chunks are a
-/// fixed size and independent, so the result does not depend on the thread count.
+/// table streams sequentially while the chunk's queries and gradients stay in cache.
+/// Chunks are a fixed size and independent, so the result does not depend on the thread
+/// count.
 pub(crate) fn host_rows(x: &HostContrast<'_>) -> (Vec<f32>, Vec<f32>) {
-    let simd = Simd::detect();
-    let (d, m) = (x.dim, x.num_negatives);
+    let d = x.dim;
+    let m = x.num_negatives;
     let rows = x.queries.len() / d;
-    let num_pixels = x.table.len() / d;
-    let inv_t = (1.0 / x.temp) as f32;
     let mut loss = vec![0f32; rows];
     let mut grad = vec![0f32; rows * d];
     loss.par_chunks_mut(ROWS_PER_CHUNK)
         .zip(grad.par_chunks_mut(ROWS_PER_CHUNK * d))
         .enumerate()
-        .for_each(|(chunk, (loss_c, grad_c))| {
-            let r0 = chunk * ROWS_PER_CHUNK;
-            let nr = loss_c.len();
-            let negatives = &x.negatives[r0 * m..(r0 + nr) * m];
-            let queries = &x.queries[r0 * d..(r0 + nr) * d];
-            let positives = &x.positives[r0 * d..(r0 + nr) * d];
-            let (start, order) = group_by_pixel(negatives, num_pixels);
-            // Pass 1: negative logits s[e] = q·k / τ.
-            let mut weights = vec![0f32; nr * m];
-            for_each_key(x.table, d, &start, &order, |key, entries| {
-                for &e in entries {
-                    let r = e as usize / m;
-                    weights[e as usize] = simd.dot(&queries[r * d..(r + 1) * d], key) * inv_t;
-                }
-            });
-            // Per row: softmax with the positive logit, loss, and the positive's gradient;
-            // the negatives' logits become their softmax weights divided by τ.
-            for r in 0..nr {
-                let (q, pos) = (&queries[r * d..(r + 1) * d], &positives[r * d..(r + 1) * d]);
-                let row = &mut weights[r * m..(r + 1) * m];
-                let s0 = simd.dot(q, pos) * inv_t;
-                let max = row.iter().copied().fold(s0, f32::max);
-                let e0 = (s0 - max).exp();
-                let mut total = f64::from(e0);
-                for l in row.iter_mut() {
-                    *l = (*l - max).exp();
-                    total += f64::from(*l);
-                }
-                // ℓ = logsumexp(s) − s₀ = log(Σ e^{s_j − max}) − (s₀ − max).
-                loss_c[r] = (total.ln() - f64::from(s0 - max)) as f32;
-                let scale = (1.0 / total) as f32 * inv_t;
-                for l in row.iter_mut() {
-                    *l *= scale;
-                }
-                simd.axpy(e0 * scale - inv_t, pos, &mut grad_c[r * d..(r + 1) * d]);
+        .for_each(|(i, (loss, grad))| {
+            let (r0, nr) = (i * ROWS_PER_CHUNK, loss.len());
+            let chunk = Chunk {
+                queries: &x.queries[r0 * d..(r0 + nr) * d],
+                positives: &x.positives[r0 * d..(r0 + nr) * d],
+                negatives: &x.negatives[r0 * m..(r0 + nr) * m],
+                loss,
+                grad,
+            };
+            if x.temp >= SINGLE_PASS_MIN_TEMP {
+                single_pass(x, chunk);
+            } else {
+                two_pass(x, chunk);
             }
-            // Pass 2: gradient += Σ_j weight_j k_j.
-            for_each_key(x.table, d, &start, &order, |key, entries| {
-                for &e in entries {
-                    let r = e as usize / m;
-                    simd.axpy(weights[e as usize], key, &mut grad_c[r * d..(r + 1) * d]);
-                }
-            });
         });
     (loss, grad)
+}
+
+/// One walk over the table. All vectors are unit vectors, so every logit is at most
+/// `1/τ`: with that fixed shift the weights `exp(s − 1/τ)` need no running maximum, and
+/// `Σ_j w_j k_j` and `Σ_j w_j` accumulate while each key is in L1; the row's softmax
+/// normalisation is applied at the end.
+fn single_pass(x: &HostContrast<'_>, c: Chunk<'_>) {
+    let simd = Simd::detect();
+    let (d, m) = (x.dim, x.num_negatives);
+    let inv_t = (1.0 / x.temp) as f32;
+    let nr = c.loss.len();
+    let (start, order) = group_by_pixel(c.negatives, x.table.len() / d);
+    let mut total = vec![0f64; nr];
+    for_each_key(x.table, d, &start, &order, |key, entries| {
+        for &e in entries {
+            let r = e as usize / m;
+            let weight = (simd.dot(&c.queries[r * d..(r + 1) * d], key) * inv_t - inv_t).exp();
+            total[r] += f64::from(weight);
+            simd.axpy(weight, key, &mut c.grad[r * d..(r + 1) * d]);
+        }
+    });
+    for (r, (loss, grad)) in c.loss.iter_mut().zip(c.grad.chunks_mut(d)).enumerate() {
+        let pos = &c.positives[r * d..(r + 1) * d];
+        let s0 = simd.dot(&c.queries[r * d..(r + 1) * d], pos) * inv_t;
+        let e0 = (s0 - inv_t).exp();
+        let z = total[r] + f64::from(e0);
+        // ℓ = logsumexp(s) − s₀ = log(Σ e^{s_j − 1/τ}) − (s₀ − 1/τ).
+        *loss = (z.ln() - f64::from(s0 - inv_t)) as f32;
+        // dℓ/dq̂ = (Σ_j softmax_j k_j − k₀) / τ.
+        let scale = (1.0 / z) as f32 * inv_t;
+        for g in grad.iter_mut() {
+            *g *= scale;
+        }
+        simd.axpy(e0 * scale - inv_t, pos, grad);
+    }
+}
+
+/// Two walks over the table (logits, then gradient) with an exact per-row maximum, for
+/// temperatures too small for [`single_pass`]'s fixed shift.
+fn two_pass(x: &HostContrast<'_>, c: Chunk<'_>) {
+    let simd = Simd::detect();
+    let (d, m) = (x.dim, x.num_negatives);
+    let inv_t = (1.0 / x.temp) as f32;
+    let nr = c.loss.len();
+    let (start, order) = group_by_pixel(c.negatives, x.table.len() / d);
+    // Pass 1: negative logits s[e] = q·k / τ.
+    let mut weights = vec![0f32; nr * m];
+    for_each_key(x.table, d, &start, &order, |key, entries| {
+        for &e in entries {
+            let r = e as usize / m;
+            weights[e as usize] = simd.dot(&c.queries[r * d..(r + 1) * d], key) * inv_t;
+        }
+    });
+    // Per row: softmax with the positive logit, loss, and the positive's gradient; the
+    // negatives' logits become their softmax weights divided by τ.
+    for r in 0..nr {
+        let (q, pos) = (
+            &c.queries[r * d..(r + 1) * d],
+            &c.positives[r * d..(r + 1) * d],
+        );
+        let row = &mut weights[r * m..(r + 1) * m];
+        let s0 = simd.dot(q, pos) * inv_t;
+        let max = row.iter().copied().fold(s0, f32::max);
+        let e0 = (s0 - max).exp();
+        let mut total = f64::from(e0);
+        for l in row.iter_mut() {
+            *l = (*l - max).exp();
+            total += f64::from(*l);
+        }
+        c.loss[r] = (total.ln() - f64::from(s0 - max)) as f32;
+        let scale = (1.0 / total) as f32 * inv_t;
+        for l in row.iter_mut() {
+            *l *= scale;
+        }
+        simd.axpy(e0 * scale - inv_t, pos, &mut c.grad[r * d..(r + 1) * d]);
+    }
+    // Pass 2: gradient += Σ_j weight_j k_j.
+    for_each_key(x.table, d, &start, &order, |key, entries| {
+        for &e in entries {
+            let r = e as usize / m;
+            simd.axpy(weights[e as usize], key, &mut c.grad[r * d..(r + 1) * d]);
+        }
+    });
 }
 
 /// Device inputs of the portable path.
