@@ -129,6 +129,7 @@ pub fn draw(
     cfg: &ReCoConfig,
     seed: u64,
 ) -> candle_core::Result<Draws> {
+    cfg.validate()?;
     let num_classes = pixels.valid.len();
     if pixels.hard.len() != num_classes || proto_cos.len() != num_classes * num_classes {
         candle_core::bail!(

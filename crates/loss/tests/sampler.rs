@@ -225,6 +225,12 @@ fn bad_codes_are_errors() {
     assert!(ClassPixels::from_codes(&[0, 1], &[true], 3).is_err());
     let (pixels, _, _) = synthetic();
     assert!(draw(&pixels, &[0.0; 4], &ReCoConfig::default(), 0).is_err());
+    let (pixels, cos, _) = synthetic();
+    let no_queries = ReCoConfig {
+        num_queries: 0,
+        ..ReCoConfig::default()
+    };
+    assert!(draw(&pixels, &cos, &no_queries, 0).is_err());
 }
 
 /// The class lists that `reco_loss` builds from the tensors agree with a direct reading of
