@@ -5,6 +5,30 @@
 //!
 //! Everything runs on the tensors' device; the ReCo loss copies per-pixel class codes to
 //! the host once per call to draw its samples with a seeded generator.
+//!
+//! ```
+//! use candle_core::{DType, Device, Tensor};
+//! use reco_loss::{reco_loss, reco_targets, ReCoConfig};
+//!
+//! # fn main() -> candle_core::Result<()> {
+//! let dev = Device::Cpu;
+//! // Student outputs at representation resolution (2 labelled + 2 unlabelled crops).
+//! let (c, d) = (3, 8);
+//! let pred_l = Tensor::randn(0f32, 1.0, (2, c, 4, 4), &dev)?;
+//! let pred_u = Tensor::randn(0f32, 1.0, (2, c, 4, 4), &dev)?;
+//! let rep = Tensor::randn(0f32, 1.0, (4, d, 4, 4), &dev)?;
+//! // Labels at crop resolution: ground truth (-1 = ignore) and pseudo-labels with confidences.
+//! let labels_l = Tensor::arange(0i64, 2 * 8 * 8, &dev)?.reshape((2, 8, 8))?.broadcast_div(&Tensor::new(43i64, &dev)?)?;
+//! let pseudo_u = labels_l.clone();
+//! let confidence_u = Tensor::full(0.9f32, (2, 8, 8), &dev)?;
+//! let t = reco_targets(&labels_l, &pseudo_u, &confidence_u, &pred_l, &pred_u, 0.7)?;
+//! let cfg = ReCoConfig { num_queries: 16, num_negatives: 32, ..ReCoConfig::default() };
+//! let loss = reco_loss(&rep, &t.label, &t.mask, &t.prob, &cfg, 42)?;
+//! assert_eq!(loss.dtype(), DType::F32);
+//! assert!(loss.to_scalar::<f32>()? > 0.0);
+//! # Ok(())
+//! # }
+//! ```
 
 mod ce;
 mod check;
