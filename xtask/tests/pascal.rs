@@ -214,6 +214,8 @@ fn complete_fetch_matches_the_layout() {
         expected_sbd("sbd_plain")
     );
     assert!(!root.join("JPEGImages/2009_000001.jpg").exists());
+    let (train, val) = read_with_data_crate(reco_data::DatasetKind::Pascal, &root);
+    assert_eq!((train.len(), val.len()), (4, 2));
     assert!(root.join(".ready").is_file());
     assert!(!root.join(".staging").exists());
 

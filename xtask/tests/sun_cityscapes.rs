@@ -104,6 +104,8 @@ fn sun_layout_and_pairing() {
         check("test-000002", 2);
         check("train-000001", 4);
         check("train-000002", 5);
+        let (train, val) = read_with_data_crate(reco_data::DatasetKind::Sun, &root);
+        assert_eq!((train.len(), val.len()), (2, 3));
         assert!(root.join(".ready").is_file());
     }
 }
@@ -172,6 +174,12 @@ fn cityscapes_official_trees() {
         assert!(root.join(p).is_file(), "{p} missing");
     }
     assert!(!root.join("README").exists());
+    let (train, val) = read_with_data_crate(reco_data::DatasetKind::Cityscapes, &root);
+    assert_eq!(train, vec!["train/aachen/aachen_000000_000019".to_string()]);
+    assert_eq!(
+        val,
+        vec!["val/frankfurt/frankfurt_000000_000294".to_string()]
+    );
     assert!(out.contains("train: 1 images, val: 1 images"), "{out}");
     // No login was attempted: a mirror needs none.
     assert!(server.log().iter().all(|s| s.method == "GET"));

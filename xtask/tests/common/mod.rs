@@ -294,3 +294,30 @@ pub fn xtask(args: &[&str], envs: &[(&str, &str)]) -> (bool, String) {
     );
     (out.status.success(), text)
 }
+
+/// Opens a prepared folder with the data crate and decodes every id of both subsets:
+/// the contract of layouts.md, checked by its reader. Returns (train, val) id lists.
+pub fn read_with_data_crate(
+    kind: reco_data::DatasetKind,
+    root: &std::path::Path,
+) -> (Vec<String>, Vec<String>) {
+    use reco_data::Subset;
+    let ds = reco_data::open(kind, Some(root))
+        .unwrap_or_else(|e| panic!("reco-data cannot open {}: {e}", root.display()));
+    for subset in [Subset::Train, Subset::Val] {
+        for id in ds.ids(subset) {
+            let s = ds
+                .load(id)
+                .unwrap_or_else(|e| panic!("reco-data cannot load {id}: {e}"));
+            assert_eq!(s.image.dimensions(), s.label.dimensions(), "{id}");
+            let classes = ds.num_classes() as u8;
+            assert!(
+                s.label
+                    .pixels()
+                    .all(|p| p.0[0] < classes || p.0[0] == reco_data::IGNORE),
+                "{id}"
+            );
+        }
+    }
+    (ds.ids(Subset::Train).to_vec(), ds.ids(Subset::Val).to_vec())
+}
