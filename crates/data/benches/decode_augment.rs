@@ -156,6 +156,56 @@ fn main() {
         loader_rates.push((batches * 10) as f64 / t.elapsed().as_secs_f64());
     }
 
+    // Unlabelled-branch batch transform (runs on the trainer's thread, rayon inside).
+    let mut u_loader = Loader::train(
+        ds.clone(),
+        ids.clone(),
+        TrainLoaderConfig::unlabelled(DatasetKind::Pascal, 0),
+    )
+    .unwrap();
+    let u = u_loader.next().unwrap().unwrap();
+    drop(u_loader);
+    let pseudo = u.labels.clamp(0i64, 20i64).unwrap();
+    let conf = (u
+        .labels
+        .ones_like()
+        .unwrap()
+        .to_dtype(candle_core::DType::F32)
+        .unwrap()
+        * 0.9)
+        .unwrap();
+    {
+        use reco_data::mix::{mix, photometric, rescale_crop};
+        let ucfg = UnsupAugConfig::new(DatasetKind::Pascal, MixMode::ClassMix);
+        let t = Instant::now();
+        let h = HostBatch::from_tensors(&u.images, &pseudo, &conf).unwrap();
+        let t1 = t.elapsed().as_secs_f64() * 1e3;
+        let t = Instant::now();
+        let h = rescale_crop(&h, ucfg.crop_size, ucfg.scale_range, 1).unwrap();
+        let t2 = t.elapsed().as_secs_f64() * 1e3;
+        let t = Instant::now();
+        let mut h = mix(&h, MixMode::ClassMix, 1);
+        let t3 = t.elapsed().as_secs_f64() * 1e3;
+        let t = Instant::now();
+        photometric(&mut h, &ucfg.photometric, 1);
+        let t4 = t.elapsed().as_secs_f64() * 1e3;
+        let t = Instant::now();
+        h.to_tensors(&candle_core::Device::Cpu).unwrap();
+        let t5 = t.elapsed().as_secs_f64() * 1e3;
+        println!("unsup_transform parts (ms): from_tensors {t1:.1}, rescale_crop {t2:.1}, mix {t3:.1}, photometric {t4:.1}, to_tensors {t5:.1}");
+    }
+    let mut unsup_ms = Vec::new();
+    for mode in [MixMode::ClassMix, MixMode::CutMix, MixMode::CutOut] {
+        let ucfg = UnsupAugConfig::new(DatasetKind::Pascal, mode);
+        let mut t_runs = Vec::new();
+        for r in 0..runs {
+            let t = Instant::now();
+            unsup_transform(&u.images, &pseudo, &conf, &ucfg, r as u64).unwrap();
+            t_runs.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        unsup_ms.push((mode, median(t_runs)));
+    }
+
     println!(
         "decode + augment, VOC-sized JPEG {W}x{H}, crop {ch}, {N} images, median of {runs} runs"
     );
@@ -181,4 +231,9 @@ fn main() {
         format!("Loader::train, batch 10, {threads} threads"),
         median(loader_rates)
     );
+    for (mode, ms) in unsup_ms {
+        println!(
+            "unsup_transform {mode:?}, batch 10x3x321x321, {threads} threads: {ms:.1} ms per batch"
+        );
+    }
 }

@@ -17,6 +17,7 @@ use candle_core::{DType, Device, Tensor};
 use image::GrayImage;
 use rand::seq::SliceRandom;
 use rand::Rng;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::augment::{
@@ -123,10 +124,9 @@ impl HostBatch {
             .to_dtype(DType::F32)?
             .flatten_all()?
             .to_vec1::<f32>()?;
-        let plane = h * w;
-        for (i, v) in img.iter_mut().enumerate() {
-            let ch = (i / plane) % 3;
-            *v = *v * IMAGENET_STD[ch] + IMAGENET_MEAN[ch];
+        for (k, chunk) in img.chunks_mut(h * w).enumerate() {
+            let (m, s) = (IMAGENET_MEAN[k % 3], IMAGENET_STD[k % 3]);
+            chunk.iter_mut().for_each(|v| *v = *v * s + m);
         }
         let lab = labels
             .to_device(&Device::Cpu)?
@@ -161,15 +161,11 @@ impl HostBatch {
     /// Normalises and uploads to `device`.
     pub fn to_tensors(&self, device: &Device) -> Result<UnsupBatch> {
         let plane = self.h * self.w;
-        let img: Vec<f32> = self
-            .images
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                let ch = (i / plane) % 3;
-                (v - IMAGENET_MEAN[ch]) / IMAGENET_STD[ch]
-            })
-            .collect();
+        let mut img = self.images.clone();
+        for (k, chunk) in img.chunks_mut(plane).enumerate() {
+            let (m, inv) = (IMAGENET_MEAN[k % 3], 1.0 / IMAGENET_STD[k % 3]);
+            chunk.iter_mut().for_each(|v| *v = (*v - m) * inv);
+        }
         let lab: Vec<i64> = self
             .labels
             .iter()
@@ -230,6 +226,54 @@ pub fn rescale_crop(
             "invalid crop {ch}x{cw} or scale range {scale_range:?}"
         )));
     }
+    // Images are independent (each has its own RNG stream): do them in parallel.
+    let parts: Vec<(Vec<f32>, Vec<u8>, Vec<f32>)> = (0..x.b)
+        .into_par_iter()
+        .map(|i| {
+            let mut rng = rng_for(&[seed, TAG_CROP, i as u64]);
+            let s = uniform(&mut rng, scale_range);
+            let (nh, nw) = scaled(x.h, x.w, s);
+            let (img, lab, conf) = if (nh, nw) != (x.h, x.w) {
+                let gray = GrayImage::from_raw(x.w as u32, x.h as u32, x.label(i).to_vec())
+                    .expect("label buffer matches h*w");
+                (
+                    resize_planar_rgb(x.image(i), x.h, x.w, nh, nw),
+                    resize_label(&gray, nh, nw).into_raw(),
+                    resize_nearest_f32(x.conf(i), x.h, x.w, nh, nw),
+                )
+            } else {
+                (x.image(i).to_vec(), x.label(i).to_vec(), x.conf(i).to_vec())
+            };
+            let top = rng.gen_range(0..=nh.max(ch) - ch);
+            let left = rng.gen_range(0..=nw.max(cw) - cw);
+            let mut out_img = Vec::with_capacity(3 * ch * cw);
+            let cols: Vec<usize> = (0..cw)
+                .map(|xx| reflect((left + xx) as isize, nw))
+                .collect();
+            for c in 0..3 {
+                let src = &img[c * nh * nw..(c + 1) * nh * nw];
+                for y in 0..ch {
+                    let row = &src[reflect((top + y) as isize, nh) * nw..][..nw];
+                    out_img.extend(cols.iter().map(|&sx| row[sx]));
+                }
+            }
+            let mut out_lab = Vec::with_capacity(ch * cw);
+            let mut out_conf = Vec::with_capacity(ch * cw);
+            for y in 0..ch {
+                for xx in 0..cw {
+                    let (sy, sx) = (top + y, left + xx);
+                    if sy < nh && sx < nw {
+                        out_lab.push(lab[sy * nw + sx]);
+                        out_conf.push(conf[sy * nw + sx]);
+                    } else {
+                        out_lab.push(IGNORE);
+                        out_conf.push(0.0);
+                    }
+                }
+            }
+            (out_img, out_lab, out_conf)
+        })
+        .collect();
     let mut out = HostBatch {
         b: x.b,
         h: ch,
@@ -238,45 +282,10 @@ pub fn rescale_crop(
         labels: Vec::with_capacity(x.b * ch * cw),
         confidence: Vec::with_capacity(x.b * ch * cw),
     };
-    for i in 0..x.b {
-        let mut rng = rng_for(&[seed, TAG_CROP, i as u64]);
-        let s = uniform(&mut rng, scale_range);
-        let (nh, nw) = scaled(x.h, x.w, s);
-        let (img, lab, conf) = if (nh, nw) != (x.h, x.w) {
-            let gray = GrayImage::from_raw(x.w as u32, x.h as u32, x.label(i).to_vec())
-                .expect("label buffer matches h*w");
-            (
-                resize_planar_rgb(x.image(i), x.h, x.w, nh, nw),
-                resize_label(&gray, nh, nw).into_raw(),
-                resize_nearest_f32(x.conf(i), x.h, x.w, nh, nw),
-            )
-        } else {
-            (x.image(i).to_vec(), x.label(i).to_vec(), x.conf(i).to_vec())
-        };
-        let top = rng.gen_range(0..=nh.max(ch) - ch);
-        let left = rng.gen_range(0..=nw.max(cw) - cw);
-        for c in 0..3 {
-            let src = &img[c * nh * nw..(c + 1) * nh * nw];
-            for y in 0..ch {
-                let sy = reflect((top + y) as isize, nh);
-                for xx in 0..cw {
-                    let sx = reflect((left + xx) as isize, nw);
-                    out.images.push(src[sy * nw + sx]);
-                }
-            }
-        }
-        for y in 0..ch {
-            for xx in 0..cw {
-                let (sy, sx) = (top + y, left + xx);
-                if sy < nh && sx < nw {
-                    out.labels.push(lab[sy * nw + sx]);
-                    out.confidence.push(conf[sy * nw + sx]);
-                } else {
-                    out.labels.push(IGNORE);
-                    out.confidence.push(0.0);
-                }
-            }
-        }
+    for (img, lab, conf) in parts {
+        out.images.extend(img);
+        out.labels.extend(lab);
+        out.confidence.extend(conf);
     }
     Ok(out)
 }
@@ -326,20 +335,31 @@ pub fn mix(x: &HostBatch, mode: MixMode, seed: u64) -> HostBatch {
             }
         };
         let j = (i + 1) % x.b;
-        for (p, _) in keep.iter().enumerate().filter(|(_, &k)| !k) {
-            if mode == MixMode::CutOut {
-                for (c, mean) in IMAGENET_MEAN.iter().enumerate() {
-                    out.images[(i * 3 + c) * plane + p] = *mean;
+        // Plane by plane, so each loop is a simple masked copy.
+        fn blend<T: Copy>(dst: &mut [T], keep: &[bool], fill: impl Fn(usize) -> T) {
+            for (p, (d, &k)) in dst.iter_mut().zip(keep).enumerate() {
+                if !k {
+                    *d = fill(p);
                 }
-                out.labels[i * plane + p] = IGNORE;
-                out.confidence[i * plane + p] = 0.0;
-            } else {
-                for c in 0..3 {
-                    out.images[(i * 3 + c) * plane + p] = x.images[(j * 3 + c) * plane + p];
-                }
-                out.labels[i * plane + p] = x.labels[j * plane + p];
-                out.confidence[i * plane + p] = x.confidence[j * plane + p];
             }
+        }
+        let lab = &mut out.labels[i * plane..(i + 1) * plane];
+        let conf = &mut out.confidence[i * plane..(i + 1) * plane];
+        if mode == MixMode::CutOut {
+            for (c, &mean) in IMAGENET_MEAN.iter().enumerate() {
+                let img = &mut out.images[(i * 3 + c) * plane..(i * 3 + c + 1) * plane];
+                blend(img, &keep, |_| mean);
+            }
+            blend(lab, &keep, |_| IGNORE);
+            blend(conf, &keep, |_| 0.0);
+        } else {
+            for c in 0..3 {
+                let src = &x.images[(j * 3 + c) * plane..(j * 3 + c + 1) * plane];
+                let img = &mut out.images[(i * 3 + c) * plane..(i * 3 + c + 1) * plane];
+                blend(img, &keep, |p| src[p]);
+            }
+            blend(lab, &keep, |p| x.labels[j * plane + p]);
+            blend(conf, &keep, |p| x.confidence[j * plane + p]);
         }
     }
     out
@@ -349,13 +369,18 @@ pub fn mix(x: &HostBatch, mode: MixMode, seed: u64) -> HostBatch {
 pub fn photometric(x: &mut HostBatch, cfg: &AugConfig, seed: u64) {
     let (h, w) = (x.h, x.w);
     let plane = h * w;
-    for i in 0..x.b {
-        let mut rng = rng_for(&[seed, TAG_PHOTO, i as u64]);
-        let p = Photometric::draw(cfg, &mut rng);
-        p.apply(&mut x.images[i * 3 * plane..(i + 1) * 3 * plane], h, w);
-        if p.flip {
-            hflip(&mut x.labels[i * plane..(i + 1) * plane], w);
-            hflip(&mut x.confidence[i * plane..(i + 1) * plane], w);
-        }
-    }
+    x.images
+        .par_chunks_mut(3 * plane)
+        .zip(x.labels.par_chunks_mut(plane))
+        .zip(x.confidence.par_chunks_mut(plane))
+        .enumerate()
+        .for_each(|(i, ((img, lab), conf))| {
+            let mut rng = rng_for(&[seed, TAG_PHOTO, i as u64]);
+            let p = Photometric::draw(cfg, &mut rng);
+            p.apply(img, h, w);
+            if p.flip {
+                hflip(lab, w);
+                hflip(conf, w);
+            }
+        });
 }
