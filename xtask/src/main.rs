@@ -81,6 +81,11 @@ enum Command {
     },
 }
 
+/// An environment variable, treating an empty value as unset.
+fn env_nonempty(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::FetchData {
@@ -118,8 +123,8 @@ fn main() -> Result<()> {
                 Dataset::Sun => sun::fetch(&opts, &Downloader::new(true)),
                 Dataset::Cityscapes => {
                     let creds = Credentials {
-                        username: username.or_else(|| std::env::var("CITYSCAPES_USERNAME").ok()),
-                        password: password.or_else(|| std::env::var("CITYSCAPES_PASSWORD").ok()),
+                        username: username.or_else(|| env_nonempty("CITYSCAPES_USERNAME")),
+                        password: password.or_else(|| env_nonempty("CITYSCAPES_PASSWORD")),
                     };
                     cityscapes::fetch(&opts, &creds)
                 }
