@@ -5,7 +5,8 @@
 //! cargo bench -p reco-loss --bench reco_bench                  # table of all shapes
 //! cargo bench -p reco-loss --bench reco_bench -- --dump voc /tmp/voc.safetensors
 //! ```
-//! `--dump` writes the exact inputs, so that `benches/reco_original.py` can time the
+//! `RECO_BENCH_KERNEL=portable` times the tensor-op path (the one CUDA takes) instead of
+//! the fused CPU kernel. `--dump` writes the exact inputs, so that `benches/reco_original.py` can time the
 //! original PyTorch implementation on the same tensors.
 
 use std::collections::HashMap;
@@ -185,7 +186,11 @@ fn child(name: &str, runs: usize) -> candle_core::Result<()> {
     let s = shape(name);
     let [rep, label, mask, prob] = inputs(s, 0)?;
     let base = vm_hwm_mb();
-    let cfg = ReCoConfig::default();
+    let mut cfg = ReCoConfig::default();
+    if std::env::var("RECO_BENCH_KERNEL").as_deref() == Ok("portable") {
+        // The tensor-op path that CUDA would take, for comparison on the CPU.
+        cfg.kernel = reco_loss::ContrastKernel::Portable;
+    }
     let rep = Var::from_tensor(&rep)?;
     let mut fwd = Vec::new();
     let mut total = Vec::new();
