@@ -50,6 +50,10 @@
 //!   [`ValLoaderConfig`] producing [`Batch`].
 //! - [`mix`]: [`unsup_transform`] with [`UnsupAugConfig`] and [`MixMode`]
 //!   (ClassMix / CutMix / CutOut / None); the steps are public too.
+//! - Helpers for `predict`: [`image_to_tensor`] (normalised `[1,3,H,W]`) and
+//!   [`colorize`] (class map -> palette image); [`io::read_rgb`] decodes any image file.
+//! - Resuming: [`TrainLoaderConfig::start_batch`] starts at batch `k`; batch `k` depends
+//!   only on `(seed, k)`, so a resumed run sees the batches an uninterrupted run would.
 //! - Errors: [`DataError`] names the file, the problem and what to do.
 //!
 //! ## Determinism
