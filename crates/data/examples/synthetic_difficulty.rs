@@ -10,11 +10,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{conv2d, AdamW, Conv2d, Conv2dConfig, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use candle_nn::{
+    batch_norm, conv2d_no_bias, AdamW, BatchNorm, Conv2d, Conv2dConfig, ModuleT, Optimizer,
+    ParamsAdamW, VarBuilder, VarMap,
+};
 use reco_data::*;
 
 struct Net {
-    layers: Vec<Conv2d>,
+    layers: Vec<(Conv2d, BatchNorm)>,
     head: Conv2d,
 }
 
@@ -39,16 +42,21 @@ impl Net {
         let layers = spec
             .iter()
             .enumerate()
-            .map(|(i, (i_c, o_c, cfg))| conv2d(*i_c, *o_c, 3, *cfg, vb.pp(format!("c{i}"))))
+            .map(|(i, (i_c, o_c, cfg))| {
+                Ok((
+                    conv2d_no_bias(*i_c, *o_c, 3, *cfg, vb.pp(format!("c{i}")))?,
+                    batch_norm(*o_c, 1e-5, vb.pp(format!("bn{i}")))?,
+                ))
+            })
             .collect::<candle_core::Result<_>>()?;
-        let head = conv2d(64, classes, 1, Default::default(), vb.pp("head"))?;
+        let head = candle_nn::conv2d(64, classes, 1, Default::default(), vb.pp("head"))?;
         Ok(Self { layers, head })
     }
 
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let mut h = x.clone();
-        for l in &self.layers {
-            h = l.forward(&h)?.relu()?;
+        for (conv, bn) in &self.layers {
+            h = bn.forward_t(&conv.forward(&h)?, train)?.relu()?;
         }
         self.head.forward(&h)
     }
@@ -82,7 +90,7 @@ fn train_and_eval(
     let mut opt = AdamW::new(
         vm.all_vars(),
         ParamsAdamW {
-            lr: 2e-3,
+            lr: 1e-3,
             weight_decay: 1e-4,
             ..Default::default()
         },
@@ -94,7 +102,7 @@ fn train_and_eval(
     )?;
     for step in 0..steps {
         let b = loader.next().ok_or("loader ended")??;
-        let logits = net.forward(&b.images)?; // [B,C,h,w]
+        let logits = net.forward(&b.images, true)?; // [B,C,h,w]
         let (n, c, h, w) = logits.dims4()?;
         let flat = logits.permute((0, 2, 3, 1))?.reshape((n * h * w, c))?;
         let target = subsample(&b.labels, 4)?;
@@ -116,7 +124,7 @@ fn train_and_eval(
     vcfg.batch_size = 20;
     for b in Loader::val(ds.clone(), ds.ids(Subset::Val).to_vec(), vcfg)? {
         let b = b?;
-        let pred = net.forward(&b.images)?.argmax(1)?; // [B,h,w] u32
+        let pred = net.forward(&b.images, false)?.argmax(1)?; // [B,h,w] u32
         let (n, ph, pw) = pred.dims3()?;
         let p = pred.flatten_all()?.to_vec1::<u32>()?;
         let (_, h, w) = b.labels.dims3()?;
@@ -158,8 +166,27 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     } else {
         vec![10, 1000]
     };
-    let ds = open(DatasetKind::Synthetic, None)?;
-    println!("synthetic difficulty: small dilated CNN, {steps} steps, batch 8, crop 64");
+    // Optional overrides, e.g. SYN_OBJECTS=2,3 SYN_DISTRACTORS=0,2 SYN_NOISE=12 SYN_SIZE=0.15,0.3
+    let mut cfg = SyntheticConfig::default();
+    let pair = |k: &str| -> Option<(f32, f32)> {
+        let v = std::env::var(k).ok()?;
+        let (a, b) = v.split_once(',')?;
+        Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+    };
+    if let Some((a, b)) = pair("SYN_OBJECTS") {
+        cfg.objects = (a as usize, b as usize);
+    }
+    if let Some((a, b)) = pair("SYN_DISTRACTORS") {
+        cfg.distractors = (a as usize, b as usize);
+    }
+    if let Some(n) = std::env::var("SYN_NOISE").ok().and_then(|v| v.parse().ok()) {
+        cfg.noise = n;
+    }
+    if let Some(r) = pair("SYN_SIZE") {
+        cfg.object_size = r;
+    }
+    println!("synthetic difficulty: small dilated CNN with batch norm, {steps} steps, batch 8, crop 64, {cfg:?}");
+    let ds: Arc<dyn SegDataset> = Arc::new(Synthetic::new(cfg)?);
     for n in label_counts {
         let split = Split::sample(ds.as_ref(), n, 0, None)?;
         let t = Instant::now();

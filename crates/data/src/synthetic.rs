@@ -52,6 +52,8 @@ pub struct SyntheticConfig {
     pub distractors: (usize, usize),
     /// Amplitude of the per-pixel noise (grey levels, triangular distribution).
     pub noise: f32,
+    /// Range of object (and distractor) radii, as a fraction of the image side.
+    pub object_size: (f32, f32),
 }
 
 impl Default for SyntheticConfig {
@@ -64,6 +66,7 @@ impl Default for SyntheticConfig {
             objects: (2, 4),
             distractors: (2, 5),
             noise: 24.0,
+            object_size: (0.11, 0.25),
         }
     }
 }
@@ -85,6 +88,7 @@ impl Synthetic {
             || cfg.distractors.0 > cfg.distractors.1
             || cfg.noise.is_nan()
             || cfg.noise < 0.0
+            || !(cfg.object_size.0 > 0.0 && cfg.object_size.0 < cfg.object_size.1)
         {
             return Err(DataError::Config(format!(
                 "synthetic dataset needs image_size >= 16, non-empty subsets, ordered \
@@ -256,7 +260,14 @@ fn contrasting_colour(rng: &mut ChaCha8Rng, c: [f32; 3]) -> [f32; 3] {
     [255.0 - c[0], 255.0 - c[1], 255.0 - c[2]]
 }
 
-fn random_item(rng: &mut ChaCha8Rng, size: f32, shape: Shape, texture: Texture, class: u8) -> Item {
+fn random_item(
+    rng: &mut ChaCha8Rng,
+    size: f32,
+    radius: (f32, f32),
+    shape: Shape,
+    texture: Texture,
+    class: u8,
+) -> Item {
     let angle = rng.gen_range(0.0..std::f32::consts::TAU);
     let tangle = rng.gen_range(0.0..std::f32::consts::PI);
     let c1 = random_colour(rng);
@@ -270,7 +281,7 @@ fn random_item(rng: &mut ChaCha8Rng, size: f32, shape: Shape, texture: Texture, 
         texture,
         cx: rng.gen_range(-0.05..1.05) * size,
         cy: rng.gen_range(-0.05..1.05) * size,
-        r: rng.gen_range(0.11..0.25) * size,
+        r: rng.gen_range(radius.0..radius.1) * size,
         cos: angle.cos(),
         sin: angle.sin(),
         period,
@@ -296,7 +307,7 @@ fn render(seed: u64, cfg: &SyntheticConfig) -> (RgbImage, GrayImage) {
         let item = if rng.gen_bool(0.5) {
             let shape = CLASS_SHAPES[rng.gen_range(0..3)];
             let texture = [Texture::Flat, Texture::Speckle][rng.gen_range(0..2)];
-            random_item(&mut rng, s, shape, texture, 0)
+            random_item(&mut rng, s, cfg.object_size, shape, texture, 0)
         } else {
             let shape = [Shape::Bar, Shape::Ring, Shape::Cross][rng.gen_range(0..3)];
             let texture = [
@@ -305,7 +316,7 @@ fn render(seed: u64, cfg: &SyntheticConfig) -> (RgbImage, GrayImage) {
                 Texture::Flat,
                 Texture::Speckle,
             ][rng.gen_range(0..4)];
-            random_item(&mut rng, s, shape, texture, 0)
+            random_item(&mut rng, s, cfg.object_size, shape, texture, 0)
         };
         items.push(item);
     }
@@ -314,7 +325,14 @@ fn render(seed: u64, cfg: &SyntheticConfig) -> (RgbImage, GrayImage) {
         let si = rng.gen_range(0..3);
         let ti = rng.gen_range(0..2);
         let class = (1 + si * 2 + ti) as u8;
-        let item = random_item(&mut rng, s, CLASS_SHAPES[si], CLASS_TEXTURES[ti], class);
+        let item = random_item(
+            &mut rng,
+            s,
+            cfg.object_size,
+            CLASS_SHAPES[si],
+            CLASS_TEXTURES[ti],
+            class,
+        );
         items.push(item);
     }
 
