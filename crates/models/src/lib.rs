@@ -7,11 +7,13 @@
 
 pub mod checkpoint;
 pub mod deeplab;
+pub mod init;
 pub mod layers;
 pub mod ops;
 pub mod resnet;
 
 pub use checkpoint::{export_state_dict, load_backbone, load_checkpoint, CheckpointError};
 pub use deeplab::{DeepLabConfig, DeepLabV3Plus, MIN_INPUT_SIZE};
+pub use init::init_seeded;
 pub use layers::Mode;
 pub use resnet::Backbone;

@@ -1,0 +1,65 @@
+//! Seeded initialisation. candle's CPU random generator cannot be seeded, so the
+//! initial weights are drawn on the host from a seed, with the distributions the
+//! layers ask for: Kaiming normal (fan-out, ReLU gain) for convolution weights as
+//! torchvision's ResNet, PyTorch's uniform default for biases, ones and zeros for
+//! batch norm. Same seed, same network, on any device.
+
+use candle_core::{Result, Tensor};
+use candle_nn::VarMap;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn name_hash(name: &str) -> u64 {
+    // FNV-1a: stable across Rust versions, unlike DefaultHasher.
+    name.bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// Standard normal draws by Box–Muller (keeps the dependency list short).
+fn normal(rng: &mut ChaCha8Rng) -> f64 {
+    let u1: f64 = rng.gen_range(f64::EPSILON..1.0);
+    let u2: f64 = rng.gen();
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+}
+
+/// Re-initialises every variable of a DeepLabV3+ VarMap from `seed`; each variable's
+/// values depend only on the seed and its name.
+pub fn init_seeded(varmap: &VarMap, seed: u64) -> Result<()> {
+    let vars = varmap
+        .data()
+        .lock()
+        .map_err(|_| candle_core::Error::Msg("poisoned variable map".into()))?;
+    for (name, var) in vars.iter() {
+        let dims = var.dims().to_vec();
+        let n: usize = dims.iter().product();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ name_hash(name));
+        let values: Vec<f64> = if dims.len() == 4 {
+            let fan_out = (dims[0] * dims[2] * dims[3]) as f64;
+            let std = (2.0 / fan_out).sqrt();
+            (0..n).map(|_| std * normal(&mut rng)).collect()
+        } else if name.ends_with(".running_var") {
+            vec![1.0; n]
+        } else if name.ends_with(".running_mean") {
+            vec![0.0; n]
+        } else if name.ends_with(".weight") {
+            // A weight that is not 4-D is a batch-norm scale.
+            vec![1.0; n]
+        } else if let Some(prefix) = name.strip_suffix(".bias") {
+            let conv_weight = format!("{prefix}.weight");
+            match vars.get(&conv_weight).map(|w| w.dims().to_vec()) {
+                Some(w) if w.len() == 4 => {
+                    let bound = 1.0 / ((w[1] * w[2] * w[3]) as f64).sqrt();
+                    (0..n).map(|_| rng.gen_range(-bound..bound)).collect()
+                }
+                _ => vec![0.0; n],
+            }
+        } else {
+            candle_core::bail!("init_seeded: no rule for variable {name} {dims:?}")
+        };
+        let t = Tensor::from_vec(values, dims.as_slice(), &candle_core::Device::Cpu)?
+            .to_dtype(var.dtype())?
+            .to_device(var.device())?;
+        var.set(&t)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,247 @@
+//! Every setting of a training run, resolved from (lowest to highest priority) the
+//! dataset's defaults, a `--config` JSON file with the same keys, and the flags.
+//! The resolved settings are written to `config.json` in the run folder.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use reco_data::{DatasetKind, MixMode, Partial};
+use reco_loss::ReCoConfig;
+use reco_models::{Backbone, DeepLabConfig};
+use serde::{Deserialize, Serialize};
+
+/// Supervised only (the original's `train_sup.py`) or semi-supervised with a mean
+/// teacher (`train_semisup.py`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TrainMode {
+    Sup,
+    Semi,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub dataset: DatasetKind,
+    pub data_root: Option<PathBuf>,
+    pub num_labels: usize,
+    pub partial: Option<Partial>,
+    pub split: Option<PathBuf>,
+    pub mode: TrainMode,
+    pub mix: MixMode,
+    pub reco: bool,
+    pub backbone: String,
+    pub output_stride: usize,
+    pub pretrained: Option<PathBuf>,
+    pub iters: usize,
+    pub eval_every: usize,
+    pub log_every: usize,
+    /// Labelled batch size (the unlabelled batch has the same size; `sup` doubles it).
+    pub batch_size: usize,
+    pub crop_size: usize,
+    pub scale_min: f32,
+    pub scale_max: f32,
+    pub lr: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    /// Iterations per epoch of the poly schedule (the original steps it per epoch).
+    pub epoch_iters: usize,
+    pub ema_decay: f64,
+    pub seed: u64,
+    pub out: PathBuf,
+    pub device: String,
+    pub temp: f64,
+    pub num_queries: usize,
+    pub num_negatives: usize,
+    pub weak_threshold: f64,
+    pub strong_threshold: f64,
+    pub output_dim: usize,
+    /// Validation images per evaluation (0 = all).
+    pub val_limit: usize,
+    /// Data loader threads (0 = one per core).
+    pub num_threads: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self::for_dataset(DatasetKind::Synthetic)
+    }
+}
+
+impl TrainConfig {
+    /// The original's settings for `dataset`; for the synthetic dataset, the default run:
+    /// ReCo + ClassMix with 10 labels on a ResNet-18, a few minutes on a laptop CPU.
+    pub fn for_dataset(dataset: DatasetKind) -> Self {
+        let d = dataset.defaults();
+        let reco = ReCoConfig::default();
+        let mut cfg = Self {
+            dataset,
+            data_root: None,
+            num_labels: 60,
+            partial: None,
+            split: None,
+            mode: TrainMode::Semi,
+            mix: MixMode::ClassMix,
+            reco: true,
+            backbone: Backbone::ResNet101.name().to_string(),
+            output_stride: 16,
+            pretrained: None,
+            iters: 40_000,
+            eval_every: 1000,
+            log_every: 20,
+            batch_size: d.batch_size,
+            crop_size: d.crop_size.0,
+            scale_min: d.scale_range.0,
+            scale_max: d.scale_range.1,
+            lr: 2.5e-3,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            epoch_iters: 200,
+            ema_decay: 0.99,
+            seed: 0,
+            out: PathBuf::from("runs").join(dataset.name()),
+            device: "cpu".into(),
+            temp: reco.temp,
+            num_queries: reco.num_queries,
+            num_negatives: reco.num_negatives,
+            weak_threshold: 0.7,
+            strong_threshold: reco.strong_threshold,
+            output_dim: 256,
+            val_limit: 0,
+            num_threads: 0,
+        };
+        match dataset {
+            DatasetKind::Cityscapes => cfg.num_labels = 20,
+            DatasetKind::Sun => cfg.num_labels = 50,
+            DatasetKind::Synthetic => {
+                cfg.num_labels = 10;
+                cfg.backbone = Backbone::ResNet18.name().to_string();
+                cfg.iters = 600;
+                cfg.eval_every = 200;
+                cfg.epoch_iters = 20;
+                cfg.lr = 1e-2;
+                cfg.output_dim = 64;
+                cfg.num_queries = 64;
+                cfg.num_negatives = 128;
+            }
+            DatasetKind::Pascal => {}
+        }
+        cfg
+    }
+
+    /// Reads a JSON file with any subset of the keys, on top of the dataset defaults
+    /// (the file's `dataset`, or `dataset` when the file names none).
+    pub fn from_file(path: &Path, dataset: Option<DatasetKind>) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("config file {} is not valid JSON", path.display()))?;
+        let file_dataset = match value.get("dataset") {
+            Some(v) => Some(
+                serde_json::from_value::<DatasetKind>(v.clone())
+                    .with_context(|| format!("config file {}: bad `dataset`", path.display()))?,
+            ),
+            None => None,
+        };
+        let base = Self::for_dataset(dataset.or(file_dataset).unwrap_or(DatasetKind::Synthetic));
+        let mut merged = serde_json::to_value(base)?;
+        if let (Some(m), Some(o)) = (merged.as_object_mut(), value.as_object()) {
+            for (k, v) in o {
+                m.insert(k.clone(), v.clone());
+            }
+        } else {
+            bail!("config file {} must hold a JSON object", path.display());
+        }
+        serde_json::from_value(merged).with_context(|| {
+            format!(
+                "config file {}: unknown key or bad value (keys are those of config.json in a run folder)",
+                path.display()
+            )
+        })
+    }
+
+    pub fn backbone(&self) -> anyhow::Result<Backbone> {
+        self.backbone.parse::<Backbone>().map_err(anyhow::Error::msg)
+    }
+
+    pub fn model_config(&self) -> anyhow::Result<DeepLabConfig> {
+        Ok(DeepLabConfig {
+            backbone: self.backbone()?,
+            output_stride: self.output_stride,
+            num_classes: self.dataset.defaults().num_classes,
+            output_dim: self.output_dim,
+        })
+    }
+
+    pub fn reco_config(&self) -> ReCoConfig {
+        ReCoConfig {
+            strong_threshold: self.strong_threshold,
+            temp: self.temp,
+            num_queries: self.num_queries,
+            num_negatives: self.num_negatives,
+            ..ReCoConfig::default()
+        }
+    }
+
+    /// Checks what flags alone cannot, naming the setting and the fix.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.backbone()?;
+        if ![8, 16, 32].contains(&self.output_stride) {
+            bail!("--output-stride must be 8, 16 or 32, got {}", self.output_stride);
+        }
+        if self.iters == 0 {
+            bail!("--iters must be at least 1");
+        }
+        if self.eval_every == 0 || self.log_every == 0 || self.epoch_iters == 0 {
+            bail!("--eval-every, --log-every and epoch_iters must be at least 1");
+        }
+        if self.batch_size < 2 && self.mode == TrainMode::Semi {
+            bail!("--batch-size must be at least 2 in semi-supervised mode (mixing pairs images; batch norm needs 2)");
+        }
+        if self.batch_size == 0 {
+            bail!("--batch-size must be at least 1");
+        }
+        if self.crop_size < reco_models::MIN_INPUT_SIZE {
+            bail!("crop_size must be at least {}, got {}", reco_models::MIN_INPUT_SIZE, self.crop_size);
+        }
+        if !(self.scale_min > 0.0 && self.scale_min <= self.scale_max) {
+            bail!("scale range must satisfy 0 < scale_min <= scale_max, got {}..{}", self.scale_min, self.scale_max);
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            bail!("--lr must be a positive number, got {}", self.lr);
+        }
+        if !(0.0..=1.0).contains(&self.weak_threshold) || !(0.0..=1.0).contains(&self.strong_threshold) {
+            bail!("--weak-threshold and --strong-threshold must lie in [0, 1]");
+        }
+        if !(self.temp > 0.0) {
+            bail!("--temp must be positive, got {}", self.temp);
+        }
+        if self.reco && (self.num_queries == 0 || self.num_negatives == 0) {
+            bail!("--num-queries and --num-negatives must be at least 1 with --reco");
+        }
+        if self.output_dim == 0 {
+            bail!("--output-dim must be at least 1");
+        }
+        self.reco_config().validate().context("ReCo settings")?;
+        Ok(())
+    }
+}
+
+/// `cpu`, `cuda` or `cuda:N`, with an error that says how to get CUDA.
+pub fn parse_device(s: &str) -> anyhow::Result<candle_core::Device> {
+    let s = s.trim().to_ascii_lowercase();
+    let ordinal = match s.as_str() {
+        "cpu" => return Ok(candle_core::Device::Cpu),
+        "cuda" | "gpu" => 0,
+        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(n)) => n,
+            _ => bail!("unknown device {s:?}: expected cpu, cuda or cuda:N"),
+        },
+    };
+    if !candle_core::utils::cuda_is_available() {
+        bail!(
+            "device {s} asked, but this trainer was built without CUDA: rebuild with `cargo build --release -p trainer --features cuda` (see README), or use --device cpu"
+        );
+    }
+    candle_core::Device::new_cuda(ordinal).with_context(|| format!("cannot open CUDA device {ordinal}"))
+}
