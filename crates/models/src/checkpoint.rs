@@ -155,6 +155,50 @@ fn assign(
     Ok(())
 }
 
+/// The network a checkpoint was saved from: backbone (from the depth of `layer3` and the
+/// block type), class count (`classifier.3`) and representation size (`representation.3`).
+/// The output stride leaves no trace in the weights, so the caller supplies it.
+pub fn infer_config(
+    tensors: &HashMap<String, Tensor>,
+    output_stride: usize,
+    path: &Path,
+) -> Result<crate::DeepLabConfig, CheckpointError> {
+    let missing = |key: &str| CheckpointError::Missing {
+        path: path.to_path_buf(),
+        count: 1,
+        keys: format!(
+            "{key} (not a DeepLabV3+ checkpoint of the original code or of this project)"
+        ),
+    };
+    let rows = |key: &str| -> Result<usize, CheckpointError> {
+        let t = tensors.get(key).ok_or_else(|| missing(key))?;
+        Ok(t.dims().first().copied().unwrap_or(0))
+    };
+    let num_classes = rows("classifier.3.weight")?;
+    let output_dim = rows("representation.3.weight")?;
+    let bottleneck = tensors.contains_key("resnet_layer1.0.conv3.weight");
+    let layer3_blocks = (0..)
+        .take_while(|i| tensors.contains_key(&format!("resnet_layer3.{i}.conv1.weight")))
+        .count();
+    let backbone = crate::Backbone::all()
+        .into_iter()
+        .find(|b| b.is_bottleneck() == bottleneck && b.layers()[2] == layer3_blocks)
+        .ok_or_else(|| CheckpointError::Shape {
+            path: path.to_path_buf(),
+            count: 1,
+            details: format!(
+                "resnet_layer3 has {layer3_blocks} {} blocks, which is no ResNet-18/34/50/101/152",
+                if bottleneck { "bottleneck" } else { "basic" }
+            ),
+        })?;
+    Ok(crate::DeepLabConfig {
+        backbone,
+        output_stride,
+        num_classes,
+        output_dim,
+    })
+}
+
 /// Loads a full checkpoint of the network (this project's export or the original
 /// code's `state_dict`, as safetensors or `.pth`), strictly: every variable must be
 /// present with its shape, and no unknown tensor may be left over

@@ -10,9 +10,12 @@ pub mod deeplab;
 pub mod init;
 pub mod layers;
 pub mod ops;
+pub mod reference;
 pub mod resnet;
 
-pub use checkpoint::{export_state_dict, load_backbone, load_checkpoint, CheckpointError};
+pub use checkpoint::{
+    export_state_dict, infer_config, load_backbone, load_checkpoint, read_tensors, CheckpointError,
+};
 pub use deeplab::{DeepLabConfig, DeepLabV3Plus, MIN_INPUT_SIZE};
 pub use init::init_seeded;
 pub use layers::Mode;

@@ -161,7 +161,9 @@ impl TrainConfig {
     }
 
     pub fn backbone(&self) -> anyhow::Result<Backbone> {
-        self.backbone.parse::<Backbone>().map_err(anyhow::Error::msg)
+        self.backbone
+            .parse::<Backbone>()
+            .map_err(anyhow::Error::msg)
     }
 
     pub fn model_config(&self) -> anyhow::Result<DeepLabConfig> {
@@ -187,7 +189,10 @@ impl TrainConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         self.backbone()?;
         if ![8, 16, 32].contains(&self.output_stride) {
-            bail!("--output-stride must be 8, 16 or 32, got {}", self.output_stride);
+            bail!(
+                "--output-stride must be 8, 16 or 32, got {}",
+                self.output_stride
+            );
         }
         if self.iters == 0 {
             bail!("--iters must be at least 1");
@@ -202,18 +207,28 @@ impl TrainConfig {
             bail!("--batch-size must be at least 1");
         }
         if self.crop_size < reco_models::MIN_INPUT_SIZE {
-            bail!("crop_size must be at least {}, got {}", reco_models::MIN_INPUT_SIZE, self.crop_size);
+            bail!(
+                "crop_size must be at least {}, got {}",
+                reco_models::MIN_INPUT_SIZE,
+                self.crop_size
+            );
         }
         if !(self.scale_min > 0.0 && self.scale_min <= self.scale_max) {
-            bail!("scale range must satisfy 0 < scale_min <= scale_max, got {}..{}", self.scale_min, self.scale_max);
+            bail!(
+                "scale range must satisfy 0 < scale_min <= scale_max, got {}..{}",
+                self.scale_min,
+                self.scale_max
+            );
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             bail!("--lr must be a positive number, got {}", self.lr);
         }
-        if !(0.0..=1.0).contains(&self.weak_threshold) || !(0.0..=1.0).contains(&self.strong_threshold) {
+        if !(0.0..=1.0).contains(&self.weak_threshold)
+            || !(0.0..=1.0).contains(&self.strong_threshold)
+        {
             bail!("--weak-threshold and --strong-threshold must lie in [0, 1]");
         }
-        if !(self.temp > 0.0) {
+        if self.temp.is_nan() || self.temp <= 0.0 {
             bail!("--temp must be positive, got {}", self.temp);
         }
         if self.reco && (self.num_queries == 0 || self.num_negatives == 0) {
@@ -243,5 +258,6 @@ pub fn parse_device(s: &str) -> anyhow::Result<candle_core::Device> {
             "device {s} asked, but this trainer was built without CUDA: rebuild with `cargo build --release -p trainer --features cuda` (see README), or use --device cpu"
         );
     }
-    candle_core::Device::new_cuda(ordinal).with_context(|| format!("cannot open CUDA device {ordinal}"))
+    candle_core::Device::new_cuda(ordinal)
+        .with_context(|| format!("cannot open CUDA device {ordinal}"))
 }

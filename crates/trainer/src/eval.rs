@@ -33,7 +33,10 @@ pub fn evaluate(
     for batch in Loader::val(ds, ids, cfg)? {
         let batch = batch.context("cannot load a validation batch")?;
         let classes = predict_classes(model, &batch.images.to_device(device)?)?;
-        let predictions = classes.flatten_all()?.to_dtype(DType::U32)?.to_vec1::<u32>()?;
+        let predictions = classes
+            .flatten_all()?
+            .to_dtype(DType::U32)?
+            .to_vec1::<u32>()?;
         let targets = batch.labels.flatten_all()?.to_vec1::<i64>()?;
         confusion.add(&targets, &predictions)?;
     }

@@ -4,15 +4,7 @@
 
 use clap::{Parser, Subcommand};
 
-mod config;
-mod eval;
-mod fsutil;
-mod metrics;
-mod optim;
-mod plot;
-mod split_cmd;
-mod train;
-mod train_cmd;
+use trainer::{ablate_cmd, bench_cmd, check_cmd, eval_cmd, predict_cmd, split_cmd, train_cmd};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -29,6 +21,16 @@ struct Cli {
 enum Commands {
     /// Train (supervised or semi-supervised, with or without ReCo).
     Train(train_cmd::TrainArgs),
+    /// Evaluate a checkpoint on a validation set (mIoU, pixel accuracy, per-class IoU).
+    Eval(eval_cmd::EvalArgs),
+    /// Segment images: colour masks in the dataset palette and overlays.
+    Predict(predict_cmd::PredictArgs),
+    /// Supervised vs ClassMix vs ClassMix + ReCo on the same split and budget.
+    Ablate(ablate_cmd::AblateArgs),
+    /// Time the train step, the evaluation forward and the ReCo loss (Pascal VOC setting).
+    Bench(bench_cmd::BenchArgs),
+    /// Run the reference fixtures of the original code on a device and print the errors.
+    Check(check_cmd::CheckArgs),
     /// Pick the labelled images (class-balanced, seeded) and save the split as JSON.
     Split(split_cmd::SplitArgs),
 }
@@ -37,6 +39,11 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         None => train_cmd::run(&train_cmd::TrainArgs::default()),
         Some(Commands::Train(args)) => train_cmd::run(&args),
+        Some(Commands::Eval(args)) => eval_cmd::run(&args, &mut std::io::stdout().lock()),
+        Some(Commands::Predict(args)) => predict_cmd::run(&args).map(|_| ()),
+        Some(Commands::Ablate(args)) => ablate_cmd::run(&args).map(|_| ()),
+        Some(Commands::Bench(args)) => bench_cmd::run(&args),
+        Some(Commands::Check(args)) => check_cmd::run(&args).map(|_| ()),
         Some(Commands::Split(args)) => split_cmd::run(&args, &mut std::io::stdout().lock()),
     }
 }

@@ -62,8 +62,16 @@ impl ConfusionMatrix {
             .collect();
         let present: Vec<f64> = per_class_iou.iter().flatten().copied().collect();
         SegMetrics {
-            miou: if present.is_empty() { 0.0 } else { present.iter().sum::<f64>() / present.len() as f64 },
-            pixel_acc: if total == 0 { 0.0 } else { correct as f64 / total as f64 },
+            miou: if present.is_empty() {
+                0.0
+            } else {
+                present.iter().sum::<f64>() / present.len() as f64
+            },
+            pixel_acc: if total == 0 {
+                0.0
+            } else {
+                correct as f64 / total as f64
+            },
             per_class_iou,
         }
     }
@@ -81,7 +89,10 @@ impl SegMetrics {
             }
         }
         s.push_str(&format!("| **mIoU** | **{:.2}** |\n", 100.0 * self.miou));
-        s.push_str(&format!("| pixel accuracy | {:.2} |\n", 100.0 * self.pixel_acc));
+        s.push_str(&format!(
+            "| pixel accuracy | {:.2} |\n",
+            100.0 * self.pixel_acc
+        ));
         s
     }
 }

@@ -64,7 +64,14 @@ impl Sgd {
 
 /// The original's poly schedule, `max(base·(1 − epoch/epochs)^power, floor)`, for the
 /// epoch that iteration `iter` falls in.
-pub fn poly_lr(base: f64, iter: usize, epoch_iters: usize, total_iters: usize, power: f64, floor: f64) -> f64 {
+pub fn poly_lr(
+    base: f64,
+    iter: usize,
+    epoch_iters: usize,
+    total_iters: usize,
+    power: f64,
+    floor: f64,
+) -> f64 {
     let epochs = total_iters.div_ceil(epoch_iters).max(1) as f64;
     let epoch = (iter / epoch_iters) as f64;
     (base * (1.0 - epoch / epochs).max(0.0).powf(power)).max(floor)
@@ -82,7 +89,11 @@ pub struct Ema {
 impl Ema {
     /// `pairs`: (teacher, student) variables of the same parameter.
     pub fn new(pairs: Vec<(Var, Var)>, alpha: f64) -> Self {
-        Self { pairs, alpha, updates: 0 }
+        Self {
+            pairs,
+            alpha,
+            updates: 0,
+        }
     }
 
     pub fn update(&mut self) -> Result<()> {

@@ -14,15 +14,31 @@ struct Series {
 }
 
 fn read(metrics: &Path) -> anyhow::Result<Series> {
-    let text = std::fs::read_to_string(metrics).with_context(|| format!("cannot read {}", metrics.display()))?;
-    let mut s = Series { loss: vec![], sup: vec![], unsup: vec![], reco: vec![], miou: vec![] };
+    let text = std::fs::read_to_string(metrics)
+        .with_context(|| format!("cannot read {}", metrics.display()))?;
+    let mut s = Series {
+        loss: vec![],
+        sup: vec![],
+        unsup: vec![],
+        reco: vec![],
+        miou: vec![],
+    };
     for line in text.lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-        let (Some(step), Some(kind)) = (v["step"].as_f64(), v["kind"].as_str()) else { continue };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let (Some(step), Some(kind)) = (v["step"].as_f64(), v["kind"].as_str()) else {
+            continue;
+        };
         let get = |k: &str| v[k].as_f64().filter(|x| x.is_finite());
         match kind {
             "train" => {
-                for (k, dst) in [("loss", &mut s.loss), ("sup", &mut s.sup), ("unsup", &mut s.unsup), ("reco", &mut s.reco)] {
+                for (k, dst) in [
+                    ("loss", &mut s.loss),
+                    ("sup", &mut s.sup),
+                    ("unsup", &mut s.unsup),
+                    ("reco", &mut s.reco),
+                ] {
                     if let Some(x) = get(k) {
                         dst.push((step, x));
                     }
@@ -53,8 +69,20 @@ fn register_font() {
 pub fn draw_curves(metrics: &Path, out: &Path) -> anyhow::Result<()> {
     register_font();
     let s = read(metrics)?;
-    let max_step = s.loss.iter().chain(&s.miou).map(|p| p.0).fold(1.0, f64::max);
-    let max_loss = s.loss.iter().chain(&s.sup).chain(&s.unsup).chain(&s.reco).map(|p| p.1).fold(1e-3, f64::max);
+    let max_step = s
+        .loss
+        .iter()
+        .chain(&s.miou)
+        .map(|p| p.0)
+        .fold(1.0, f64::max);
+    let max_loss = s
+        .loss
+        .iter()
+        .chain(&s.sup)
+        .chain(&s.unsup)
+        .chain(&s.reco)
+        .map(|p| p.1)
+        .fold(1e-3, f64::max);
     let tmp = out.with_file_name(".curves.png.tmp.png");
     {
         let root = BitMapBackend::new(&tmp, (1000, 400)).into_drawing_area();
@@ -67,7 +95,12 @@ pub fn draw_curves(metrics: &Path, out: &Path) -> anyhow::Result<()> {
             .y_label_area_size(45)
             .build_cartesian_2d(0f64..max_step, 0f64..max_loss * 1.05)?;
         chart.configure_mesh().x_desc("step").draw()?;
-        for (name, data, color) in [("total", &s.loss, BLACK), ("sup", &s.sup, BLUE), ("unsup", &s.unsup, GREEN), ("reco", &s.reco, RED)] {
+        for (name, data, color) in [
+            ("total", &s.loss, BLACK),
+            ("sup", &s.sup, BLUE),
+            ("unsup", &s.unsup, GREEN),
+            ("reco", &s.reco, RED),
+        ] {
             if data.iter().any(|p| p.1 != 0.0) {
                 chart
                     .draw_series(LineSeries::new(data.iter().copied(), color))?
@@ -75,7 +108,11 @@ pub fn draw_curves(metrics: &Path, out: &Path) -> anyhow::Result<()> {
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], color));
             }
         }
-        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
         let max_miou = s.miou.iter().map(|p| p.1).fold(10.0, f64::max);
         let mut chart = ChartBuilder::on(&right)
             .caption("validation mIoU (%)", ("sans-serif", 18))

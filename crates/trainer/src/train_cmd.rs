@@ -103,9 +103,32 @@ impl TrainArgs {
                 if let Some(v) = &self.$field { c.$field = v.clone(); }
             )*};
         }
-        set!(num_labels, mode, mix, reco, backbone, output_stride, iters, eval_every, log_every, batch_size,
-             crop_size, lr, epoch_iters, seed, out, device, temp, num_queries, num_negatives, weak_threshold,
-             strong_threshold, output_dim, val_limit, num_threads);
+        set!(
+            num_labels,
+            mode,
+            mix,
+            reco,
+            backbone,
+            output_stride,
+            iters,
+            eval_every,
+            log_every,
+            batch_size,
+            crop_size,
+            lr,
+            epoch_iters,
+            seed,
+            out,
+            device,
+            temp,
+            num_queries,
+            num_negatives,
+            weak_threshold,
+            strong_threshold,
+            output_dim,
+            val_limit,
+            num_threads
+        );
         if self.data_root.is_some() {
             c.data_root = self.data_root.clone();
         }
@@ -140,7 +163,9 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         },
         cfg.dataset,
         cfg.num_labels,
-        cfg.partial.map(|p| format!(", partial {p:?}")).unwrap_or_default(),
+        cfg.partial
+            .map(|p| format!(", partial {p:?}"))
+            .unwrap_or_default(),
         cfg.backbone,
         cfg.output_stride,
         cfg.iters,
@@ -163,6 +188,8 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     println!("next:");
     println!("  cargo run --release -p trainer -- eval --checkpoint {out}/best.safetensors --dataset {dataset}");
     println!("  cargo run --release -p trainer -- predict --checkpoint {out}/best.safetensors --dataset {dataset} --input IMAGE_OR_DIR --output predictions");
-    println!("  cargo run --release -p trainer -- ablate   (supervised vs ClassMix vs ClassMix + ReCo)");
+    println!(
+        "  cargo run --release -p trainer -- ablate   (supervised vs ClassMix vs ClassMix + ReCo)"
+    );
     Ok(())
 }

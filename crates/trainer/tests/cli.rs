@@ -1,0 +1,341 @@
+//! The `trainer` binary end to end on the synthetic dataset, at a tiny size: outputs,
+//! exact resume after `kill -9`, eval and predict on the checkpoint, the ablation table,
+//! and the errors users get for bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_trainer");
+
+/// A run small enough for a test: ResNet-18 on 32-pixel crops, batch 2 + 2.
+fn tiny_args(out: &Path, iters: usize) -> Vec<String> {
+    let args = format!(
+        "train --iters {iters} --eval-every 3 --log-every 1 --batch-size 2 --crop-size 32 --val-limit 4 \
+         --num-queries 16 --num-negatives 32 --output-dim 16 --num-threads 2 --seed 3 --out {}",
+        out.display()
+    );
+    args.split_whitespace().map(String::from).collect()
+}
+
+fn trainer(args: &[String]) -> Output {
+    Command::new(BIN).args(args).output().expect("run trainer")
+}
+
+fn ok(out: Output) -> String {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "trainer failed:\n{text}");
+    text
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = Command::new(BIN).args(args).output().expect("run trainer");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !out.status.success(),
+        "trainer {args:?} should fail:\n{text}"
+    );
+    assert!(
+        !text.contains("panicked"),
+        "trainer {args:?} panicked:\n{text}"
+    );
+    text
+}
+
+/// metrics.jsonl without the timing fields, which legitimately differ between runs.
+fn metrics_without_timing(dir: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(dir.join("metrics.jsonl")).expect("metrics.jsonl");
+    text.lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
+            v.as_object_mut().expect("an object").remove("images_per_s");
+            v
+        })
+        .collect()
+}
+
+fn read(path: PathBuf) -> Vec<u8> {
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn a_run_killed_at_any_moment_and_resumed_ends_bit_for_bit_as_an_uninterrupted_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let iters = 7;
+    let text = ok(trainer(&tiny_args(&a, iters)));
+    assert!(text.contains("last evaluation (step 7)"), "{text}");
+    assert!(text.contains("best evaluation (step"), "{text}");
+    for f in [
+        "config.json",
+        "metrics.jsonl",
+        "curves.png",
+        "last.safetensors",
+        "best.safetensors",
+        "state.safetensors",
+    ] {
+        assert!(a.join(f).is_file(), "{f} missing");
+    }
+    let evals = metrics_without_timing(&a)
+        .into_iter()
+        .filter(|v| v["kind"] == "eval")
+        .count();
+    assert_eq!(evals, 3, "evaluations at steps 3, 6 and 7");
+
+    // Run b: killed (SIGKILL) as soon as its first state file exists, and again a little
+    // later, resumed each time.
+    let mut child = Command::new(BIN)
+        .args(tiny_args(&b, iters))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !b.join("state.safetensors").exists() && start.elapsed() < Duration::from_secs(300) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut resume = tiny_args(&b, iters);
+    resume.push("--resume".into());
+    let mut child = Command::new(BIN)
+        .args(&resume)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    ok(trainer(&resume));
+
+    assert_eq!(
+        read(a.join("last.safetensors")),
+        read(b.join("last.safetensors")),
+        "teacher weights differ"
+    );
+    assert_eq!(
+        read(a.join("best.safetensors")),
+        read(b.join("best.safetensors"))
+    );
+    assert_eq!(
+        metrics_without_timing(&a),
+        metrics_without_timing(&b),
+        "metrics differ"
+    );
+
+    // A finished run refuses to start over in the same folder.
+    let again = fails(
+        &tiny_args(&a, iters)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert!(again.contains("--resume"), "{again}");
+
+    // eval on the last checkpoint gives the run's last evaluation exactly.
+    let last_eval = metrics_without_timing(&a)
+        .into_iter()
+        .rev()
+        .find(|v| v["kind"] == "eval")
+        .unwrap();
+    let ckpt = a.join("last.safetensors");
+    let json = ok(Command::new(BIN)
+        .args([
+            "eval",
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--val-limit",
+            "4",
+            "--json",
+        ])
+        .output()
+        .unwrap());
+    let line = json
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .expect("a JSON line");
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["dataset"], "synthetic");
+    assert_eq!(v["miou"], last_eval["miou"], "{v}");
+    assert_eq!(v["pixel_acc"], last_eval["pixel_acc"]);
+    let table = ok(Command::new(BIN)
+        .args([
+            "eval",
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--dataset",
+            "synthetic",
+            "--val-limit",
+            "4",
+        ])
+        .output()
+        .unwrap());
+    assert!(
+        table.contains("**mIoU**") && table.contains("striped disc"),
+        "{table}"
+    );
+
+    // A checkpoint of another class count is refused with the reason.
+    let wrong = fails(&[
+        "eval",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--dataset",
+        "pascal",
+    ]);
+    assert!(
+        wrong.contains("7 classes") && wrong.contains("21"),
+        "{wrong}"
+    );
+
+    // predict: a mask and an overlay of the image's own (odd, non-square) size, in the palette.
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    image::RgbImage::from_fn(45, 37, |x, y| {
+        image::Rgb([(x * 5) as u8, (y * 6) as u8, 90])
+    })
+    .save(photos.join("odd.png"))
+    .unwrap();
+    std::fs::write(photos.join("notes.txt"), "not an image").unwrap();
+    let preds = tmp.path().join("preds");
+    ok(Command::new(BIN)
+        .args(["predict", "--checkpoint", ckpt.to_str().unwrap(), "--input"])
+        .arg(&photos)
+        .arg("--output")
+        .arg(&preds)
+        .output()
+        .unwrap());
+    let mask = image::open(preds.join("odd_mask.png")).unwrap().into_rgb8();
+    assert_eq!(mask.dimensions(), (45, 37));
+    let palette = reco_data::DatasetKind::Synthetic.palette();
+    assert!(mask.pixels().all(|p| palette.contains(&p.0)));
+    let overlay = image::open(preds.join("odd_overlay.png"))
+        .unwrap()
+        .into_rgb8();
+    assert_eq!(overlay.dimensions(), (45, 37));
+
+    // A corrupt image is named.
+    std::fs::write(photos.join("broken.jpg"), b"\xff\xd8 not really").unwrap();
+    let broken = fails(&[
+        "predict",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--input",
+        photos.join("broken.jpg").to_str().unwrap(),
+        "--output",
+        preds.to_str().unwrap(),
+    ]);
+    assert!(broken.contains("broken.jpg"), "{broken}");
+}
+
+#[test]
+fn ablate_trains_the_three_variants_on_one_split_and_writes_the_table() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("ablate");
+    let mut args = tiny_args(&out, 2);
+    args[0] = "ablate".into();
+    let text = ok(trainer(&args));
+    let table = std::fs::read_to_string(out.join("ablation.md")).unwrap();
+    for name in ["| supervised |", "| ClassMix |", "| ClassMix + ReCo |"] {
+        assert!(table.contains(name), "{table}");
+        assert!(text.contains(name), "{text}");
+    }
+    let split = |dir: &str| {
+        let cfg: serde_json::Value =
+            serde_json::from_slice(&read(out.join(dir).join("config.json"))).unwrap();
+        cfg["split"].clone()
+    };
+    assert_eq!(split("sup"), split("classmix"));
+    assert_eq!(split("sup"), split("classmix_reco"));
+}
+
+#[test]
+fn bad_input_ends_in_an_error_that_names_the_problem() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let o = out.to_str().unwrap();
+    let msg = fails(&["train", "--dataset", "imagenet", "--out", o]);
+    assert!(msg.contains("imagenet"), "{msg}");
+    let msg = fails(&["train", "--mix", "mixup", "--out", o]);
+    assert!(msg.contains("mixup"), "{msg}");
+    let msg = fails(&["train", "--output-stride", "12", "--out", o]);
+    assert!(msg.contains("--output-stride"), "{msg}");
+    let msg = fails(&["train", "--backbone", "resnet99", "--out", o]);
+    assert!(msg.contains("resnet99"), "{msg}");
+    let msg = fails(&["train", "--iters", "-3", "--out", o]);
+    assert!(msg.contains("-3"), "{msg}");
+    let msg = fails(&["train", "--device", "cuda", "--out", o]);
+    assert!(msg.contains("--features cuda"), "{msg}");
+    let msg = fails(&["train", "--device", "tpu", "--out", o]);
+    assert!(msg.contains("tpu"), "{msg}");
+    let missing = tmp.path().join("no-such-voc");
+    let msg = fails(&[
+        "train",
+        "--dataset",
+        "pascal",
+        "--data-root",
+        missing.to_str().unwrap(),
+        "--out",
+        o,
+    ]);
+    assert!(
+        msg.contains("no-such-voc") && msg.contains("cargo xtask fetch-data --dataset pascal"),
+        "{msg}"
+    );
+    let msg = fails(&[
+        "train",
+        "--pretrained",
+        "models/resnet18.safetensors",
+        "--out",
+        o,
+    ]);
+    assert!(
+        msg.contains("cargo xtask fetch-weights --backbone resnet18"),
+        "{msg}"
+    );
+    let config = tmp.path().join("config.json");
+    std::fs::write(&config, r#"{"iters": 10, "learning_rate": 0.1}"#).unwrap();
+    let msg = fails(&["train", "--config", config.to_str().unwrap(), "--out", o]);
+    assert!(msg.contains("learning_rate"), "{msg}");
+    let msg = fails(&[
+        "eval",
+        "--checkpoint",
+        tmp.path().join("nothing.safetensors").to_str().unwrap(),
+    ]);
+    assert!(msg.contains("nothing.safetensors"), "{msg}");
+    let garbage = tmp.path().join("garbage.safetensors");
+    std::fs::write(&garbage, b"definitely not safetensors").unwrap();
+    let msg = fails(&[
+        "eval",
+        "--checkpoint",
+        garbage.to_str().unwrap(),
+        "--dataset",
+        "synthetic",
+    ]);
+    assert!(msg.contains("garbage.safetensors"), "{msg}");
+}
+
+#[test]
+fn a_diverging_run_stops_with_an_error_naming_the_step() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("nan");
+    let mut args = tiny_args(&out, 12);
+    args.extend(["--lr".to_string(), "1e30".to_string()]);
+    let out_text = trainer(&args);
+    let text = String::from_utf8_lossy(&out_text.stderr).to_string();
+    assert!(!out_text.status.success(), "{text}");
+    assert!(
+        text.contains("the loss became") && text.contains("at step"),
+        "{text}"
+    );
+    assert!(!text.contains("panicked"), "{text}");
+}
