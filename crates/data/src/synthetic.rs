@@ -3,11 +3,20 @@
 //!
 //! Why it is hard enough for semi-supervised learning to matter: a class is a *shape*
 //! (disc, square, triangle) *and* a *texture* (stripes, checkerboard) together, while all
-//! colours, stripe periods, orientations, sizes and positions are random. The background
+//! stripe periods, orientations, sizes and positions are random. The background
 //! holds distractors that share one of the two cues but not both (plain or speckled
 //! discs/squares/triangles; striped or checkered bars, rings and crosses), so neither
-//! colour nor texture nor shape alone gives the class. Objects overlap and run off the
+//! texture nor shape alone gives the class. Objects overlap and run off the
 //! image edge. A handful of labelled images cannot cover these combinations; a thousand can.
+//!
+//! By default ([`SyntheticConfig::class_colours`]) each class also draws one of its two
+//! texture colours near a colour of its own, and clutter is light (0–2 distractors, noise
+//! ±8): with every colour random and more clutter, a ResNet-18 DeepLabV3+ trained on all
+//! 2000 images for 200 steps on a CPU stayed at the background-only level (12–15 % mIoU),
+//! so the default run could not show anything in its 10 minutes. With these defaults (and
+//! the trainer's synthetic hue jitter of 0.05 instead of the original's 0.25) the same
+//! run reaches 33 %. Colour is then a strong cue, but classes with nearby colours and
+//! distractors of any colour still need shape and texture.
 
 use std::path::Path;
 
@@ -54,6 +63,11 @@ pub struct SyntheticConfig {
     pub noise: f32,
     /// Range of object (and distractor) radii, as a fraction of the image side.
     pub object_size: (f32, f32),
+    /// Each class draws its first texture colour near a colour of its own (±`CLASS_COLOUR_JITTER`
+    /// per channel), so that a small network trained for minutes on a CPU finds a first cue;
+    /// shape and texture still decide between classes whose colours are near. `false`
+    /// gives the harder variant where all colours are random.
+    pub class_colours: bool,
 }
 
 impl Default for SyntheticConfig {
@@ -64,9 +78,10 @@ impl Default for SyntheticConfig {
             val_size: 200,
             image_size: IMAGE_SIZE,
             objects: (2, 4),
-            distractors: (2, 5),
-            noise: 24.0,
-            object_size: (0.11, 0.25),
+            distractors: (0, 2),
+            noise: 8.0,
+            object_size: (0.18, 0.32),
+            class_colours: true,
         }
     }
 }
@@ -240,6 +255,24 @@ impl Item {
     }
 }
 
+/// Base colours of the six object classes (see [`SyntheticConfig::class_colours`]).
+const CLASS_BASE_COLOURS: [[f32; 3]; 6] = [
+    [220.0, 60.0, 60.0],
+    [60.0, 200.0, 60.0],
+    [60.0, 90.0, 230.0],
+    [230.0, 210.0, 50.0],
+    [200.0, 60.0, 210.0],
+    [50.0, 210.0, 210.0],
+];
+const CLASS_COLOUR_JITTER: f32 = 40.0;
+
+fn class_colour(rng: &mut ChaCha8Rng, class: u8) -> [f32; 3] {
+    let base = CLASS_BASE_COLOURS[(class as usize - 1) % CLASS_BASE_COLOURS.len()];
+    std::array::from_fn(|k| {
+        (base[k] + rng.gen_range(-CLASS_COLOUR_JITTER..CLASS_COLOUR_JITTER)).clamp(0.0, 255.0)
+    })
+}
+
 fn random_colour(rng: &mut ChaCha8Rng) -> [f32; 3] {
     [
         rng.gen_range(0.0..255.0),
@@ -267,10 +300,15 @@ fn random_item(
     shape: Shape,
     texture: Texture,
     class: u8,
+    class_colours: bool,
 ) -> Item {
     let angle = rng.gen_range(0.0..std::f32::consts::TAU);
     let tangle = rng.gen_range(0.0..std::f32::consts::PI);
-    let c1 = random_colour(rng);
+    let c1 = if class_colours && class > 0 {
+        class_colour(rng, class)
+    } else {
+        random_colour(rng)
+    };
     let c2 = contrasting_colour(rng, c1);
     let period = match texture {
         Texture::Stripes => rng.gen_range(0.05..0.1) * size,
@@ -307,7 +345,7 @@ fn render(seed: u64, cfg: &SyntheticConfig) -> (RgbImage, GrayImage) {
         let item = if rng.gen_bool(0.5) {
             let shape = CLASS_SHAPES[rng.gen_range(0..3)];
             let texture = [Texture::Flat, Texture::Speckle][rng.gen_range(0..2)];
-            random_item(&mut rng, s, cfg.object_size, shape, texture, 0)
+            random_item(&mut rng, s, cfg.object_size, shape, texture, 0, false)
         } else {
             let shape = [Shape::Bar, Shape::Ring, Shape::Cross][rng.gen_range(0..3)];
             let texture = [
@@ -316,7 +354,7 @@ fn render(seed: u64, cfg: &SyntheticConfig) -> (RgbImage, GrayImage) {
                 Texture::Flat,
                 Texture::Speckle,
             ][rng.gen_range(0..4)];
-            random_item(&mut rng, s, cfg.object_size, shape, texture, 0)
+            random_item(&mut rng, s, cfg.object_size, shape, texture, 0, false)
         };
         items.push(item);
     }
@@ -332,6 +370,7 @@ fn render(seed: u64, cfg: &SyntheticConfig) -> (RgbImage, GrayImage) {
             CLASS_SHAPES[si],
             CLASS_TEXTURES[ti],
             class,
+            cfg.class_colours,
         );
         items.push(item);
     }

@@ -41,6 +41,9 @@ pub struct TrainConfig {
     pub crop_size: usize,
     pub scale_min: f32,
     pub scale_max: f32,
+    /// Largest hue shift of the colour jitter (the original: 0.25, as a fraction of the
+    /// colour wheel).
+    pub hue_jitter: f32,
     pub lr: f64,
     pub momentum: f64,
     pub weight_decay: f64,
@@ -93,6 +96,7 @@ impl TrainConfig {
             crop_size: d.crop_size.0,
             scale_min: d.scale_range.0,
             scale_max: d.scale_range.1,
+            hue_jitter: 0.25,
             lr: 2.5e-3,
             momentum: 0.9,
             weight_decay: 5e-4,
@@ -116,13 +120,17 @@ impl TrainConfig {
             DatasetKind::Synthetic => {
                 cfg.num_labels = 10;
                 cfg.backbone = Backbone::ResNet18.name().to_string();
-                cfg.iters = 600;
-                cfg.eval_every = 200;
+                cfg.batch_size = 4;
+                cfg.iters = 500;
+                cfg.eval_every = 250;
                 cfg.epoch_iters = 20;
                 cfg.lr = 1e-2;
                 cfg.output_dim = 64;
                 cfg.num_queries = 64;
                 cfg.num_negatives = 128;
+                // Synthetic classes have colours of their own; a quarter-turn hue shift
+                // would hide that cue from a network trained for minutes.
+                cfg.hue_jitter = 0.05;
             }
             DatasetKind::Pascal => {}
         }
@@ -219,6 +227,9 @@ impl TrainConfig {
                 self.scale_min,
                 self.scale_max
             );
+        }
+        if !(0.0..=0.5).contains(&self.hue_jitter) {
+            bail!("hue_jitter must lie in [0, 0.5], got {}", self.hue_jitter);
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             bail!("--lr must be a positive number, got {}", self.lr);

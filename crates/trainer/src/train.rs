@@ -300,6 +300,7 @@ impl Learner {
         let mut ucfg = UnsupAugConfig::new(self.cfg.dataset, self.cfg.mix);
         ucfg.crop_size = (self.cfg.crop_size, self.cfg.crop_size);
         ucfg.scale_range = (self.cfg.scale_min, self.cfg.scale_max);
+        ucfg.photometric.hue = (-self.cfg.hue_jitter, self.cfg.hue_jitter);
         let mix_seed_ = mix_seed(&[self.cfg.seed, TAG_MIX, step as u64]);
         let mixed = unsup_transform(&xu, &pseudo, &confidence, &ucfg, mix_seed_)?;
         // 3. Student on both batches (two forward passes, as the original).
@@ -431,6 +432,7 @@ impl Trainer {
         };
         lcfg.aug.crop_size = (c.crop_size, c.crop_size);
         lcfg.aug.scale_range = (c.scale_min, c.scale_max);
+        lcfg.aug.hue = (-c.hue_jitter, c.hue_jitter);
         lcfg.num_threads = c.num_threads;
         lcfg.partial = partial;
         lcfg.start_batch = self.step;
@@ -442,6 +444,7 @@ impl Trainer {
                     TrainLoaderConfig::unlabelled(c.dataset, mix_seed(&[c.seed, TAG_UNLABELLED]));
                 ucfg.batch_size = c.batch_size;
                 ucfg.aug.crop_size = (c.crop_size, c.crop_size);
+                ucfg.aug.hue = (-c.hue_jitter, c.hue_jitter);
                 ucfg.num_threads = c.num_threads;
                 ucfg.start_batch = self.step;
                 Some(Loader::train(

@@ -58,6 +58,9 @@ pub struct TrainArgs {
     pub crop_size: Option<usize>,
     #[arg(long)]
     pub lr: Option<f64>,
+    /// Largest hue shift of the colour jitter (original 0.25; synthetic default 0.05).
+    #[arg(long)]
+    pub hue_jitter: Option<f32>,
     /// Iterations per epoch of the poly schedule (the original: 200).
     #[arg(long)]
     pub epoch_iters: Option<usize>,
@@ -154,7 +157,7 @@ pub fn train(cfg: TrainConfig, resume: bool) -> anyhow::Result<RunSummary> {
 pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     let cfg = args.resolve()?;
     eprintln!(
-        "training {} on {} ({} labels{}), {} OS{}, {} iterations, output in {}",
+        "training {} on {} ({}{}), {} OS{}, {} iterations, output in {}",
         match (cfg.mode, cfg.reco) {
             (TrainMode::Sup, false) => "supervised".to_string(),
             (TrainMode::Sup, true) => "supervised + ReCo".to_string(),

@@ -339,3 +339,49 @@ fn a_diverging_run_stops_with_an_error_naming_the_step() {
     );
     assert!(!text.contains("panicked"), "{text}");
 }
+
+#[test]
+fn check_runs_the_loss_fixtures_and_bench_prints_its_table() {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../loss/tests/fixtures");
+    let text = ok(Command::new(BIN)
+        .args([
+            "check",
+            "--skip-models",
+            "--seeds",
+            "40",
+            "--fixtures",
+            fixtures,
+        ])
+        .output()
+        .unwrap());
+    assert!(
+        text.contains("supervised CE loss") && text.contains("ReCo imbalanced"),
+        "{text}"
+    );
+    assert!(text.contains("checks passed"), "{text}");
+    let missing = fails(&["check", "--fixtures", "/nonexistent-fixtures"]);
+    assert!(
+        missing.contains("deeplabv3p_resnet50_os16.safetensors"),
+        "{missing}"
+    );
+
+    let text = ok(Command::new(BIN)
+        .args([
+            "bench",
+            "--backbone",
+            "resnet18",
+            "--batch",
+            "2",
+            "--crop",
+            "64",
+            "--runs",
+            "1",
+            "--only",
+            "train",
+        ])
+        .output()
+        .unwrap());
+    assert!(text.contains("| train step"), "{text}");
+    let bad = fails(&["bench", "--only", "inference"]);
+    assert!(bad.contains("inference"), "{bad}");
+}
