@@ -504,7 +504,10 @@ mod tests {
             let towards: f64 = (0..3)
                 .map(|k| (sum[c][k] / n[c] - 127.5) * (base[k] as f64 - 127.5).signum())
                 .sum();
-            assert!(towards > 40.0, "class {c}: mean colour moved only {towards} towards its base");
+            assert!(
+                towards > 40.0,
+                "class {c}: mean colour moved only {towards} towards its base"
+            );
         }
     }
 
