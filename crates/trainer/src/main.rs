@@ -37,7 +37,22 @@ enum Commands {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        None => train_cmd::run(&train_cmd::TrainArgs::default()),
+        None => {
+            // The bare command never fails on an earlier default run: it takes the next
+            // free folder (runs/synthetic, runs/synthetic-1, ...) instead.
+            let base = std::path::PathBuf::from("runs/synthetic");
+            let out = (0..)
+                .map(|i| match i {
+                    0 => base.clone(),
+                    i => std::path::PathBuf::from(format!("runs/synthetic-{i}")),
+                })
+                .find(|p| !p.join("state.safetensors").exists())
+                .unwrap_or(base);
+            train_cmd::run(&train_cmd::TrainArgs {
+                out: Some(out),
+                ..Default::default()
+            })
+        }
         Some(Commands::Train(args)) => train_cmd::run(&args),
         Some(Commands::Eval(args)) => eval_cmd::run(&args, &mut std::io::stdout().lock()),
         Some(Commands::Predict(args)) => predict_cmd::run(&args).map(|_| ()),

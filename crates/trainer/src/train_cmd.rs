@@ -165,7 +165,10 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
             (TrainMode::Semi, true) => format!("semi-supervised {:?} + ReCo", cfg.mix),
         },
         cfg.dataset,
-        cfg.num_labels,
+        match cfg.num_labels {
+            0 => "all images labelled".to_string(),
+            n => format!("{n} labelled images"),
+        },
         cfg.partial
             .map(|p| format!(", partial {p:?}"))
             .unwrap_or_default(),
