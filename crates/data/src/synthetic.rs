@@ -454,19 +454,12 @@ mod tests {
         }
     }
 
-    #[test]
-    fn colour_alone_does_not_give_the_class_in_the_hard_variant() {
-        // Mean colour of object pixels per class: with random colours (class_colours off),
-        // the class means are all close to mid-grey, i.e. colour carries (almost) no class
-        // information. The default (class colours on) is checked below.
-        let ds = Synthetic::new(SyntheticConfig {
-            class_colours: false,
-            ..SyntheticConfig::default()
-        })
-        .unwrap();
+    /// Mean RGB of the pixels of each class over the first `images` training images.
+    fn class_mean_colours(cfg: SyntheticConfig, images: usize) -> [[f64; 3]; NUM_CLASSES] {
+        let ds = Synthetic::new(cfg).unwrap();
         let mut sum = [[0f64; 3]; NUM_CLASSES];
         let mut n = [0f64; NUM_CLASSES];
-        for id in &ds.ids(Subset::Train)[..200] {
+        for id in &ds.ids(Subset::Train)[..images] {
             let s = ds.load(id).unwrap();
             for (p, l) in s.image.pixels().zip(s.label.iter()) {
                 for k in 0..3 {
@@ -475,9 +468,23 @@ mod tests {
                 n[*l as usize] += 1.0;
             }
         }
-        for (c, (sums, count)) in sum.iter().zip(n).enumerate().skip(1) {
-            for (k, s) in sums.iter().enumerate() {
-                let m = s / count;
+        std::array::from_fn(|c| std::array::from_fn(|k| sum[c][k] / n[c]))
+    }
+
+    #[test]
+    fn colour_alone_does_not_give_the_class_in_the_hard_variant() {
+        // Mean colour of object pixels per class: with random colours (class_colours off),
+        // the class means are all close to mid-grey, i.e. colour carries (almost) no class
+        // information. The default (class colours on) is checked below.
+        let means = class_mean_colours(
+            SyntheticConfig {
+                class_colours: false,
+                ..SyntheticConfig::default()
+            },
+            200,
+        );
+        for (c, mean) in means.iter().enumerate().skip(1) {
+            for (k, m) in mean.iter().enumerate() {
                 assert!((m - 127.5).abs() < 20.0, "class {c} channel {k} mean {m}");
             }
         }
@@ -485,24 +492,13 @@ mod tests {
 
     #[test]
     fn by_default_each_class_leans_to_a_colour_of_its_own() {
-        let ds = Synthetic::new(SyntheticConfig::default()).unwrap();
-        let mut sum = [[0f64; 3]; NUM_CLASSES];
-        let mut n = [0f64; NUM_CLASSES];
-        for id in &ds.ids(Subset::Train)[..100] {
-            let s = ds.load(id).unwrap();
-            for (p, l) in s.image.pixels().zip(s.label.iter()) {
-                for k in 0..3 {
-                    sum[*l as usize][k] += p[k] as f64;
-                }
-                n[*l as usize] += 1.0;
-            }
-        }
+        let means = class_mean_colours(SyntheticConfig::default(), 100);
         // Half of an object's pixels carry its class colour: the class mean moves towards
         // the base colour, away from mid-grey, by a clear margin in some channel.
         for c in 1..NUM_CLASSES {
             let base = CLASS_BASE_COLOURS[c - 1];
             let towards: f64 = (0..3)
-                .map(|k| (sum[c][k] / n[c] - 127.5) * (base[k] as f64 - 127.5).signum())
+                .map(|k| (means[c][k] - 127.5) * (base[k] as f64 - 127.5).signum())
                 .sum();
             assert!(
                 towards > 40.0,

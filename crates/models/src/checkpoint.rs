@@ -205,7 +205,16 @@ pub fn infer_config(
 /// (`num_batches_tracked` counters are accepted and ignored). Returns the largest
 /// `num_batches_tracked` found (0 when absent), to carry it into a later export.
 pub fn load_checkpoint(varmap: &VarMap, path: &Path) -> Result<i64, CheckpointError> {
-    let tensors = read_tensors(path)?;
+    load_checkpoint_tensors(varmap, &read_tensors(path)?, path)
+}
+
+/// [`load_checkpoint`] on tensors already read from `path` (named in errors), for callers
+/// that inspect the file first (e.g. with [`infer_config`]) and should not read it twice.
+pub fn load_checkpoint_tensors(
+    varmap: &VarMap,
+    tensors: &HashMap<String, Tensor>,
+    path: &Path,
+) -> Result<i64, CheckpointError> {
     let known: std::collections::HashSet<String> = varmap
         .data()
         .lock()
@@ -219,7 +228,7 @@ pub fn load_checkpoint(varmap: &VarMap, path: &Path) -> Result<i64, CheckpointEr
         .cloned()
         .collect();
     unexpected.sort();
-    assign(varmap, &tensors, path, |name| Some(name.to_string()))?;
+    assign(varmap, tensors, path, |name| Some(name.to_string()))?;
     if !unexpected.is_empty() {
         return Err(CheckpointError::Unexpected {
             path: path.to_path_buf(),
@@ -228,7 +237,7 @@ pub fn load_checkpoint(varmap: &VarMap, path: &Path) -> Result<i64, CheckpointEr
         });
     }
     let mut tracked = 0i64;
-    for (k, t) in &tensors {
+    for (k, t) in tensors {
         if k.ends_with(NUM_BATCHES_TRACKED) {
             let v = t.to_dtype(DType::I64)?.flatten_all()?.to_vec1::<i64>()?;
             tracked = tracked.max(v.first().copied().unwrap_or(0));

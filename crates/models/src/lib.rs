@@ -14,7 +14,8 @@ pub mod reference;
 pub mod resnet;
 
 pub use checkpoint::{
-    export_state_dict, infer_config, load_backbone, load_checkpoint, read_tensors, CheckpointError,
+    export_state_dict, infer_config, load_backbone, load_checkpoint, load_checkpoint_tensors,
+    read_tensors, CheckpointError,
 };
 pub use deeplab::{DeepLabConfig, DeepLabV3Plus, MIN_INPUT_SIZE};
 pub use init::init_seeded;

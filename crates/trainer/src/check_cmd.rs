@@ -157,6 +157,34 @@ fn model_checks(path: &Path, device: &Device, out: &mut Vec<CheckLine>) -> anyho
     Ok(())
 }
 
+/// The loss (relative error, limit 1e-5) and gradient (relative L2, `grad_limit`) of a
+/// cross-entropy fixture `<key>.loss` / `<key>.grad`.
+fn ce_lines(
+    name: &str,
+    f: &HashMap<String, Tensor>,
+    key: &str,
+    pred: &Var,
+    loss: &Tensor,
+    grad_limit: f64,
+    out: &mut Vec<CheckLine>,
+) -> anyhow::Result<()> {
+    let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+    let want = scalar(f, &format!("{key}.loss"))?;
+    out.push(CheckLine {
+        what: format!("{name} CE loss"),
+        value: ((value - want) / want).abs(),
+        limit: 1e-5,
+    });
+    let grads = loss.backward()?;
+    let g = grads.get(pred.as_tensor()).context("no gradient")?;
+    out.push(CheckLine {
+        what: format!("{name} CE gradient"),
+        value: rel_err(g, get(f, &format!("{key}.grad"))?)?,
+        limit: grad_limit,
+    });
+    Ok(())
+}
+
 fn loss_checks(
     path: &Path,
     device: &Device,
@@ -164,24 +192,10 @@ fn loss_checks(
     out: &mut Vec<CheckLine>,
 ) -> anyhow::Result<()> {
     let f = load(path, device)?;
-    let rel = |a: f64, b: f64| ((a - b) / b).abs();
-    // Supervised.
+    // Supervised and unsupervised cross-entropy: loss and gradient against the fixture.
     let pred = Var::from_tensor(get(&f, "sup.pred")?)?;
     let loss = supervised_loss(pred.as_tensor(), get(&f, "sup.target")?)?;
-    let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-    out.push(CheckLine {
-        what: "supervised CE loss".into(),
-        value: rel(value, scalar(&f, "sup.loss")?),
-        limit: 1e-5,
-    });
-    let grads = loss.backward()?;
-    let g = grads.get(pred.as_tensor()).context("no gradient")?;
-    out.push(CheckLine {
-        what: "supervised CE gradient".into(),
-        value: rel_err(g, get(&f, "sup.grad")?)?,
-        limit: 1e-5,
-    });
-    // Unsupervised.
+    ce_lines("supervised", &f, "sup", &pred, &loss, 1e-5, out)?;
     let pred = Var::from_tensor(get(&f, "unsup.pred")?)?;
     let loss = unsupervised_loss(
         pred.as_tensor(),
@@ -189,19 +203,7 @@ fn loss_checks(
         get(&f, "unsup.confidence")?,
         scalar(&f, "unsup.strong_threshold")?,
     )?;
-    let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-    out.push(CheckLine {
-        what: "unsupervised CE loss".into(),
-        value: rel(value, scalar(&f, "unsup.loss")?),
-        limit: 1e-5,
-    });
-    let grads = loss.backward()?;
-    let g = grads.get(pred.as_tensor()).context("no gradient")?;
-    out.push(CheckLine {
-        what: "unsupervised CE gradient".into(),
-        value: rel_err(g, get(&f, "unsup.grad")?)?,
-        limit: 1e-4,
-    });
+    ce_lines("unsupervised", &f, "unsup", &pred, &loss, 1e-4, out)?;
     // ReCo: distribution over seeds (README: |mean − ref| ≤ 4 s.e.; gradient statistic < 2.5).
     for case in RECO_CASES {
         let k = |s: &str| format!("reco.{case}.{s}");

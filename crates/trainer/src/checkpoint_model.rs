@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use reco_data::DatasetKind;
-use reco_models::{infer_config, load_checkpoint, read_tensors, DeepLabV3Plus};
+use reco_models::{infer_config, load_checkpoint_tensors, read_tensors, DeepLabV3Plus};
 
 use crate::config::TrainConfig;
 
@@ -43,7 +43,6 @@ pub fn load_model(
     let dataset = dataset.or(run.as_ref().map(|c| c.dataset));
     let tensors = read_tensors(checkpoint)?;
     let cfg = infer_config(&tensors, output_stride, checkpoint)?;
-    drop(tensors);
     if let Some(kind) = dataset {
         let want = kind.defaults().num_classes;
         if cfg.num_classes != want {
@@ -56,7 +55,7 @@ pub fn load_model(
     }
     let vars = VarMap::new();
     let model = DeepLabV3Plus::new(&cfg, VarBuilder::from_varmap(&vars, DType::F32, device))?;
-    load_checkpoint(&vars, checkpoint).with_context(|| {
+    load_checkpoint_tensors(&vars, &tensors, checkpoint).with_context(|| {
         format!(
             "cannot load {} as a {} network",
             checkpoint.display(),

@@ -12,7 +12,8 @@ use crate::checkpoint_model::load_model;
 use crate::config::parse_device;
 use crate::eval::predict_classes;
 
-const IMAGE_EXTENSIONS: [&str; 4] = ["jpg", "jpeg", "png", "JPG"];
+/// Lower-case; matched case-insensitively.
+const IMAGE_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
 /// Weight of the mask colour in the overlay.
 const OVERLAY_ALPHA: f32 = 0.5;
 
@@ -50,10 +51,9 @@ fn list_images(input: &Path) -> anyhow::Result<Vec<PathBuf>> {
         .with_context(|| format!("cannot list {}", input.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
-            p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-                IMAGE_EXTENSIONS.contains(&e)
-                    || IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())
-            })
+            p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
         })
         .collect();
     files.sort();

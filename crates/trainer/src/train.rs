@@ -17,7 +17,7 @@ use reco_data::{
     UnsupAugConfig,
 };
 use reco_loss::{
-    reco_loss, reco_targets, reco_targets_labelled, supervised_loss, unsupervised_loss,
+    reco_loss, reco_targets, reco_targets_labelled, supervised_loss, unsupervised_loss, ReCoTargets,
 };
 use reco_models::ops::resize_bilinear;
 use reco_models::{export_state_dict, init_seeded, load_backbone, DeepLabV3Plus};
@@ -250,6 +250,19 @@ impl Learner {
         Ok(losses)
     }
 
+    /// The ReCo loss of step `step`, its draws seeded by (run seed, step).
+    fn reco_term(&self, rep: &Tensor, t: &ReCoTargets, step: usize) -> anyhow::Result<Tensor> {
+        let seed = mix_seed(&[self.cfg.seed, TAG_RECO, step as u64]);
+        Ok(reco_loss(
+            rep,
+            &t.label,
+            &t.mask,
+            &t.prob,
+            &self.cfg.reco_config(),
+            seed,
+        )?)
+    }
+
     fn sup_step(
         &mut self,
         lb: &reco_data::Batch,
@@ -262,15 +275,7 @@ impl Learner {
         let sup = supervised_loss(&self.to_crop(&pred, &y)?, &y)?;
         let reco = if self.cfg.reco {
             let t = reco_targets_labelled(&y, &pred)?;
-            let seed = mix_seed(&[self.cfg.seed, TAG_RECO, step as u64]);
-            Some(reco_loss(
-                &rep,
-                &t.label,
-                &t.mask,
-                &t.prob,
-                &self.cfg.reco_config(),
-                seed,
-            )?)
+            Some(self.reco_term(&rep, &t, step)?)
         } else {
             None
         };
@@ -325,15 +330,7 @@ impl Learner {
                 self.cfg.weak_threshold,
             )?;
             let rep = Tensor::cat(&[rep_l, rep_u], 0)?;
-            let seed = mix_seed(&[self.cfg.seed, TAG_RECO, step as u64]);
-            Some(reco_loss(
-                &rep,
-                &t.label,
-                &t.mask,
-                &t.prob,
-                &self.cfg.reco_config(),
-                seed,
-            )?)
+            Some(self.reco_term(&rep, &t, step)?)
         } else {
             None
         };
@@ -444,7 +441,6 @@ impl Trainer {
                     TrainLoaderConfig::unlabelled(c.dataset, mix_seed(&[c.seed, TAG_UNLABELLED]));
                 ucfg.batch_size = c.batch_size;
                 ucfg.aug.crop_size = (c.crop_size, c.crop_size);
-                ucfg.aug.hue = (-c.hue_jitter, c.hue_jitter);
                 ucfg.num_threads = c.num_threads;
                 ucfg.start_batch = self.step;
                 Some(Loader::train(
