@@ -7,6 +7,8 @@ use reco_data::MixMode;
 
 use crate::config::TrainMode;
 use crate::fsutil::write_atomic;
+use crate::plot;
+use crate::train::METRICS_FILE;
 use crate::train_cmd::{train, TrainArgs};
 
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -23,6 +25,8 @@ pub struct AblationRow {
     pub best_miou: f64,
     pub best_step: usize,
     pub last_miou: f64,
+    /// (step, mIoU in %) of every evaluation, from the run's metrics.jsonl.
+    pub evals: Vec<(f64, f64)>,
     pub out: PathBuf,
 }
 
@@ -45,14 +49,22 @@ const VARIANTS: [(&str, &str, TrainMode, MixMode, bool); 3] = [
 ];
 
 pub fn markdown(rows: &[AblationRow], header: &str) -> String {
-    let mut s = format!("{header}\n\n| method | best mIoU (step) | last mIoU |\n|---|---|---|\n");
+    let mut s = format!(
+        "{header}\n\n| method | best mIoU (step) | last mIoU | mIoU % per evaluation (step: mIoU) |\n|---|---|---|---|\n"
+    );
     for r in rows {
+        let evals: Vec<String> = r
+            .evals
+            .iter()
+            .map(|(step, miou)| format!("{step}: {miou:.2}"))
+            .collect();
         s.push_str(&format!(
-            "| {} | {:.2}% ({}) | {:.2}% |\n",
+            "| {} | {:.2}% ({}) | {:.2}% | {} |\n",
             r.name,
             100.0 * r.best_miou,
             r.best_step,
-            100.0 * r.last_miou
+            100.0 * r.last_miou,
+            evals.join(", ")
         ));
     }
     s
@@ -74,11 +86,14 @@ pub fn run(args: &AblateArgs) -> anyhow::Result<Vec<AblationRow>> {
         cfg.validate()?;
         eprintln!("\n== {name} ({}) ==", cfg.out.display());
         let s = train(cfg, args.train.resume)?;
+        // metrics.jsonl holds each evaluation once: resume truncates it to the checkpoint.
+        let evals = plot::read(&s.out.join(METRICS_FILE))?.miou;
         rows.push(AblationRow {
             name,
             best_miou: s.best_miou,
             best_step: s.best_step,
             last_miou: s.last.miou,
+            evals,
             out: s.out,
         });
     }

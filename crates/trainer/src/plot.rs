@@ -5,15 +5,16 @@ use std::path::Path;
 use anyhow::Context;
 use plotters::prelude::*;
 
-struct Series {
+pub(crate) struct Series {
     loss: Vec<(f64, f64)>,
     sup: Vec<(f64, f64)>,
     unsup: Vec<(f64, f64)>,
     reco: Vec<(f64, f64)>,
-    miou: Vec<(f64, f64)>,
+    /// (step, mIoU in %) of each evaluation.
+    pub(crate) miou: Vec<(f64, f64)>,
 }
 
-fn read(metrics: &Path) -> anyhow::Result<Series> {
+pub(crate) fn read(metrics: &Path) -> anyhow::Result<Series> {
     let text = std::fs::read_to_string(metrics)
         .with_context(|| format!("cannot read {}", metrics.display()))?;
     let mut s = Series {

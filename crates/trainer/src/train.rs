@@ -38,7 +38,7 @@ const TAG_RECO: u64 = 5;
 const TAG_PARTIAL: u64 = 6;
 
 const STATE_FILE: &str = "state.safetensors";
-const METRICS_FILE: &str = "metrics.jsonl";
+pub(crate) const METRICS_FILE: &str = "metrics.jsonl";
 
 /// A model and the VarMap that owns its variables.
 pub struct Network {
