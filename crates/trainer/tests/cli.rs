@@ -238,29 +238,36 @@ fn a_run_killed_at_any_moment_and_resumed_ends_bit_for_bit_as_an_uninterrupted_o
 }
 
 #[test]
-fn ablate_trains_the_three_variants_on_one_split_and_writes_the_table() {
+fn ablate_trains_the_three_variants_per_seed_on_one_split_and_writes_the_table() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("ablate");
     let mut args = tiny_args(&out, 2);
     args[0] = "ablate".into();
+    args.extend(["--seeds".to_string(), "2".to_string()]);
     let text = ok(trainer(&args));
     let table = std::fs::read_to_string(out.join("ablation.md")).unwrap();
+    assert!(table.contains("seeds 3..=4"), "{table}");
     for name in ["| supervised |", "| ClassMix |", "| ClassMix + ReCo |"] {
         let row = table
             .lines()
             .find(|l| l.starts_with(name))
             .unwrap_or_else(|| panic!("no row {name} in\n{table}"));
-        // The only evaluation is the final one, at step 2.
-        assert!(row.contains("| 2: "), "{row}");
+        // Mean ± std over the two seeds, then each seed's last mIoU.
+        assert!(row.contains(" ± "), "{row}");
+        assert!(row.contains("3: ") && row.contains("4: "), "{row}");
         assert!(text.contains(name), "{text}");
     }
-    let split = |dir: &str| {
-        let cfg: serde_json::Value =
-            serde_json::from_slice(&read(out.join(dir).join("config.json"))).unwrap();
+    let split = |seed: &str, dir: &str| {
+        let path = out.join(seed).join(dir).join("config.json");
+        let cfg: serde_json::Value = serde_json::from_slice(&read(path)).unwrap();
         cfg["split"].clone()
     };
-    assert_eq!(split("sup"), split("classmix"));
-    assert_eq!(split("sup"), split("classmix_reco"));
+    for seed in ["seed-3", "seed-4"] {
+        assert_eq!(split(seed, "sup"), split(seed, "classmix"));
+        assert_eq!(split(seed, "sup"), split(seed, "classmix_reco"));
+    }
+    let msg = fails(&["ablate", "--seeds", "0", "--out", out.to_str().unwrap()]);
+    assert!(msg.contains("--seeds"), "{msg}");
 }
 
 #[test]
