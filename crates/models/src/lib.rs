@@ -12,6 +12,7 @@ pub mod layers;
 pub mod ops;
 pub mod reference;
 pub mod resnet;
+pub mod vars;
 
 pub use checkpoint::{
     export_state_dict, infer_config, load_backbone, load_checkpoint, load_checkpoint_tensors,
@@ -21,3 +22,4 @@ pub use deeplab::{DeepLabConfig, DeepLabV3Plus, MIN_INPUT_SIZE};
 pub use init::init_seeded;
 pub use layers::Mode;
 pub use resnet::Backbone;
+pub use vars::{is_running_stat, is_trainable, named_vars, trainable_vars};
