@@ -376,3 +376,48 @@ fn tiles_cover_the_image_like_mmsegmentation() {
     // Smaller than a tile: one tile, the whole image.
     assert_eq!(sw.tiles(100, 300), vec![(0, 0, 100, 300)]);
 }
+
+/// Indicative timing and memory of the eval forward, folded vs unfolded (run alone, one
+/// mode per process so that peak RSS is the mode's own):
+/// `FOLD_MODE=folded cargo test -p reco-models --release --test segmenter -- --ignored fold_timing --nocapture`
+#[test]
+#[ignore]
+fn fold_timing() {
+    let mode = std::env::var("FOLD_MODE").unwrap_or_else(|_| "folded".into());
+    let size: usize = std::env::var("FOLD_SIZE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(256);
+    let cfg = DeepLabConfig {
+        backbone: Backbone::ResNet101,
+        output_stride: 16,
+        num_classes: 21,
+        output_dim: 256,
+    };
+    let (varmap, net) = formula_network(NetworkKind::DeepLabV3Plus, &cfg);
+    let x = normalize(&image(size, size));
+    let seg = Segmenter::from_varmap(
+        &varmap,
+        CheckpointMeta::new(NetworkKind::DeepLabV3Plus, &cfg),
+    )
+    .unwrap();
+    let base_rss = reco_util::bench::peak_rss_mb().unwrap_or(0.0);
+    let mut times = vec![];
+    for _ in 0..4 {
+        let t = std::time::Instant::now();
+        let out = if mode == "folded" {
+            seg.logits(&x).unwrap()
+        } else {
+            net.forward_no_grad(&x, false).unwrap().0
+        };
+        out.sum_all().unwrap().to_scalar::<f32>().unwrap();
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.remove(0);
+    println!(
+        "{mode} R101 OS16 1x3x{size}x{size}: median {:.3} s over 3 (after a warm-up), peak RSS {:.0} MB (before the forwards {:.0} MB)",
+        reco_util::bench::median(times),
+        reco_util::bench::peak_rss_mb().unwrap_or(0.0),
+        base_rss
+    );
+}
