@@ -205,7 +205,12 @@ impl CheckpointMeta {
                 self.num_classes
             ));
         }
-        if self.normalization.std.iter().any(|s| !(*s > 0.0)) {
+        if self
+            .normalization
+            .std
+            .iter()
+            .any(|s| !s.is_finite() || *s <= 0.0)
+        {
             return invalid(format!(
                 "normalisation std {:?} must be positive",
                 self.normalization.std
@@ -376,11 +381,12 @@ pub fn architecture_from_shapes(
     })
 }
 
+/// Tensor shapes by name, and the `__metadata__` map when the file has one.
+pub type Header = (HashMap<String, Vec<usize>>, Option<HashMap<String, String>>);
+
 /// Tensor names and shapes plus the `__metadata__` map of a safetensors file, from its
 /// header alone (the weights are not read).
-pub fn read_header(
-    path: &Path,
-) -> Result<(HashMap<String, Vec<usize>>, Option<HashMap<String, String>>), MetaError> {
+pub fn read_header(path: &Path) -> Result<Header, MetaError> {
     let read_err = |source| MetaError::Read {
         path: path.to_path_buf(),
         source,

@@ -62,6 +62,8 @@ impl std::fmt::Display for NetworkKind {
 
 /// One of the two networks, built over the same kind of VarBuilder and with the same
 /// forward signature: `(prediction, representation)`.
+// Held once per model, never in bulk: the size difference of the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Network {
     DeepLabV3Plus(DeepLabV3Plus),

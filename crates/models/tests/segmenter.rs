@@ -213,7 +213,7 @@ fn bad_metadata_is_a_clear_error() {
     assert!(
         matches!(
             &err,
-            SegmentError::Meta(MetaError::Contradiction {
+            SegmentError::Meta(m) if matches!(**m, MetaError::Contradiction {
                 field: "num_classes",
                 ..
             })
@@ -235,7 +235,7 @@ fn bad_metadata_is_a_clear_error() {
     });
     let err = load_err(&p);
     assert!(
-        matches!(&err, SegmentError::Meta(MetaError::UnknownNetwork { name, .. }) if name == "unet"),
+        matches!(&err, SegmentError::Meta(m) if matches!(&**m, MetaError::UnknownNetwork { name, .. } if name == "unet")),
         "{err}"
     );
 
@@ -244,7 +244,7 @@ fn bad_metadata_is_a_clear_error() {
     });
     let err = load_err(&p);
     assert!(
-        matches!(&err, SegmentError::Meta(MetaError::BadJson { .. })),
+        matches!(&err, SegmentError::Meta(m) if matches!(**m, MetaError::BadJson { .. })),
         "{err}"
     );
     assert!(err.to_string().contains("not valid JSON"), "{err}");

@@ -130,6 +130,9 @@ pub(crate) struct Finished {
     pub probabilities: Option<Vec<f32>>,
 }
 
+/// Classes, confidences and (optionally) `[classes, ow]` probabilities of one row.
+type RowResult = (Vec<u32>, Vec<f32>, Option<Vec<f32>>);
+
 pub(crate) fn finish(
     scores: &Planes,
     classes: usize,
@@ -151,7 +154,7 @@ pub(crate) fn finish(
     let rows: Vec<(usize, usize)> = (0..batch)
         .flat_map(|b| (0..oh).map(move |y| (b, y)))
         .collect();
-    let results: Vec<(Vec<u32>, Vec<f32>, Option<Vec<f32>>)> = rows
+    let results: Vec<RowResult> = rows
         .par_iter()
         .map(|&(b, oy)| {
             let (y0, y1, ly) = ty[oy];

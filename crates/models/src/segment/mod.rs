@@ -29,14 +29,14 @@ use crate::network::Network;
 #[derive(Debug, thiserror::Error)]
 pub enum SegmentError {
     #[error(transparent)]
-    Meta(#[from] MetaError),
+    Meta(#[from] Box<MetaError>),
     #[error(transparent)]
-    Checkpoint(#[from] crate::checkpoint::CheckpointError),
+    Checkpoint(#[from] Box<crate::checkpoint::CheckpointError>),
     #[error("cannot build the {network} network of {path}: {source}")]
     Build {
         network: String,
         path: PathBuf,
-        source: candle_core::Error,
+        source: Box<candle_core::Error>,
     },
     #[error("image of {width}x{height} pixels is too small: the network needs at least {MIN_INPUT_SIZE} pixels on each side (upscale or pad it)")]
     TooSmall { width: usize, height: usize },
@@ -49,6 +49,18 @@ pub enum SegmentError {
 }
 
 pub type Result<T> = std::result::Result<T, SegmentError>;
+
+impl From<MetaError> for SegmentError {
+    fn from(e: MetaError) -> Self {
+        SegmentError::Meta(Box::new(e))
+    }
+}
+
+impl From<crate::checkpoint::CheckpointError> for SegmentError {
+    fn from(e: crate::checkpoint::CheckpointError) -> Self {
+        SegmentError::Checkpoint(Box::new(e))
+    }
+}
 
 /// Sliding-window geometry in pixels of the (possibly downscaled) image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,7 +101,7 @@ impl SlidingWindow {
     /// `slide_inference`: a regular grid whose last row/column is shifted back to end at
     /// the border.
     pub fn tiles(&self, h: usize, w: usize) -> Vec<(usize, usize, usize, usize)> {
-        let grid = |n: usize| (n.saturating_sub(self.tile) + self.stride - 1) / self.stride + 1;
+        let grid = |n: usize| n.saturating_sub(self.tile).div_ceil(self.stride) + 1;
         let mut out = Vec::new();
         for i in 0..grid(h) {
             for j in 0..grid(w) {
@@ -198,7 +210,7 @@ impl Segmenter {
         Network::new(meta.network, &meta.config(), vb).map_err(|source| SegmentError::Build {
             network: meta.network.to_string(),
             path: path.to_path_buf(),
-            source,
+            source: Box::new(source),
         })?;
         crate::checkpoint::load_checkpoint(&varmap, path)?;
         Self::from_varmap_on(&varmap, meta, device)
