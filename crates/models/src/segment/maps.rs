@@ -70,6 +70,15 @@ impl Planes {
         Planes::new(out, self.planes, oh, ow)
     }
 
+    /// As [`resize`](Self::resize), without a copy when the size is already right.
+    pub fn into_resized(self, oh: usize, ow: usize, align_corners: bool) -> Planes {
+        if (oh, ow) == (self.h, self.w) {
+            self
+        } else {
+            self.resize(oh, ow, align_corners)
+        }
+    }
+
     /// Mirrors every plane left-right.
     pub fn flip_horizontal(&mut self) {
         let w = self.w;
@@ -130,6 +139,9 @@ pub(crate) struct Finished {
     pub probabilities: Option<Vec<f32>>,
 }
 
+/// Output rows computed in parallel before being copied into place.
+const ROWS_PER_BAND: usize = 64;
+
 /// Classes, confidences and (optionally) `[classes, ow]` probabilities of one row.
 type RowResult = (Vec<u32>, Vec<f32>, Option<Vec<f32>>);
 
@@ -154,57 +166,60 @@ pub(crate) fn finish(
     let rows: Vec<(usize, usize)> = (0..batch)
         .flat_map(|b| (0..oh).map(move |y| (b, y)))
         .collect();
-    let results: Vec<RowResult> = rows
-        .par_iter()
-        .map(|&(b, oy)| {
-            let (y0, y1, ly) = ty[oy];
-            let mut row = vec![0f32; classes * ow];
-            for c in 0..classes {
-                let plane = &scores.data[(b * classes + c) * hw..(b * classes + c + 1) * hw];
-                let (r0, r1) = (&plane[y0 * w..(y0 + 1) * w], &plane[y1 * w..(y1 + 1) * w]);
-                for (ox, &(x0, x1, lx)) in tx.iter().enumerate() {
-                    let top = r0[x0] + lx * (r0[x1] - r0[x0]);
-                    let bottom = r1[x0] + lx * (r1[x1] - r1[x0]);
-                    row[c * ow + ox] = top + ly * (bottom - top);
-                }
-            }
-            let mut lab = vec![0u32; ow];
-            let mut conf = vec![0f32; ow];
-            for ox in 0..ow {
-                let mut best = 0;
-                let mut max = f32::NEG_INFINITY;
+    // Bands of rows, so that the per-row scratch never approaches the output's size.
+    for band in rows.chunks(ROWS_PER_BAND) {
+        let results: Vec<RowResult> = band
+            .par_iter()
+            .map(|&(b, oy)| {
+                let (y0, y1, ly) = ty[oy];
+                let mut row = vec![0f32; classes * ow];
                 for c in 0..classes {
-                    let v = row[c * ow + ox];
-                    if v > max {
-                        max = v;
-                        best = c;
+                    let plane = &scores.data[(b * classes + c) * hw..(b * classes + c + 1) * hw];
+                    let (r0, r1) = (&plane[y0 * w..(y0 + 1) * w], &plane[y1 * w..(y1 + 1) * w]);
+                    for (ox, &(x0, x1, lx)) in tx.iter().enumerate() {
+                        let top = r0[x0] + lx * (r0[x1] - r0[x0]);
+                        let bottom = r1[x0] + lx * (r1[x1] - r1[x0]);
+                        row[c * ow + ox] = top + ly * (bottom - top);
                     }
                 }
-                if logits {
-                    let mut sum = 0f32;
+                let mut lab = vec![0u32; ow];
+                let mut conf = vec![0f32; ow];
+                for ox in 0..ow {
+                    let mut best = 0;
+                    let mut max = f32::NEG_INFINITY;
                     for c in 0..classes {
-                        let e = (row[c * ow + ox] - max).exp();
-                        row[c * ow + ox] = e;
-                        sum += e;
+                        let v = row[c * ow + ox];
+                        if v > max {
+                            max = v;
+                            best = c;
+                        }
                     }
-                    for c in 0..classes {
-                        row[c * ow + ox] /= sum;
+                    if logits {
+                        let mut sum = 0f32;
+                        for c in 0..classes {
+                            let e = (row[c * ow + ox] - max).exp();
+                            row[c * ow + ox] = e;
+                            sum += e;
+                        }
+                        for c in 0..classes {
+                            row[c * ow + ox] /= sum;
+                        }
                     }
+                    lab[ox] = best as u32;
+                    conf[ox] = row[best * ow + ox];
                 }
-                lab[ox] = best as u32;
-                conf[ox] = row[best * ow + ox];
-            }
-            (lab, conf, keep_probabilities.then_some(row))
-        })
-        .collect();
-    for (&(b, oy), (lab, conf, row)) in rows.iter().zip(results) {
-        let at = (b * oh + oy) * ow;
-        labels[at..at + ow].copy_from_slice(&lab);
-        confidence[at..at + ow].copy_from_slice(&conf);
-        if let (Some(p), Some(row)) = (probs.as_mut(), row) {
-            for c in 0..classes {
-                let at = ((b * classes + c) * oh + oy) * ow;
-                p[at..at + ow].copy_from_slice(&row[c * ow..(c + 1) * ow]);
+                (lab, conf, keep_probabilities.then_some(row))
+            })
+            .collect();
+        for (&(b, oy), (lab, conf, row)) in band.iter().zip(results) {
+            let at = (b * oh + oy) * ow;
+            labels[at..at + ow].copy_from_slice(&lab);
+            confidence[at..at + ow].copy_from_slice(&conf);
+            if let (Some(p), Some(row)) = (probs.as_mut(), row) {
+                for c in 0..classes {
+                    let at = ((b * classes + c) * oh + oy) * ow;
+                    p[at..at + ow].copy_from_slice(&row[c * ow..(c + 1) * ow]);
+                }
             }
         }
     }

@@ -346,17 +346,23 @@ impl Segmenter {
             let logits = self.logits_planes(&images, batch)?;
             finish(&logits, classes, h, w, true, true, opts.probabilities)
         } else {
-            let mut sum = Planes::zeros(batch * classes, images.h, images.w);
+            let mut sum: Option<Planes> = None;
             for &scale in &opts.scales {
                 for flip in [false, true]
                     .into_iter()
                     .take(if opts.flip { 2 } else { 1 })
                 {
                     let probs = self.probabilities_at_scale(&images, batch, scale, flip, opts)?;
-                    sum.add_region(&probs, 0, 0);
+                    match sum.as_mut() {
+                        None => sum = Some(probs),
+                        Some(s) => s.add_region(&probs, 0, 0),
+                    }
                 }
             }
-            sum.scale(1.0 / opts.passes() as f32);
+            let mut sum = sum.ok_or_else(|| SegmentError::BadOptions("no scales".into()))?;
+            if opts.passes() > 1 {
+                sum.scale(1.0 / opts.passes() as f32);
+            }
             // Probabilities (a convex combination survives bilinear resizing).
             finish(&sum, classes, h, w, false, false, opts.probabilities)
         };
@@ -417,13 +423,13 @@ impl Segmenter {
         if flip {
             probs.flip_horizontal();
         }
-        Ok(probs.resize(h, w, false))
+        Ok(probs.into_resized(h, w, false))
     }
 
     fn probabilities_whole(&self, images: &Planes, batch: usize) -> Result<Planes> {
         let mut p = self
             .logits_planes(images, batch)?
-            .resize(images.h, images.w, true);
+            .into_resized(images.h, images.w, true);
         p.softmax(self.meta.num_classes);
         Ok(p)
     }
