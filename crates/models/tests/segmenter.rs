@@ -421,3 +421,45 @@ fn fold_timing() {
         base_rss
     );
 }
+
+/// Indicative time and peak memory of one large prediction (one mode per process):
+/// `SEG_MODE=whole|tiled|max-size SEG_SIZE=768x1024 cargo test -p reco-models --release
+/// --test segmenter -- --ignored large_image_timing --nocapture`
+#[test]
+#[ignore]
+fn large_image_timing() {
+    let mode = std::env::var("SEG_MODE").unwrap_or_else(|_| "whole".into());
+    let size = std::env::var("SEG_SIZE").unwrap_or_else(|_| "768x1024".into());
+    let (h, w) = size
+        .split_once('x')
+        .map(|(h, w)| (h.parse().unwrap(), w.parse().unwrap()))
+        .expect("SEG_SIZE as HxW");
+    let cfg = DeepLabConfig {
+        num_classes: 21,
+        ..small_cfg()
+    };
+    let (varmap, _) = formula_network(NetworkKind::DeepLabV3Plus, &cfg);
+    let seg = Segmenter::from_varmap(
+        &varmap,
+        CheckpointMeta::new(NetworkKind::DeepLabV3Plus, &cfg),
+    )
+    .unwrap();
+    drop(varmap);
+    let x = image(h, w);
+    let opts = PredictOptions {
+        sliding_window: (mode == "tiled").then(|| SlidingWindow::new(512)),
+        max_size: (mode == "max-size").then_some(512),
+        probabilities: false,
+        ..PredictOptions::default()
+    };
+    let before = reco_util::bench::peak_rss_mb().unwrap_or(0.0);
+    let t = std::time::Instant::now();
+    let p = seg.predict_tensor(&x, &opts).unwrap();
+    println!(
+        "{mode} ResNet-18 DeepLabV3+ 21 classes {h}x{w}: {:.2} s, peak RSS {:.0} MB (before {:.0} MB); classes {:?}",
+        t.elapsed().as_secs_f64(),
+        reco_util::bench::peak_rss_mb().unwrap_or(0.0),
+        before,
+        p.classes.dims()
+    );
+}
