@@ -7,11 +7,15 @@
 
 pub mod checkpoint;
 pub mod deeplab;
+pub mod deeplabv2;
 pub mod init;
 pub mod layers;
+pub mod meta;
+pub mod network;
 pub mod ops;
 pub mod reference;
 pub mod resnet;
+pub mod segment;
 pub mod vars;
 
 pub use checkpoint::{
@@ -19,7 +23,12 @@ pub use checkpoint::{
     read_tensors, CheckpointError,
 };
 pub use deeplab::{DeepLabConfig, DeepLabV3Plus, MIN_INPUT_SIZE};
+pub use deeplabv2::{DeepLabV2, DEEPLABV2_OUTPUT_STRIDE, DEEPLABV2_RATES};
 pub use init::init_seeded;
 pub use layers::Mode;
+pub use meta::{export_with_meta, read_meta, CheckpointMeta, MetaError, Normalization};
+pub use meta::{resolve_meta, MetaFallback};
+pub use network::{Network, NetworkKind};
 pub use resnet::Backbone;
+pub use segment::{PredictOptions, Prediction, RgbImage, SegmentError, Segmenter, SlidingWindow};
 pub use vars::{is_running_stat, is_trainable, named_vars, trainable_vars};

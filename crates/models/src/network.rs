@@ -1,0 +1,124 @@
+//! Either network of the original code behind one type, so that training, evaluation and
+//! checkpoint loading hold "the network" without caring which one it is.
+
+use candle_core::{Result, Tensor};
+use candle_nn::VarBuilder;
+
+use crate::deeplab::{DeepLabConfig, DeepLabV3Plus};
+use crate::deeplabv2::DeepLabV2;
+use crate::layers::Mode;
+
+/// Which network: the names are those stored in checkpoint metadata and used on the
+/// command line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum NetworkKind {
+    /// DeepLabV3+ (`network/deeplabv3.py`), the paper's main network.
+    #[default]
+    DeepLabV3Plus,
+    /// DeepLabV2 (`network/deeplabv2.py`, `--backbone deeplabv2` in the original).
+    DeepLabV2,
+}
+
+impl NetworkKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            NetworkKind::DeepLabV3Plus => "deeplabv3p",
+            NetworkKind::DeepLabV2 => "deeplabv2",
+        }
+    }
+
+    pub fn all() -> [NetworkKind; 2] {
+        [NetworkKind::DeepLabV3Plus, NetworkKind::DeepLabV2]
+    }
+
+    /// Input pixels per output pixel of the prediction: DeepLabV3+ predicts at the
+    /// layer1 resolution (4), DeepLabV2 at the backbone's output stride.
+    pub fn prediction_stride(self, output_stride: usize) -> usize {
+        match self {
+            NetworkKind::DeepLabV3Plus => 4,
+            NetworkKind::DeepLabV2 => output_stride,
+        }
+    }
+}
+
+impl std::str::FromStr for NetworkKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "deeplabv3p" | "deeplabv3plus" | "deeplabv3+" => Ok(NetworkKind::DeepLabV3Plus),
+            "deeplabv2" => Ok(NetworkKind::DeepLabV2),
+            _ => Err(format!(
+                "unknown network {s:?}: expected deeplabv3p or deeplabv2"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for NetworkKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One of the two networks, built over the same kind of VarBuilder and with the same
+/// forward signature: `(prediction, representation)`.
+// Held once per model, never in bulk: the size difference of the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug)]
+pub enum Network {
+    DeepLabV3Plus(DeepLabV3Plus),
+    DeepLabV2(DeepLabV2),
+}
+
+impl Network {
+    pub fn new(kind: NetworkKind, cfg: &DeepLabConfig, vb: VarBuilder) -> Result<Self> {
+        Ok(match kind {
+            NetworkKind::DeepLabV3Plus => Network::DeepLabV3Plus(DeepLabV3Plus::new(cfg, vb)?),
+            NetworkKind::DeepLabV2 => Network::DeepLabV2(DeepLabV2::new(cfg, vb)?),
+        })
+    }
+
+    pub fn kind(&self) -> NetworkKind {
+        match self {
+            Network::DeepLabV3Plus(_) => NetworkKind::DeepLabV3Plus,
+            Network::DeepLabV2(_) => NetworkKind::DeepLabV2,
+        }
+    }
+
+    pub fn config(&self) -> &DeepLabConfig {
+        match self {
+            Network::DeepLabV3Plus(n) => n.config(),
+            Network::DeepLabV2(n) => n.config(),
+        }
+    }
+
+    /// See [`DeepLabV3Plus::forward_t`].
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
+        self.forward_mode(x, Mode { train, grad: true })
+    }
+
+    /// See [`DeepLabV3Plus::forward_no_grad`].
+    pub fn forward_no_grad(&self, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
+        let (p, r) = self.forward_mode(&x.detach(), Mode { train, grad: false })?;
+        Ok((p.detach(), r.detach()))
+    }
+
+    pub fn forward_mode(&self, x: &Tensor, mode: Mode) -> Result<(Tensor, Tensor)> {
+        match self {
+            Network::DeepLabV3Plus(n) => n.forward_mode(x, mode),
+            Network::DeepLabV2(n) => n.forward_mode(x, mode),
+        }
+    }
+}
+
+impl From<DeepLabV3Plus> for Network {
+    fn from(n: DeepLabV3Plus) -> Self {
+        Network::DeepLabV3Plus(n)
+    }
+}
+
+impl From<DeepLabV2> for Network {
+    fn from(n: DeepLabV2) -> Self {
+        Network::DeepLabV2(n)
+    }
+}
