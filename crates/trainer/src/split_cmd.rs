@@ -11,6 +11,8 @@ use reco_data::{class_table, open, Partial, Split};
 use crate::cli_args::DataArgs;
 
 #[derive(clap::Args, Debug, Clone)]
+// The shared group makes --dataset optional; a split needs one.
+#[command(mut_arg("dataset", |a| a.required(true)))]
 pub struct SplitArgs {
     #[command(flatten)]
     pub data: DataArgs,

@@ -254,7 +254,7 @@ mod tests {
             e("epoch-iters", v("7"), |_, c| c.epoch_iters == 7),
             e("seed", v("5"), |_, c| c.seed == 5),
             e("out", v("elsewhere"), |_, c| {
-                c.out == PathBuf::from("elsewhere")
+                c.out.as_path() == std::path::Path::new("elsewhere")
             }),
             e("device", v("cuda:1"), |_, c| c.device == "cuda:1"),
             // Not a setting of the run: `train` hands it to the trainer beside the config.

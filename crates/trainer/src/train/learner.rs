@@ -101,7 +101,8 @@ impl Teacher {
 /// and is the network evaluated and exported.
 pub enum Regime {
     Supervised,
-    SemiSupervised { teacher: Teacher },
+    // Boxed: a network is large, and `Supervised` carries nothing.
+    SemiSupervised { teacher: Box<Teacher> },
 }
 
 /// Losses of one step, as plain numbers.
@@ -152,7 +153,7 @@ impl Learner {
         let regime = match cfg.mode {
             TrainMode::Sup => Regime::Supervised,
             TrainMode::Semi => Regime::SemiSupervised {
-                teacher: Teacher::follow(&student, &cfg, &device)?,
+                teacher: Box::new(Teacher::follow(&student, &cfg, &device)?),
             },
         };
         Ok(Self {
@@ -168,14 +169,14 @@ impl Learner {
     pub fn teacher(&self) -> Option<&Teacher> {
         match &self.regime {
             Regime::Supervised => None,
-            Regime::SemiSupervised { teacher } => Some(teacher),
+            Regime::SemiSupervised { teacher } => Some(&**teacher),
         }
     }
 
     pub(crate) fn teacher_mut(&mut self) -> Option<&mut Teacher> {
         match &mut self.regime {
             Regime::Supervised => None,
-            Regime::SemiSupervised { teacher } => Some(teacher),
+            Regime::SemiSupervised { teacher } => Some(&mut **teacher),
         }
     }
 
