@@ -5,11 +5,11 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use reco_data::MixMode;
+use reco_util::fs::write_atomic;
 
 use crate::config::{TrainConfig, TrainMode};
-use crate::fsutil::write_atomic;
 use crate::plot;
 use crate::train::METRICS_FILE;
 use crate::train_cmd::{train, TrainArgs};
@@ -194,7 +194,9 @@ pub fn run(args: &AblateArgs) -> anyhow::Result<Vec<AblationRow>> {
         base.iters,
     );
     let table = markdown(&rows, &header);
-    write_atomic(&root.join("ablation.md"), table.as_bytes())?;
+    let md = root.join("ablation.md");
+    write_atomic(&md, table.as_bytes())
+        .with_context(|| format!("cannot write the ablation table {}", md.display()))?;
     println!(
         "\n{table}\n(written to {})",
         root.join("ablation.md").display()

@@ -11,16 +11,17 @@ use anyhow::{bail, Context};
 use candle_core::{DType, Device, Tensor, Var};
 use reco_data::{Batch, DatasetKind};
 use reco_loss::{one_hot, reco_loss, ReCoConfig};
+use reco_util::bench::{median, peak_rss_mb};
+use reco_util::seed::mix_seed;
 
-use crate::config::{parse_device, TrainConfig};
-use crate::fsutil::mix_seed;
+use crate::cli_args::DeviceArgs;
+use crate::config::TrainConfig;
 use crate::train::Learner;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    #[command(flatten)]
+    pub device: DeviceArgs,
     #[arg(long, default_value = "resnet101")]
     pub backbone: String,
     /// Labelled (= unlabelled) crops per train step: default 10 (the original) on CUDA,
@@ -41,16 +42,6 @@ pub struct BenchArgs {
 }
 
 const MEASUREMENTS: [&str; 3] = ["train", "eval", "reco"];
-
-/// Peak resident memory of this process (Linux), in MB.
-fn peak_rss_mb() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-}
 
 /// A label map of rectangular blobs, about six classes per image as in VOC crops.
 fn blob_labels(b: usize, h: usize, w: usize, classes: usize, seed: u64) -> Vec<i64> {
@@ -110,8 +101,8 @@ fn time_runs(
             times.push(t.elapsed().as_secs_f64());
         }
     }
-    times.sort_by(|a, b| a.total_cmp(b));
-    Ok((times[times.len() / 2], times[0]))
+    let min = times.iter().copied().fold(f64::INFINITY, f64::min);
+    Ok((median(times), min))
 }
 
 fn pascal_config(args: &BenchArgs, batch: usize) -> TrainConfig {
@@ -119,7 +110,7 @@ fn pascal_config(args: &BenchArgs, batch: usize) -> TrainConfig {
     cfg.backbone = args.backbone.clone();
     cfg.batch_size = batch;
     cfg.crop_size = args.crop;
-    cfg.device = args.device.clone();
+    cfg.device = args.device.name().to_string();
     cfg
 }
 
@@ -188,7 +179,7 @@ fn measure(
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
-    let device = parse_device(&args.device)?;
+    let device = args.device.open()?;
     let batch = args.batch.unwrap_or(if device.is_cpu() { 2 } else { 10 });
     if args.runs == 0 {
         bail!("--runs must be at least 1");
@@ -211,7 +202,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     println!(
         "DeepLabV3+ {} OS16 on {} ({}), Pascal VOC setting: {batch} labelled + {batch} unlabelled crops of {}, ClassMix + ReCo; median of {} runs",
         args.backbone,
-        args.device,
+        args.device.name(),
         if device.is_cpu() { format!("{} threads", candle_core::utils::get_num_threads()) } else { "CUDA".into() },
         args.crop,
         args.runs
@@ -224,7 +215,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 "bench",
                 "--child",
                 "--device",
-                &args.device,
+                args.device.name(),
                 "--backbone",
                 &args.backbone,
             ])

@@ -1,6 +1,6 @@
 //! `trainer check`: the reference fixtures of the original code, run on a device (the
 //! GPU as well as the CPU), with their errors against the tolerances of
-//! shared/reference/README.md; on a GPU also the same train step on the CPU and on the
+//! docs/design.md#reference-fixtures; on a GPU also the same train step on the CPU and on the
 //! device from the same weights and batch, compared.
 
 use std::collections::HashMap;
@@ -14,7 +14,8 @@ use reco_loss::{reco_loss, supervised_loss, unsupervised_loss, ReCoConfig};
 use reco_models::reference::{fill_formula, formula_x, rel_err};
 use reco_models::{DeepLabConfig, DeepLabV3Plus};
 
-use crate::config::{parse_device, TrainConfig};
+use crate::cli_args::DeviceArgs;
+use crate::config::TrainConfig;
 use crate::train::Learner;
 
 const MODEL_FIXTURES: [&str; 2] = [
@@ -26,11 +27,10 @@ const RECO_CASES: [&str; 4] = ["stripes", "imbalanced", "easyclass", "single"];
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct CheckArgs {
-    /// cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// Folder with the reference fixtures (default: ../shared/reference, else the copies
-    /// under crates/models/tests/fixtures and crates/loss/tests/fixtures).
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// Folder with the reference fixtures (default: the copies in the repository,
+    /// crates/models/tests/fixtures and crates/loss/tests/fixtures).
     #[arg(long)]
     pub fixtures: Option<PathBuf>,
     /// Seeds for the ReCo distribution check.
@@ -45,15 +45,13 @@ fn find_fixture(args: &CheckArgs, name: &str) -> anyhow::Result<PathBuf> {
     let candidates: Vec<PathBuf> = match &args.fixtures {
         Some(dir) => vec![dir.join(name)],
         None => vec![
-            PathBuf::from("../shared/reference").join(name),
-            PathBuf::from("shared/reference").join(name),
             PathBuf::from("crates/models/tests/fixtures").join(name),
             PathBuf::from("crates/loss/tests/fixtures").join(name),
         ],
     };
     candidates.iter().find(|p| p.is_file()).cloned().with_context(|| {
         format!(
-            "fixture {name} not found (looked in {}): pass --fixtures DIR (shared/reference of the project)",
+            "fixture {name} not found (looked in {}): run from the repository root, or pass --fixtures DIR",
             candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
         )
     })
@@ -125,8 +123,9 @@ fn model_checks(path: &Path, device: &Device, out: &mut Vec<CheckLine>) -> anyho
         value: rel_err(&rep, get(&fx, "eval.rep")?)?,
         limit: 1e-4,
     });
-    // Train mode in f64, as the README prescribes: batch statistics of the formula
-    // network amplify f32 rounding far beyond any useful tolerance.
+    // Train mode in f64, as docs/design.md#reference-fixtures prescribes: batch
+    // statistics of the formula network amplify f32 rounding far beyond any useful
+    // tolerance.
     let vars64 = VarMap::new();
     let model64 = DeepLabV3Plus::new(&cfg, VarBuilder::from_varmap(&vars64, DType::F64, device))?;
     fill_formula(&vars64)?;
@@ -204,7 +203,7 @@ fn loss_checks(
         scalar(&f, "unsup.strong_threshold")?,
     )?;
     ce_lines("unsupervised", &f, "unsup", &pred, &loss, 1e-4, out)?;
-    // ReCo: distribution over seeds (README: |mean − ref| ≤ 4 s.e.; gradient statistic < 2.5).
+    // ReCo: distribution over seeds (docs/design.md#reference-fixtures: |mean − ref| ≤ 4 s.e.; gradient statistic < 2.5).
     for case in RECO_CASES {
         let k = |s: &str| format!("reco.{case}.{s}");
         let cfg = ReCoConfig {
@@ -325,7 +324,7 @@ fn step_comparison(device: &Device, out: &mut Vec<CheckLine>) -> anyhow::Result<
         let losses2 = learner.step(&batch(3, &dev)?, Some(&batch(4, &dev)?), 1, 2.5e-3)?;
         let weights: Vec<(String, Tensor)> = learner
             .eval_net()
-            .named_vars()
+            .named_vars()?
             .into_iter()
             .map(|(k, v)| Ok((k, v.as_detached_tensor().to_device(&Device::Cpu)?)))
             .collect::<candle_core::Result<_>>()?;
@@ -367,7 +366,7 @@ fn step_comparison(device: &Device, out: &mut Vec<CheckLine>) -> anyhow::Result<
 }
 
 pub fn run(args: &CheckArgs) -> anyhow::Result<Vec<CheckLine>> {
-    let device = parse_device(&args.device)?;
+    let device = args.device.open()?;
     if args.seeds < 2 {
         bail!("--seeds must be at least 2");
     }
@@ -386,7 +385,7 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<Vec<CheckLine>> {
     if !device.is_cpu() {
         step_comparison(&device, &mut lines)?;
     }
-    println!("reference checks on {}", args.device);
+    println!("reference checks on {}", args.device.name());
     println!("| check | value | limit | |\n| --- | --- | --- | --- |");
     for l in &lines {
         println!(

@@ -5,10 +5,14 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use reco_data::{DatasetKind, MixMode, Partial};
+use reco_data::{AugConfig, DatasetKind, MixMode, Partial, UnsupAugConfig};
 use reco_loss::ReCoConfig;
 use reco_models::{Backbone, DeepLabConfig};
 use serde::{Deserialize, Serialize};
+
+/// Iterations per epoch of the original's poly schedule (it steps the schedule per epoch
+/// of 200 iterations).
+pub const ORIGINAL_EPOCH_ITERS: usize = 200;
 
 /// Supervised only (the original's `train_sup.py`) or semi-supervised with a mean
 /// teacher (`train_semisup.py`).
@@ -100,7 +104,7 @@ impl TrainConfig {
             lr: 2.5e-3,
             momentum: 0.9,
             weight_decay: 5e-4,
-            epoch_iters: 200,
+            epoch_iters: ORIGINAL_EPOCH_ITERS,
             ema_decay: 0.99,
             seed: 0,
             out: PathBuf::from("runs").join(dataset.name()),
@@ -191,6 +195,36 @@ impl TrainConfig {
             num_negatives: self.num_negatives,
             ..ReCoConfig::default()
         }
+    }
+
+    /// The augmentation of the labelled images (in the loader): the dataset's, with this
+    /// run's crop, rescale range and hue jitter.
+    pub fn labelled_aug_config(&self) -> AugConfig {
+        AugConfig {
+            crop_size: (self.crop_size, self.crop_size),
+            scale_range: (self.scale_min, self.scale_max),
+            hue: (-self.hue_jitter, self.hue_jitter),
+            ..AugConfig::labelled(self.dataset)
+        }
+    }
+
+    /// The loader's crop of the unlabelled images (no rescale, no photometric change:
+    /// those come after the teacher's pseudo-labels, in [`Self::unsup_aug_config`]).
+    pub fn unlabelled_crop_config(&self) -> AugConfig {
+        AugConfig {
+            crop_size: (self.crop_size, self.crop_size),
+            ..AugConfig::unlabelled(self.dataset)
+        }
+    }
+
+    /// The augmentation of the unlabelled batch after pseudo-labelling (rescale + crop,
+    /// mixing, photometric), with this run's crop, rescale range, mixing and hue jitter.
+    pub fn unsup_aug_config(&self) -> UnsupAugConfig {
+        let mut cfg = UnsupAugConfig::new(self.dataset, self.mix);
+        cfg.crop_size = (self.crop_size, self.crop_size);
+        cfg.scale_range = (self.scale_min, self.scale_max);
+        cfg.photometric.hue = (-self.hue_jitter, self.hue_jitter);
+        cfg
     }
 
     /// Checks what flags alone cannot, naming the setting and the fix.

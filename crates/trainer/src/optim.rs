@@ -1,15 +1,10 @@
-//! What candle lacks for the original's optimisation (CANDLE_NOTES 7): SGD with
+//! What candle lacks for the original's optimisation (docs/design.md, candle gap 7): SGD with
 //! momentum, nesterov and weight decay exactly as `torch.optim.SGD`, the poly learning
 //! rate of the original (`PolyLR`, stepped per epoch), and the mean-teacher EMA.
 
 use std::collections::BTreeMap;
 
 use candle_core::{backprop::GradStore, Result, Tensor, Var};
-
-/// True for batch-norm running statistics: variables of the VarMap, but not trained.
-pub fn is_running_stat(name: &str) -> bool {
-    name.ends_with(".running_mean") || name.ends_with(".running_var")
-}
 
 /// `torch.optim.SGD(params, lr, momentum, weight_decay, nesterov=True)` (dampening 0):
 /// `g ← ∇ + wd·p; b ← g (first step) or μ·b + g; p ← p − lr·(g + μ·b)`.

@@ -1,15 +1,18 @@
 //! `trainer predict`: segments one image or every image of a folder and writes, per
-//! image, the class mask in the dataset's palette and an overlay on the photo.
+//! image, the class mask in the dataset's palette and an overlay on the photo. Photos are
+//! turned upright by their EXIF orientation first, so that the mask lines up with the
+//! photo as viewers show it. An image that cannot be read does not stop a folder: the
+//! others are predicted, and the failures are listed at the end (with an error).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use image::RgbImage;
-use reco_data::{colorize, image_to_tensor, io::read_rgb, DatasetKind};
+use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
+use reco_data::{colorize, image_to_tensor, DatasetKind};
 use reco_models::MIN_INPUT_SIZE;
 
-use crate::checkpoint_model::load_model;
-use crate::config::parse_device;
+use crate::checkpoint_model::LoadedModel;
+use crate::cli_args::{DeviceArgs, ModelSource};
 use crate::eval::predict_classes;
 
 /// Lower-case; matched case-insensitively.
@@ -19,22 +22,16 @@ const OVERLAY_ALPHA: f32 = 0.5;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct PredictArgs {
-    #[arg(long)]
-    pub checkpoint: PathBuf,
+    #[command(flatten)]
+    pub model: ModelSource,
     /// An image (jpg or png) or a folder of images.
     #[arg(long)]
     pub input: PathBuf,
     /// Folder for <name>_mask.png and <name>_overlay.png.
     #[arg(long)]
     pub output: PathBuf,
-    /// Dataset whose palette colours the mask (default: that of the run the checkpoint is
-    /// in, else guessed from the class count).
-    #[arg(long)]
-    pub dataset: Option<DatasetKind>,
-    #[arg(long)]
-    pub output_stride: Option<usize>,
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 fn list_images(input: &Path) -> anyhow::Result<Vec<PathBuf>> {
@@ -79,13 +76,66 @@ fn save_png(img: &RgbImage, path: &Path) -> anyhow::Result<()> {
         image::ImageFormat::Png,
     )
     .with_context(|| format!("cannot encode {}", path.display()))?;
-    crate::fsutil::write_atomic(path, &bytes)
+    reco_util::fs::write_atomic(path, &bytes)
+        .with_context(|| format!("cannot save {}", path.display()))
 }
 
-/// Returns the files written.
+/// The photo at `path` as viewers show it: decoded, then turned by its EXIF orientation.
+pub fn read_photo(path: &Path) -> anyhow::Result<RgbImage> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let decode = || -> image::ImageResult<DynamicImage> {
+        let mut decoder = ImageReader::new(std::io::Cursor::new(&bytes))
+            .with_guessed_format()?
+            .into_decoder()?;
+        let orientation = decoder.orientation()?;
+        let mut img = DynamicImage::from_decoder(decoder)?;
+        img.apply_orientation(orientation);
+        Ok(img)
+    };
+    let img = decode().with_context(|| {
+        format!(
+            "{} is not a readable image (predict reads .jpg and .png photos)",
+            path.display()
+        )
+    })?;
+    Ok(img.into_rgb8())
+}
+
+/// Segments one photo into `output`; returns the mask and overlay written.
+fn predict_one(
+    path: &Path,
+    loaded: &LoadedModel,
+    palette: &[[u8; 3]],
+    device: &candle_core::Device,
+    output: &Path,
+) -> anyhow::Result<[PathBuf; 2]> {
+    let photo = read_photo(path)?;
+    let (w, h) = (photo.width() as usize, photo.height() as usize);
+    if w < MIN_INPUT_SIZE || h < MIN_INPUT_SIZE {
+        bail!("it is {w}x{h}: images must be at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE}");
+    }
+    let x = image_to_tensor(&photo)?.to_device(device)?;
+    let classes = predict_classes(&loaded.model, &x)?
+        .flatten_all()?
+        .to_dtype(candle_core::DType::I64)?
+        .to_vec1::<i64>()?;
+    let mask = colorize(&classes, w, h, palette)?;
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mask_path = output.join(format!("{stem}_mask.png"));
+    let overlay_path = output.join(format!("{stem}_overlay.png"));
+    save_png(&mask, &mask_path)?;
+    save_png(&overlay(&photo, &mask), &overlay_path)?;
+    Ok([mask_path, overlay_path])
+}
+
+/// Returns the files written; an error (after predicting every readable image) when
+/// some image failed, listing each with its reason.
 pub fn run(args: &PredictArgs) -> anyhow::Result<Vec<PathBuf>> {
-    let device = parse_device(&args.device)?;
-    let loaded = load_model(&args.checkpoint, args.dataset, args.output_stride, &device)?;
+    let device = args.device.open()?;
+    let loaded = args.model.load(&device)?;
     let num_classes = loaded.model.config().num_classes;
     let kind = loaded.dataset.or_else(|| {
         DatasetKind::ALL
@@ -102,32 +152,128 @@ pub fn run(args: &PredictArgs) -> anyhow::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("cannot create {}", args.output.display()))?;
     let mut written = Vec::new();
+    let mut failed: Vec<(PathBuf, anyhow::Error)> = Vec::new();
     for path in images {
-        let photo = read_rgb(&path, "predict reads .jpg and .png photos")?;
-        let (w, h) = (photo.width() as usize, photo.height() as usize);
-        if w < MIN_INPUT_SIZE || h < MIN_INPUT_SIZE {
-            bail!(
-                "{} is {w}x{h}: images must be at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE}",
-                path.display()
-            );
+        match predict_one(&path, &loaded, &palette, &device, &args.output) {
+            Ok(files) => {
+                eprintln!("{} -> {}", path.display(), files[0].display());
+                written.extend(files);
+            }
+            Err(e) => {
+                eprintln!("{}: failed: {e:#}", path.display());
+                failed.push((path, e));
+            }
         }
-        let x = image_to_tensor(&photo)?.to_device(&device)?;
-        let classes = predict_classes(&loaded.model, &x)?
-            .flatten_all()?
-            .to_dtype(candle_core::DType::I64)?
-            .to_vec1::<i64>()?;
-        let mask = colorize(&classes, w, h, &palette)?;
-        let stem = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let mask_path = args.output.join(format!("{stem}_mask.png"));
-        let overlay_path = args.output.join(format!("{stem}_overlay.png"));
-        save_png(&mask, &mask_path)?;
-        save_png(&overlay(&photo, &mask), &overlay_path)?;
-        eprintln!("{} -> {}", path.display(), mask_path.display());
-        written.push(mask_path);
-        written.push(overlay_path);
+    }
+    if !failed.is_empty() {
+        let list: Vec<String> = failed
+            .iter()
+            .map(|(p, e)| format!("  {}: {e:#}", p.display()))
+            .collect();
+        bail!(
+            "{} of {} images could not be segmented ({} written to {}):\n{}",
+            failed.len(),
+            failed.len() + written.len() / 2,
+            written.len() / 2,
+            args.output.display(),
+            list.join("\n")
+        );
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TrainConfig;
+    use image::{ImageFormat, Rgb};
+    use std::io::Cursor;
+
+    /// An untrained synthetic-dataset network saved as a checkpoint: predict only needs
+    /// weights of the right shapes.
+    fn checkpoint(dir: &Path) -> PathBuf {
+        let net =
+            crate::train::Network::new(&TrainConfig::default(), &candle_core::Device::Cpu).unwrap();
+        let path = dir.join("model.safetensors");
+        reco_models::export_state_dict(&net.vars, &path, 0).unwrap();
+        path
+    }
+
+    fn photo(w: u32, h: u32) -> RgbImage {
+        RgbImage::from_fn(w, h, |x, y| Rgb([(x * 5) as u8, (y * 6) as u8, 90]))
+    }
+
+    /// A JPEG of `w`x`h` with an APP1 Exif segment (written by hand: a big-endian TIFF
+    /// header and one IFD holding only the Orientation tag, 0x0112) right after SOI.
+    fn jpeg_with_orientation(w: u32, h: u32, orientation: u16) -> Vec<u8> {
+        let mut jpeg = Vec::new();
+        photo(w, h)
+            .write_to(&mut Cursor::new(&mut jpeg), ImageFormat::Jpeg)
+            .unwrap();
+        let mut tiff = b"MM\0\x2a".to_vec();
+        tiff.extend(8u32.to_be_bytes()); // offset of the first IFD
+        tiff.extend(1u16.to_be_bytes()); // one entry
+        tiff.extend(0x0112u16.to_be_bytes()); // Orientation
+        tiff.extend(3u16.to_be_bytes()); // SHORT
+        tiff.extend(1u32.to_be_bytes()); // one value
+        tiff.extend(orientation.to_be_bytes());
+        tiff.extend([0, 0]); // the value field is 4 bytes
+        tiff.extend(0u32.to_be_bytes()); // no next IFD
+        let mut app1 = b"Exif\0\0".to_vec();
+        app1.extend(tiff);
+        let mut out = jpeg[..2].to_vec(); // SOI
+        out.extend([0xFF, 0xE1]);
+        out.extend(((app1.len() + 2) as u16).to_be_bytes());
+        out.extend(app1);
+        out.extend(&jpeg[2..]);
+        out
+    }
+
+    #[test]
+    fn exif_orientation_turns_the_photo_upright() {
+        let dir = tempfile::tempdir().unwrap();
+        let upright = dir.path().join("upright.jpg");
+        std::fs::write(&upright, jpeg_with_orientation(45, 37, 1)).unwrap();
+        assert_eq!(read_photo(&upright).unwrap().dimensions(), (45, 37));
+        // 6: stored landscape, shown turned 90° clockwise.
+        let turned = dir.path().join("turned.jpg");
+        std::fs::write(&turned, jpeg_with_orientation(45, 37, 6)).unwrap();
+        assert_eq!(read_photo(&turned).unwrap().dimensions(), (37, 45));
+    }
+
+    #[test]
+    fn a_folder_with_a_corrupt_image_predicts_the_rest_and_lists_the_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let ckpt = checkpoint(dir.path());
+        let input = dir.path().join("photos");
+        std::fs::create_dir_all(&input).unwrap();
+        photo(45, 37).save(input.join("good.png")).unwrap();
+        std::fs::write(input.join("broken.jpg"), b"\xff\xd8 not really").unwrap();
+        std::fs::write(input.join("phone.jpg"), jpeg_with_orientation(45, 37, 6)).unwrap();
+        let output = dir.path().join("preds");
+        let args = PredictArgs {
+            model: ModelSource {
+                checkpoint: ckpt,
+                dataset: Some(DatasetKind::Synthetic),
+                output_stride: None,
+            },
+            input,
+            output: output.clone(),
+            device: DeviceArgs::default(),
+        };
+        let err = format!("{:#}", run(&args).unwrap_err());
+        assert!(err.contains("1 of 3 images"), "{err}");
+        assert!(err.contains("broken.jpg"), "{err}");
+        assert!(
+            !err.contains("good.png") && !err.contains("phone.jpg"),
+            "{err}"
+        );
+        let mask = image::open(output.join("good_mask.png")).unwrap();
+        assert_eq!((mask.width(), mask.height()), (45, 37));
+        assert!(output.join("good_overlay.png").is_file());
+        // The phone photo's mask has the upright photo's size.
+        let mask = image::open(output.join("phone_mask.png")).unwrap();
+        assert_eq!((mask.width(), mask.height()), (37, 45));
+        assert!(!output.join("broken_mask.png").exists());
+    }
 }

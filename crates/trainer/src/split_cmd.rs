@@ -6,16 +6,16 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use reco_data::{class_table, open, DatasetKind, Partial, Split};
+use reco_data::{class_table, open, Partial, Split};
+
+use crate::cli_args::DataArgs;
 
 #[derive(clap::Args, Debug, Clone)]
+// The shared group makes --dataset optional; a split needs one.
+#[command(mut_arg("dataset", |a| a.required(true)))]
 pub struct SplitArgs {
-    /// pascal, cityscapes, sun or synthetic.
-    #[arg(long)]
-    pub dataset: DatasetKind,
-    /// Prepared dataset folder (default: data/<dataset>; unused for synthetic).
-    #[arg(long)]
-    pub data_root: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: DataArgs,
     /// Number of labelled images; 0 = every training image is labelled.
     #[arg(long)]
     pub num_labels: usize,
@@ -31,13 +31,17 @@ pub struct SplitArgs {
 }
 
 pub fn run(args: &SplitArgs, out: &mut impl Write) -> anyhow::Result<()> {
-    let ds = open(args.dataset, args.data_root.as_deref())?;
+    let kind = args
+        .data
+        .dataset
+        .context("which dataset? pass --dataset pascal, cityscapes, sun or synthetic")?;
+    let ds = open(kind, args.data.data_root.as_deref())?;
     let split = Split::sample(ds.as_ref(), args.num_labels, args.seed, args.partial)?;
     let counts = split.class_counts(ds.as_ref())?;
     writeln!(
         out,
         "{} split, seed {}: {} labelled, {} unlabelled{}",
-        args.dataset,
+        kind,
         args.seed,
         split.labelled.len(),
         split.unlabelled.len(),
@@ -50,7 +54,7 @@ pub fn run(args: &SplitArgs, out: &mut impl Write) -> anyhow::Result<()> {
         writeln!(out, "  {id}")?;
     }
     writeln!(out, "labelled images per class:")?;
-    write!(out, "{}", class_table(args.dataset, &counts))?;
+    write!(out, "{}", class_table(kind, &counts))?;
     if let Some(path) = &args.out {
         split
             .save(path)
@@ -64,6 +68,7 @@ pub fn run(args: &SplitArgs, out: &mut impl Write) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use clap::Parser;
+    use reco_data::DatasetKind;
 
     #[derive(Parser)]
     struct Wrapper {

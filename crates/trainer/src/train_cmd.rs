@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use reco_data::{DatasetKind, MixMode, Partial};
 
+use crate::cli_args::{DataArgs, DeviceArgs, ValArgs};
 use crate::config::{TrainConfig, TrainMode};
 use crate::train::{RunSummary, Trainer};
 
@@ -12,12 +13,8 @@ pub struct TrainArgs {
     /// JSON file with any of the keys of a run's config.json; flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// pascal, cityscapes, sun or synthetic (default synthetic).
-    #[arg(long)]
-    pub dataset: Option<DatasetKind>,
-    /// Prepared dataset folder (default data/<dataset>).
-    #[arg(long)]
-    pub data_root: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: DataArgs,
     /// Labelled images, picked by the class-balanced sampler (0 = all).
     #[arg(long)]
     pub num_labels: Option<usize>,
@@ -69,9 +66,8 @@ pub struct TrainArgs {
     /// Run folder (default runs/<dataset>).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// cpu, cuda or cuda:N.
-    #[arg(long)]
-    pub device: Option<String>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
     /// Continue the run in --out from its last checkpoint.
     #[arg(long)]
     pub resume: bool,
@@ -87,20 +83,18 @@ pub struct TrainArgs {
     pub strong_threshold: Option<f64>,
     #[arg(long)]
     pub output_dim: Option<usize>,
-    /// Evaluate on the first N validation images only (0 = all).
-    #[arg(long)]
-    pub val_limit: Option<usize>,
-    /// Data loader threads (0 = one per core).
-    #[arg(long)]
-    pub num_threads: Option<usize>,
+    #[command(flatten)]
+    pub val: ValArgs,
 }
 
 impl TrainArgs {
     pub fn resolve(&self) -> anyhow::Result<TrainConfig> {
         let mut c = match &self.config {
-            Some(path) => TrainConfig::from_file(path, self.dataset)?,
-            None => TrainConfig::for_dataset(self.dataset.unwrap_or(DatasetKind::Synthetic)),
+            Some(path) => TrainConfig::from_file(path, self.data.dataset)?,
+            None => TrainConfig::for_dataset(self.data.dataset.unwrap_or(DatasetKind::Synthetic)),
         };
+        // Every flag of a setting overrides it when given (the test below checks that
+        // none is left out).
         macro_rules! set {
             ($($field:ident),*) => {$(
                 if let Some(v) = &self.$field { c.$field = v.clone(); }
@@ -119,21 +113,28 @@ impl TrainArgs {
             batch_size,
             crop_size,
             lr,
+            hue_jitter,
             epoch_iters,
             seed,
             out,
-            device,
             temp,
             num_queries,
             num_negatives,
             weak_threshold,
             strong_threshold,
-            output_dim,
-            val_limit,
-            num_threads
+            output_dim
         );
-        if self.data_root.is_some() {
-            c.data_root = self.data_root.clone();
+        if let Some(device) = &self.device.device {
+            c.device = device.clone();
+        }
+        if let Some(n) = self.val.val_limit {
+            c.val_limit = n;
+        }
+        if let Some(n) = self.val.num_threads {
+            c.num_threads = n;
+        }
+        if self.data.data_root.is_some() {
+            c.data_root = self.data.data_root.clone();
         }
         if self.partial.is_some() {
             c.partial = self.partial;
@@ -198,4 +199,126 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         "  cargo run --release -p trainer -- ablate   (supervised vs ClassMix vs ClassMix + ReCo)"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+    use reco_data::Partial;
+
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: TrainArgs,
+    }
+
+    type Check = fn(&TrainArgs, &TrainConfig) -> bool;
+
+    /// Every flag of `trainer train` with a value that differs from the default, and the
+    /// check that the value reached the resolved settings.
+    fn table(config_file: &str) -> Vec<(&'static str, String, Check)> {
+        let v = |s: &str| s.to_string();
+        // A function, so that each closure becomes a `Check`.
+        fn e(flag: &'static str, value: String, check: Check) -> (&'static str, String, Check) {
+            (flag, value, check)
+        }
+        vec![
+            e("config", v(config_file), |_, c| c.iters == 7),
+            e("dataset", v("pascal"), |_, c| {
+                c.dataset == DatasetKind::Pascal
+            }),
+            e("data-root", v("/d/voc"), |_, c| {
+                c.data_root == Some(PathBuf::from("/d/voc"))
+            }),
+            e("num-labels", v("3"), |_, c| c.num_labels == 3),
+            e("partial", v("p5"), |_, c| c.partial == Some(Partial::P5)),
+            e("split", v("s.json"), |_, c| {
+                c.split == Some(PathBuf::from("s.json"))
+            }),
+            e("mode", v("sup"), |_, c| c.mode == TrainMode::Sup),
+            e("mix", v("cutmix"), |_, c| c.mix == MixMode::CutMix),
+            e("reco", v("false"), |_, c| !c.reco),
+            e("backbone", v("resnet34"), |_, c| c.backbone == "resnet34"),
+            e("output-stride", v("8"), |_, c| c.output_stride == 8),
+            e("pretrained", v("w.safetensors"), |_, c| {
+                c.pretrained == Some(PathBuf::from("w.safetensors"))
+            }),
+            e("iters", v("9"), |_, c| c.iters == 9),
+            e("eval-every", v("3"), |_, c| c.eval_every == 3),
+            e("log-every", v("2"), |_, c| c.log_every == 2),
+            e("batch-size", v("3"), |_, c| c.batch_size == 3),
+            e("crop-size", v("97"), |_, c| c.crop_size == 97),
+            e("lr", v("0.5"), |_, c| c.lr == 0.5),
+            e("hue-jitter", v("0.125"), |_, c| c.hue_jitter == 0.125),
+            e("epoch-iters", v("7"), |_, c| c.epoch_iters == 7),
+            e("seed", v("5"), |_, c| c.seed == 5),
+            e("out", v("elsewhere"), |_, c| {
+                c.out.as_path() == std::path::Path::new("elsewhere")
+            }),
+            e("device", v("cuda:1"), |_, c| c.device == "cuda:1"),
+            // Not a setting of the run: `train` hands it to the trainer beside the config.
+            e("resume", String::new(), |a, _| a.resume),
+            e("temp", v("0.25"), |_, c| c.temp == 0.25),
+            e("num-queries", v("7"), |_, c| c.num_queries == 7),
+            e("num-negatives", v("9"), |_, c| c.num_negatives == 9),
+            e("weak-threshold", v("0.5"), |_, c| c.weak_threshold == 0.5),
+            e("strong-threshold", v("0.75"), |_, c| {
+                c.strong_threshold == 0.75
+            }),
+            e("output-dim", v("12"), |_, c| c.output_dim == 12),
+            e("val-limit", v("4"), |_, c| c.val_limit == 4),
+            e("num-threads", v("3"), |_, c| c.num_threads == 3),
+        ]
+    }
+
+    fn parse(flag: &str, value: &str) -> TrainArgs {
+        let mut argv = vec!["train".to_string(), format!("--{flag}")];
+        if !value.is_empty() {
+            argv.push(value.to_string());
+        }
+        Wrapper::try_parse_from(&argv)
+            .unwrap_or_else(|e| panic!("--{flag} {value}: {e}"))
+            .args
+    }
+
+    #[test]
+    fn every_train_flag_reaches_the_resolved_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let config_file = dir.path().join("c.json");
+        std::fs::write(&config_file, r#"{"iters": 7}"#).unwrap();
+        let table = table(config_file.to_str().unwrap());
+        // The flags come from clap's definition, so a new flag without an entry fails.
+        let flags: Vec<String> = Wrapper::command()
+            .get_arguments()
+            .filter_map(|a| a.get_long().map(str::to_string))
+            .filter(|l| l != "help" && l != "version")
+            .collect();
+        for flag in &flags {
+            assert!(
+                table.iter().any(|(f, ..)| f == flag),
+                "--{flag} has no entry in the table of this test: add one that checks it reaches TrainConfig"
+            );
+        }
+        let defaults = TrainArgs::default();
+        let default_cfg = defaults.resolve().unwrap();
+        for (flag, value, check) in &table {
+            assert!(
+                flags.iter().any(|f| f == flag),
+                "the table lists --{flag}, which `trainer train` no longer has"
+            );
+            assert!(
+                !check(&defaults, &default_cfg),
+                "--{flag} {value} is the default: pick another value"
+            );
+            let args = parse(flag, value);
+            let cfg = args
+                .resolve()
+                .unwrap_or_else(|e| panic!("--{flag} {value}: {e:#}"));
+            assert!(
+                check(&args, &cfg),
+                "--{flag} {value} did not reach the resolved config"
+            );
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! Nesterov SGD, the mean-teacher EMA and the poly schedule against the original's
-//! values (../shared/reference/losses.safetensors, copied into crates/loss/tests/fixtures).
+//! values (the reference fixture crates/loss/tests/fixtures/losses.safetensors; see
+//! docs/design.md#reference-fixtures).
 
 use std::collections::HashMap;
 

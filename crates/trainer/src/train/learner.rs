@@ -1,0 +1,373 @@
+//! The networks and the optimiser: one training step from two batches, with no knowledge
+//! of datasets or files (the run loop, `bench` and `check` share it). The step is the
+//! method of docs/design.md#the-semi-supervised-step (mean teacher, pseudo-labels,
+//! mixing, supervised + unsupervised + ReCo losses, nesterov SGD, EMA) and its
+//! supervised-only variant.
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Context};
+use candle_core::{backprop::GradStore, DType, Device, Tensor, Var, D};
+use candle_nn::{VarBuilder, VarMap};
+use reco_data::unsup_transform;
+use reco_loss::{
+    reco_loss, reco_targets, reco_targets_labelled, supervised_loss, unsupervised_loss, ReCoTargets,
+};
+use reco_models::ops::resize_bilinear;
+use reco_models::vars::{named_vars, trainable_vars};
+use reco_models::{init_seeded, load_backbone, DeepLabV3Plus};
+use reco_util::seed::mix_seed;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{TrainConfig, TrainMode};
+use crate::optim::{Ema, Sgd};
+
+/// Stream tags of the per-run and per-step seeds, one per kind of random decision.
+pub(crate) const TAG_INIT: u64 = 1;
+pub(crate) const TAG_LABELLED: u64 = 2;
+pub(crate) const TAG_UNLABELLED: u64 = 3;
+pub(crate) const TAG_MIX: u64 = 4;
+pub(crate) const TAG_RECO: u64 = 5;
+pub(crate) const TAG_PARTIAL: u64 = 6;
+
+/// A model and the VarMap that owns its variables.
+pub struct Network {
+    pub vars: VarMap,
+    pub model: DeepLabV3Plus,
+}
+
+impl Network {
+    pub fn new(cfg: &TrainConfig, device: &Device) -> anyhow::Result<Self> {
+        let vars = VarMap::new();
+        let model = DeepLabV3Plus::new(
+            &cfg.model_config()?,
+            VarBuilder::from_varmap(&vars, DType::F32, device),
+        )?;
+        Ok(Self { vars, model })
+    }
+
+    /// Variables by name, sorted.
+    pub fn named_vars(&self) -> anyhow::Result<BTreeMap<String, Var>> {
+        Ok(named_vars(&self.vars)?)
+    }
+
+    /// The variables the optimiser and the EMA update, by name, sorted.
+    pub fn trainable_vars(&self) -> anyhow::Result<BTreeMap<String, Var>> {
+        Ok(trainable_vars(&self.vars)?)
+    }
+
+    fn copy_from(&self, other: &Network) -> anyhow::Result<()> {
+        let src = other.named_vars()?;
+        for (name, var) in self.named_vars()? {
+            let from = src
+                .get(&name)
+                .with_context(|| format!("the source network lacks {name}"))?;
+            var.set(&from.as_detached_tensor().copy()?)?;
+        }
+        Ok(())
+    }
+}
+
+/// The mean teacher: a second network that follows the student by EMA.
+pub struct Teacher {
+    pub net: Network,
+    pub ema: Ema,
+}
+
+impl Teacher {
+    /// A copy of `student` whose trainable variables then follow it with `decay`.
+    fn follow(student: &Network, cfg: &TrainConfig, device: &Device) -> anyhow::Result<Self> {
+        let net = Network::new(cfg, device)?;
+        net.copy_from(student)?;
+        let s = student.named_vars()?;
+        let pairs = net
+            .trainable_vars()?
+            .into_iter()
+            .map(|(k, t)| {
+                let sv = s
+                    .get(&k)
+                    .with_context(|| format!("the student lacks {k}"))?;
+                Ok((t, sv.clone()))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Self {
+            net,
+            ema: Ema::new(pairs, cfg.ema_decay),
+        })
+    }
+}
+
+/// Supervised only, or semi-supervised with the mean teacher that makes the pseudo-labels
+/// and is the network evaluated and exported.
+pub enum Regime {
+    Supervised,
+    // Boxed: a network is large, and `Supervised` carries nothing.
+    SemiSupervised { teacher: Box<Teacher> },
+}
+
+/// Losses of one step, as plain numbers.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct StepLosses {
+    pub sup: f64,
+    pub unsup: f64,
+    pub reco: f64,
+    pub total: f64,
+}
+
+/// The networks and the optimiser: one training step from two batches.
+pub struct Learner {
+    pub cfg: TrainConfig,
+    pub device: Device,
+    pub student: Network,
+    pub regime: Regime,
+    pub(crate) sgd: Sgd,
+}
+
+impl Learner {
+    /// The student initialised from the seed (and the pretrained backbone, if any), its
+    /// optimiser, and in semi-supervised mode a teacher that starts as its copy.
+    pub fn new(cfg: TrainConfig, device: Device) -> anyhow::Result<Self> {
+        let student = Network::new(&cfg, &device)?;
+        init_seeded(&student.vars, mix_seed(&[cfg.seed, TAG_INIT]))?;
+        if let Some(path) = &cfg.pretrained {
+            if !path.is_file() {
+                bail!(
+                    "pretrained weights {} not found: fetch them with `cargo xtask fetch-weights --backbone {}`",
+                    path.display(),
+                    cfg.backbone
+                );
+            }
+            load_backbone(&student.vars, path).with_context(|| {
+                format!(
+                    "cannot initialise the {} backbone from {}",
+                    cfg.backbone,
+                    path.display()
+                )
+            })?;
+        }
+        let sgd = Sgd::new(
+            student.trainable_vars()?.into_iter().collect(),
+            cfg.momentum,
+            cfg.weight_decay,
+        );
+        let regime = match cfg.mode {
+            TrainMode::Sup => Regime::Supervised,
+            TrainMode::Semi => Regime::SemiSupervised {
+                teacher: Box::new(Teacher::follow(&student, &cfg, &device)?),
+            },
+        };
+        Ok(Self {
+            cfg,
+            device,
+            student,
+            regime,
+            sgd,
+        })
+    }
+
+    /// The teacher, in semi-supervised mode.
+    pub fn teacher(&self) -> Option<&Teacher> {
+        match &self.regime {
+            Regime::Supervised => None,
+            Regime::SemiSupervised { teacher } => Some(&**teacher),
+        }
+    }
+
+    pub(crate) fn teacher_mut(&mut self) -> Option<&mut Teacher> {
+        match &mut self.regime {
+            Regime::Supervised => None,
+            Regime::SemiSupervised { teacher } => Some(&mut **teacher),
+        }
+    }
+
+    /// The network evaluated and exported: the teacher, or the model itself when supervised.
+    pub fn eval_net(&self) -> &Network {
+        self.teacher().map(|t| &t.net).unwrap_or(&self.student)
+    }
+
+    /// One optimisation step at iteration `step` (which seeds the mixing and ReCo draws).
+    /// The unlabelled batch `ub` is used in semi-supervised mode and must be given there.
+    pub fn step(
+        &mut self,
+        lb: &reco_data::Batch,
+        ub: Option<&reco_data::Batch>,
+        step: usize,
+        lr: f64,
+    ) -> anyhow::Result<StepLosses> {
+        let losses = match (&self.regime, ub) {
+            (Regime::Supervised, None) => self.sup_losses(lb, step)?,
+            (Regime::Supervised, Some(_)) => {
+                bail!("a supervised step takes no unlabelled batch")
+            }
+            (Regime::SemiSupervised { teacher }, Some(ub)) => {
+                self.semi_losses(teacher, lb, ub, step)?
+            }
+            (Regime::SemiSupervised { .. }, None) => {
+                bail!("a semi-supervised step needs an unlabelled batch")
+            }
+        };
+        self.finish_step(losses, step, lr)
+    }
+
+    /// The method's last three steps: backward, SGD, EMA.
+    fn finish_step(&mut self, losses: Losses, step: usize, lr: f64) -> anyhow::Result<StepLosses> {
+        let numbers = losses.numbers()?;
+        self.check_finite(&numbers, step)?;
+        let grads = backward(&losses.total)?;
+        self.sgd_step(&grads, lr)?;
+        drop(grads);
+        self.ema_update()?;
+        Ok(numbers)
+    }
+
+    fn check_finite(&self, l: &StepLosses, step: usize) -> anyhow::Result<()> {
+        if !l.total.is_finite() {
+            bail!(
+                "the loss became {} at step {} (supervised {}, unsupervised {}, ReCo {}): training stopped; the last good checkpoint in {} is kept. Try a lower --lr.",
+                l.total,
+                step + 1,
+                l.sup,
+                l.unsup,
+                l.reco,
+                self.cfg.out.display()
+            );
+        }
+        Ok(())
+    }
+
+    fn sgd_step(&mut self, grads: &GradStore, lr: f64) -> anyhow::Result<()> {
+        Ok(self.sgd.step(grads, lr)?)
+    }
+
+    /// The teacher follows the student (nothing to do when supervised).
+    fn ema_update(&mut self) -> anyhow::Result<()> {
+        if let Some(t) = self.teacher_mut() {
+            t.ema.update()?;
+        }
+        Ok(())
+    }
+
+    /// Upsamples logits to the crop size, as the original does before its losses.
+    fn to_crop(&self, pred: &Tensor, like: &Tensor) -> anyhow::Result<Tensor> {
+        let (h, w) = (like.dim(D::Minus2)?, like.dim(D::Minus1)?);
+        Ok(resize_bilinear(pred, h, w, true)?)
+    }
+
+    /// The ReCo loss of step `step`, its draws seeded by (run seed, step).
+    fn reco_term(&self, rep: &Tensor, t: &ReCoTargets, step: usize) -> anyhow::Result<Tensor> {
+        let seed = mix_seed(&[self.cfg.seed, TAG_RECO, step as u64]);
+        Ok(reco_loss(
+            rep,
+            &t.label,
+            &t.mask,
+            &t.prob,
+            &self.cfg.reco_config(),
+            seed,
+        )?)
+    }
+
+    fn sup_losses(&self, lb: &reco_data::Batch, step: usize) -> anyhow::Result<Losses> {
+        let x = lb.images.to_device(&self.device)?;
+        let y = lb.labels.to_device(&self.device)?;
+        let (pred, rep) = self.student.model.forward_t(&x, true)?;
+        let sup = supervised_loss(&self.to_crop(&pred, &y)?, &y)?;
+        let reco = if self.cfg.reco {
+            let t = reco_targets_labelled(&y, &pred)?;
+            Some(self.reco_term(&rep, &t, step)?)
+        } else {
+            None
+        };
+        Losses::new(sup, None, reco)
+    }
+
+    fn semi_losses(
+        &self,
+        teacher: &Teacher,
+        lb: &reco_data::Batch,
+        ub: &reco_data::Batch,
+        step: usize,
+    ) -> anyhow::Result<Losses> {
+        let xl = lb.images.to_device(&self.device)?;
+        let yl = lb.labels.to_device(&self.device)?;
+        let xu = ub.images.to_device(&self.device)?;
+        // 1. Pseudo-labels from the teacher, in train mode as the original, without a graph.
+        let (pred_t, _) = teacher.net.model.forward_no_grad(&xu, true)?;
+        let prob = candle_nn::ops::softmax(&self.to_crop(&pred_t, &xu)?, 1)?;
+        let confidence = prob.max(1)?;
+        let pseudo = prob.argmax(1)?.to_dtype(DType::I64)?;
+        // 2. Rescale + crop, mix, photometric augmentation.
+        let ucfg = self.cfg.unsup_aug_config();
+        let mix_seed_ = mix_seed(&[self.cfg.seed, TAG_MIX, step as u64]);
+        let mixed = unsup_transform(&xu, &pseudo, &confidence, &ucfg, mix_seed_)?;
+        // 3. Student on both batches (two forward passes, as the original).
+        let (pred_l, rep_l) = self.student.model.forward_t(&xl, true)?;
+        let (pred_u, rep_u) = self.student.model.forward_t(&mixed.images, true)?;
+        // 4. Supervised and confidence-weighted unsupervised losses at crop size.
+        let sup = supervised_loss(&self.to_crop(&pred_l, &yl)?, &yl)?;
+        let unsup = unsupervised_loss(
+            &self.to_crop(&pred_u, &mixed.labels)?,
+            &mixed.labels,
+            &mixed.confidence,
+            self.cfg.strong_threshold,
+        )?;
+        // 5. ReCo on the concatenated representations.
+        let reco = if self.cfg.reco {
+            let t = reco_targets(
+                &yl,
+                &mixed.labels,
+                &mixed.confidence,
+                &pred_l,
+                &pred_u,
+                self.cfg.weak_threshold,
+            )?;
+            let rep = Tensor::cat(&[rep_l, rep_u], 0)?;
+            Some(self.reco_term(&rep, &t, step)?)
+        } else {
+            None
+        };
+        // 6. (finish_step) backward, SGD, EMA.
+        Losses::new(sup, Some(unsup), reco)
+    }
+}
+
+/// The loss tensors of one step and their sum, before the backward pass.
+struct Losses {
+    sup: Tensor,
+    unsup: Option<Tensor>,
+    reco: Option<Tensor>,
+    total: Tensor,
+}
+
+impl Losses {
+    fn new(sup: Tensor, unsup: Option<Tensor>, reco: Option<Tensor>) -> anyhow::Result<Self> {
+        let mut total = sup.clone();
+        for t in [&unsup, &reco].into_iter().flatten() {
+            total = (total + t)?;
+        }
+        Ok(Self {
+            sup,
+            unsup,
+            reco,
+            total,
+        })
+    }
+
+    fn numbers(&self) -> anyhow::Result<StepLosses> {
+        let scalar = |t: Option<&Tensor>| -> anyhow::Result<f64> {
+            Ok(match t {
+                Some(t) => t.to_dtype(DType::F64)?.to_scalar::<f64>()?,
+                None => 0.0,
+            })
+        };
+        Ok(StepLosses {
+            sup: scalar(Some(&self.sup))?,
+            unsup: scalar(self.unsup.as_ref())?,
+            reco: scalar(self.reco.as_ref())?,
+            total: scalar(Some(&self.total))?,
+        })
+    }
+}
+
+fn backward(total: &Tensor) -> anyhow::Result<GradStore> {
+    Ok(total.backward()?)
+}

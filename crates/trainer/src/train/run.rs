@@ -1,0 +1,353 @@
+//! The training run: the loop from the current step to the last, with the poly
+//! learning rate, periodic logging (metrics.jsonl, the progress bar), evaluation with
+//! atomic checkpoints (last, best, the run state) and exact resume.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use candle_core::Device;
+use reco_data::{open, Loader, PartialLabels, SegDataset, Split, Subset, TrainLoaderConfig};
+use reco_models::export_state_dict;
+use reco_util::fs::write_atomic;
+use reco_util::seed::mix_seed;
+
+use super::learner::{Learner, Network, StepLosses, TAG_LABELLED, TAG_PARTIAL, TAG_UNLABELLED};
+use super::state::{self, Best, STATE_FILE};
+use crate::config::{parse_device, TrainConfig, TrainMode};
+use crate::eval::evaluate;
+use crate::metrics::SegMetrics;
+use crate::optim::poly_lr;
+
+pub(crate) const METRICS_FILE: &str = "metrics.jsonl";
+
+/// The poly schedule of the original: `(1 - epoch/epochs)^POLY_POWER`, never below
+/// `POLY_FLOOR` (the length of an epoch is the `epoch_iters` setting, 200 in the original).
+const POLY_POWER: f64 = 0.9;
+const POLY_FLOOR: f64 = 1e-6;
+
+/// What the run reports when it ends.
+pub struct RunSummary {
+    pub last: SegMetrics,
+    pub last_step: usize,
+    pub best_miou: f64,
+    pub best_step: usize,
+    pub out: PathBuf,
+}
+
+/// A training run: the dataset and split, the learner, and where the run stands.
+pub struct Trainer {
+    cfg: TrainConfig,
+    device: Device,
+    ds: Arc<dyn SegDataset>,
+    split: Split,
+    learner: Learner,
+    step: usize,
+    best: Option<Best>,
+    last: Option<SegMetrics>,
+}
+
+impl Trainer {
+    pub fn new(cfg: TrainConfig, resume: bool) -> anyhow::Result<Self> {
+        cfg.validate()?;
+        let device = parse_device(&cfg.device)?;
+        // The data crate's error already says how to fetch the dataset.
+        let ds = open(cfg.dataset, cfg.data_root.as_deref())
+            .with_context(|| format!("cannot open the {} dataset", cfg.dataset))?;
+        let split = match &cfg.split {
+            Some(path) => Split::load(path, ds.as_ref())?,
+            None => Split::sample(ds.as_ref(), cfg.num_labels, cfg.seed, cfg.partial)?,
+        };
+        if split.labelled.is_empty() {
+            bail!("the split has no labelled images: raise --num-labels");
+        }
+        if cfg.mode == TrainMode::Semi && split.unlabelled.is_empty() {
+            bail!("semi-supervised training needs unlabelled images, but the split labels every image: lower --num-labels or use --mode sup");
+        }
+        let learner = Learner::new(cfg.clone(), device.clone())?;
+        let mut trainer = Self {
+            cfg,
+            device,
+            ds,
+            split,
+            learner,
+            step: 0,
+            best: None,
+            last: None,
+        };
+        std::fs::create_dir_all(&trainer.cfg.out).with_context(|| {
+            format!(
+                "cannot create the output folder {}",
+                trainer.cfg.out.display()
+            )
+        })?;
+        let state = trainer.cfg.out.join(STATE_FILE);
+        if resume {
+            if state.is_file() {
+                let resumed = state::load(&mut trainer.learner, &trainer.cfg, &state)?;
+                trainer.step = resumed.step;
+                trainer.best = resumed.best;
+                state::truncate_metrics(&trainer.cfg.out.join(METRICS_FILE), resumed.step)?;
+            } else {
+                eprintln!(
+                    "--resume: no {} in {}, starting from step 0",
+                    STATE_FILE,
+                    trainer.cfg.out.display()
+                );
+            }
+        } else if state.is_file() {
+            bail!(
+                "{} already holds a run ({}): pass --resume to continue it, or choose another --out",
+                trainer.cfg.out.display(),
+                STATE_FILE
+            );
+        }
+        trainer.write_config()?;
+        Ok(trainer)
+    }
+
+    fn eval_net(&self) -> &Network {
+        self.learner.eval_net()
+    }
+
+    fn write_config(&self) -> anyhow::Result<()> {
+        let json = serde_json::json!({
+            "config": self.cfg,
+            "split": self.split,
+            "versions": {
+                "trainer": env!("CARGO_PKG_VERSION"),
+                "candle": "0.11",
+            },
+        });
+        let path = self.cfg.out.join("config.json");
+        write_atomic(&path, serde_json::to_string_pretty(&json)?.as_bytes())
+            .with_context(|| format!("cannot write the run settings {}", path.display()))
+    }
+
+    fn loaders(&self) -> anyhow::Result<(Loader, Option<Loader>)> {
+        let c = &self.cfg;
+        let partial = c.partial.map(|mode| PartialLabels {
+            mode,
+            seed: mix_seed(&[c.seed, TAG_PARTIAL]),
+        });
+        let mut lcfg = TrainLoaderConfig::labelled(c.dataset, mix_seed(&[c.seed, TAG_LABELLED]));
+        lcfg.batch_size = match c.mode {
+            TrainMode::Sup => 2 * c.batch_size,
+            TrainMode::Semi => c.batch_size,
+        };
+        lcfg.aug = c.labelled_aug_config();
+        lcfg.num_threads = c.num_threads;
+        lcfg.partial = partial;
+        lcfg.start_batch = self.step;
+        let labelled = Loader::train(self.ds.clone(), self.split.labelled.clone(), lcfg)?;
+        let unlabelled = match c.mode {
+            TrainMode::Sup => None,
+            TrainMode::Semi => {
+                let mut ucfg =
+                    TrainLoaderConfig::unlabelled(c.dataset, mix_seed(&[c.seed, TAG_UNLABELLED]));
+                ucfg.batch_size = c.batch_size;
+                ucfg.aug = c.unlabelled_crop_config();
+                ucfg.num_threads = c.num_threads;
+                ucfg.start_batch = self.step;
+                Some(Loader::train(
+                    self.ds.clone(),
+                    self.split.unlabelled.clone(),
+                    ucfg,
+                )?)
+            }
+        };
+        Ok((labelled, unlabelled))
+    }
+
+    /// Runs from the current step to `iters`, evaluating every `eval_every` steps.
+    pub fn run(&mut self, log: &mut dyn FnMut(&str)) -> anyhow::Result<RunSummary> {
+        let (mut labelled, mut unlabelled) = self.loaders()?;
+        let total = self.cfg.iters;
+        let bar = progress_bar(total as u64, self.step as u64);
+        let mut window = Instant::now();
+        let mut window_images = 0usize;
+        let mut acc = StepLosses::default();
+        let mut acc_n = 0usize;
+        while self.step < total {
+            let lr = poly_lr(
+                self.cfg.lr,
+                self.step,
+                self.cfg.epoch_iters,
+                total,
+                POLY_POWER,
+                POLY_FLOOR,
+            );
+            let lb = next_batch(&mut labelled, "labelled")?;
+            let ub = match unlabelled.as_mut() {
+                None => None,
+                Some(u) => Some(next_batch(u, "unlabelled")?),
+            };
+            if let Some(ub) = &ub {
+                window_images += ub.images.dim(0)?;
+            }
+            let losses = self.learner.step(&lb, ub.as_ref(), self.step, lr)?;
+            window_images += lb.images.dim(0)?;
+            self.step += 1;
+            acc.sup += losses.sup;
+            acc.unsup += losses.unsup;
+            acc.reco += losses.reco;
+            acc.total += losses.total;
+            acc_n += 1;
+            if let Some(b) = &bar {
+                b.set_position(self.step as u64);
+                b.set_message(format!(
+                    "loss {:.3} (sup {:.3} unsup {:.3} reco {:.3})",
+                    losses.total, losses.sup, losses.unsup, losses.reco
+                ));
+            }
+            if self.step.is_multiple_of(self.cfg.log_every) || self.step == total {
+                let secs = window.elapsed().as_secs_f64();
+                let n = acc_n as f64;
+                let line = serde_json::json!({
+                    "kind": "train", "step": self.step, "lr": lr,
+                    "loss": acc.total / n, "sup": acc.sup / n, "unsup": acc.unsup / n, "reco": acc.reco / n,
+                    "images_per_s": window_images as f64 / secs.max(1e-9),
+                });
+                self.append_metrics(&line)?;
+                if bar.is_none() {
+                    log(&format!(
+                        "step {}/{} loss {:.4} (sup {:.4} unsup {:.4} reco {:.4}) lr {:.2e} {:.1} img/s",
+                        self.step, total, acc.total / n, acc.sup / n, acc.unsup / n, acc.reco / n, lr,
+                        window_images as f64 / secs.max(1e-9)
+                    ));
+                }
+                window = Instant::now();
+                window_images = 0;
+                acc = StepLosses::default();
+                acc_n = 0;
+            }
+            if self.step.is_multiple_of(self.cfg.eval_every) || self.step == total {
+                self.evaluate_and_save(log, bar.as_ref())?;
+            }
+        }
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        let last = match &self.last {
+            Some(m) => m.clone(),
+            None => {
+                // Resumed after the final evaluation: evaluate again (deterministic).
+                self.evaluate_and_save(log, None)?;
+                self.last.clone().context("no evaluation")?
+            }
+        };
+        let best = self.best.clone().context("no evaluation")?;
+        Ok(RunSummary {
+            last,
+            last_step: self.step,
+            best_miou: best.miou,
+            best_step: best.step,
+            out: self.cfg.out.clone(),
+        })
+    }
+
+    fn val_ids(&self) -> Vec<String> {
+        let ids = self.ds.ids(Subset::Val).to_vec();
+        match self.cfg.val_limit {
+            0 => ids,
+            n => ids.into_iter().take(n).collect(),
+        }
+    }
+
+    fn evaluate_and_save(
+        &mut self,
+        log: &mut dyn FnMut(&str),
+        bar: Option<&indicatif::ProgressBar>,
+    ) -> anyhow::Result<()> {
+        let metrics = evaluate(
+            &self.eval_net().model,
+            self.ds.clone(),
+            self.val_ids(),
+            &self.device,
+            self.cfg.num_threads,
+        )?;
+        let improved = self.best.as_ref().is_none_or(|b| metrics.miou > b.miou);
+        if improved {
+            self.best = Some(Best {
+                miou: metrics.miou,
+                step: self.step,
+            });
+        }
+        let line = serde_json::json!({
+            "kind": "eval", "step": self.step, "miou": metrics.miou, "pixel_acc": metrics.pixel_acc,
+            "per_class_iou": metrics.per_class_iou, "best": improved,
+        });
+        self.append_metrics(&line)?;
+        let out = &self.cfg.out;
+        let tracked = self.step as i64;
+        export_state_dict(
+            &self.eval_net().vars,
+            &out.join("last.safetensors"),
+            tracked,
+        )?;
+        if improved {
+            export_state_dict(
+                &self.eval_net().vars,
+                &out.join("best.safetensors"),
+                tracked,
+            )?;
+        }
+        state::save(
+            &self.learner,
+            &self.cfg,
+            self.step,
+            self.best.as_ref(),
+            &out.join(STATE_FILE),
+        )?;
+        if let Err(e) = crate::plot::draw_curves(&out.join(METRICS_FILE), &out.join("curves.png")) {
+            log(&format!("warning: could not draw curves.png: {e:#}"));
+        }
+        let msg = format!(
+            "eval at step {}: mIoU {:.2}%, pixel accuracy {:.2}%{}",
+            self.step,
+            100.0 * metrics.miou,
+            100.0 * metrics.pixel_acc,
+            if improved { " (best so far)" } else { "" }
+        );
+        match bar {
+            Some(b) => b.println(msg),
+            None => log(&msg),
+        }
+        self.last = Some(metrics);
+        Ok(())
+    }
+
+    fn append_metrics(&self, line: &serde_json::Value) -> anyhow::Result<()> {
+        use std::io::Write;
+        let path = self.cfg.out.join(METRICS_FILE);
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        writeln!(f, "{line}").with_context(|| format!("cannot write {}", path.display()))
+    }
+}
+
+fn next_batch(loader: &mut Loader, which: &str) -> anyhow::Result<reco_data::Batch> {
+    loader
+        .next()
+        .with_context(|| format!("the {which} loader stopped"))?
+        .with_context(|| format!("cannot load a {which} batch"))
+}
+
+fn progress_bar(total: u64, pos: u64) -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(total).with_position(pos);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} {per_sec} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    Some(bar)
+}

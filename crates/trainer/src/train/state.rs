@@ -1,0 +1,164 @@
+//! The saved state of a run (`state.safetensors`): student, teacher, momentum buffers,
+//! step, EMA count, best evaluation and settings, written atomically after every
+//! evaluation; and the exact resume from it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use candle_core::{Device, Tensor, Var};
+use reco_util::fs::write_atomic;
+use serde::{Deserialize, Serialize};
+
+use super::learner::Learner;
+use crate::config::TrainConfig;
+
+pub(crate) const STATE_FILE: &str = "state.safetensors";
+/// The safetensors metadata key that holds [`StateMeta`].
+const META_KEY: &str = "reco_state";
+
+/// The best evaluation so far.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Best {
+    pub miou: f64,
+    pub step: usize,
+}
+
+/// Where a run stands, besides its tensors.
+#[derive(Serialize, Deserialize)]
+struct StateMeta {
+    step: usize,
+    ema_updates: u64,
+    best_miou: Option<f64>,
+    best_step: Option<usize>,
+    config: String,
+}
+
+/// The step and best evaluation of a resumed run.
+pub(crate) struct Resumed {
+    pub step: usize,
+    pub best: Option<Best>,
+}
+
+/// Writes the state of `learner` at `step` to `path` atomically.
+pub(crate) fn save(
+    learner: &Learner,
+    cfg: &TrainConfig,
+    step: usize,
+    best: Option<&Best>,
+    path: &Path,
+) -> anyhow::Result<()> {
+    let mut tensors: Vec<(String, Tensor)> = Vec::new();
+    for (k, v) in learner.student.named_vars()? {
+        tensors.push((format!("student/{k}"), v.as_detached_tensor()));
+    }
+    if let Some(t) = learner.teacher() {
+        for (k, v) in t.net.named_vars()? {
+            tensors.push((format!("teacher/{k}"), v.as_detached_tensor()));
+        }
+    }
+    for (k, v) in learner.sgd.buffers() {
+        tensors.push((format!("momentum/{k}"), v.clone()));
+    }
+    let tensors: Vec<(String, Tensor)> = tensors
+        .into_iter()
+        .map(|(k, t)| Ok((k, t.to_device(&Device::Cpu)?)))
+        .collect::<candle_core::Result<_>>()?;
+    let meta = StateMeta {
+        step,
+        ema_updates: learner.teacher().map(|t| t.ema.updates).unwrap_or(0),
+        best_miou: best.map(|b| b.miou),
+        best_step: best.map(|b| b.step),
+        config: serde_json::to_string(cfg)?,
+    };
+    let mut md = std::collections::HashMap::new();
+    md.insert(META_KEY.to_string(), serde_json::to_string(&meta)?);
+    let bytes =
+        safetensors::tensor::serialize(tensors.iter().map(|(k, t)| (k.as_str(), t)), Some(md))?;
+    write_atomic(path, &bytes)
+        .with_context(|| format!("cannot save the run state {}", path.display()))
+}
+
+/// Loads the state in `path` into `learner`, after checking that it was saved with the
+/// same settings as `cfg` (folder, device and threads may differ).
+pub(crate) fn load(
+    learner: &mut Learner,
+    cfg: &TrainConfig,
+    path: &Path,
+) -> anyhow::Result<Resumed> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .with_context(|| format!("{} is not a valid state file", path.display()))?;
+    let meta: StateMeta = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(META_KEY))
+        .context("state file without run metadata")
+        .and_then(|s| serde_json::from_str(s).context("bad run metadata"))
+        .with_context(|| format!("cannot resume from {}", path.display()))?;
+    let saved: TrainConfig = serde_json::from_str(&meta.config)?;
+    let comparable = |c: &TrainConfig| TrainConfig {
+        out: PathBuf::new(),
+        device: String::new(),
+        num_threads: 0,
+        ..c.clone()
+    };
+    if comparable(&saved) != comparable(cfg) {
+        bail!(
+            "--resume: the settings differ from those of the run in {} (see its config.json); resume with the same settings or choose another --out",
+            cfg.out.display()
+        );
+    }
+    let tensors = candle_core::safetensors::load_buffer(&bytes, &learner.device)?;
+    let set = |prefix: &str, vars: BTreeMap<String, Var>| -> anyhow::Result<()> {
+        for (k, v) in vars {
+            let t = tensors
+                .get(&format!("{prefix}/{k}"))
+                .with_context(|| format!("{} lacks {prefix}/{k}", path.display()))?;
+            v.set(t)?;
+        }
+        Ok(())
+    };
+    set("student", learner.student.named_vars()?)?;
+    if let Some(t) = learner.teacher_mut() {
+        set("teacher", t.net.named_vars()?)?;
+        t.ema.updates = meta.ema_updates;
+    }
+    let buffers = tensors
+        .iter()
+        .filter_map(|(k, t)| {
+            k.strip_prefix("momentum/")
+                .map(|n| (n.to_string(), t.clone()))
+        })
+        .collect();
+    learner.sgd.set_buffers(buffers);
+    Ok(Resumed {
+        step: meta.step,
+        best: meta
+            .best_miou
+            .zip(meta.best_step)
+            .map(|(miou, step)| Best { miou, step }),
+    })
+}
+
+/// Drops the metric lines of `path` written after `step`, which the resumed run writes
+/// again.
+pub(crate) fn truncate_metrics(path: &Path, step: usize) -> anyhow::Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
+                .is_some_and(|s| s as usize <= step)
+        })
+        .collect();
+    let mut out = kept.join("\n");
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    write_atomic(path, out.as_bytes()).with_context(|| format!("cannot rewrite {}", path.display()))
+}
