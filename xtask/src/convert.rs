@@ -102,7 +102,10 @@ pub fn convert(input: &Path, output: &Path) -> Result<(Kind, usize)> {
     if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    candle_core::safetensors::save(&map, output)
-        .with_context(|| format!("cannot write {}", output.display()))?;
+    // Serialised in memory, then written atomically: an interrupted conversion never leaves
+    // a truncated .safetensors that a later load would half-read.
+    let bytes = safetensors::tensor::serialize(map.iter(), None)
+        .with_context(|| format!("cannot serialise the tensors of {}", input.display()))?;
+    reco_util::fs::write_atomic(output, &bytes)?;
     Ok((kind, count))
 }

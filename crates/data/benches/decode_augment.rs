@@ -16,6 +16,7 @@ use rand::Rng;
 use reco_data::augment::augment_sample;
 use reco_data::rng::rng_for;
 use reco_data::*;
+use reco_util::bench::median;
 
 const N: usize = 48;
 const W: u32 = 500;
@@ -56,11 +57,6 @@ fn make_voc(root: &std::path::Path) -> Vec<String> {
     std::fs::write(root.join("train_aug.txt"), ids.join("\n")).unwrap();
     std::fs::write(root.join("val.txt"), ids[..4].join("\n")).unwrap();
     ids
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
 }
 
 fn main() {
