@@ -10,6 +10,9 @@ pub mod deeplab;
 pub mod init;
 pub mod layers;
 pub mod ops;
+/// The parity fixtures' "formula weights" and a relative-error helper: test scaffolding
+/// for this crate's tests and `trainer check`, not part of the model API.
+#[cfg(feature = "test-support")]
 pub mod reference;
 pub mod resnet;
 pub mod vars;
