@@ -89,3 +89,14 @@ fn generic_path_matches_cpu_kernels_in_eval_mode_f32() {
     let (ep, er) = (rel_err(&generic.0, &cpu.0), rel_err(&generic.1, &cpu.1));
     assert!(ep < 1e-5 && er < 1e-5, "eval pred {ep:e}, rep {er:e}");
 }
+
+#[test]
+fn reco_ops_env_selects_the_path_the_fixture_tests_take() {
+    // CI runs the fixture tests once as they are and once with RECO_OPS=generic: this
+    // proves the second run really takes the device path on CPU tensors.
+    let forced = std::env::var("RECO_OPS").is_ok_and(|v| v.trim() == "generic");
+    assert_eq!(
+        reco_models::ops::use_generic_path(&candle_core::Device::Cpu),
+        forced
+    );
+}
