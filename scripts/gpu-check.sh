@@ -46,8 +46,8 @@ fi
 
 if [ "$QUICK" = 1 ]; then
   CHECK_ARGS=${CHECK_ARGS:---skip-models --seeds 20}
-  BENCH_ARGS=${BENCH_ARGS:---backbone resnet18 --batch 1 --crop 97 --runs 1}
-  PY_ARGS=${PY_ARGS:---backbone resnet18 --batch 1 --size 97 --runs 1}
+  BENCH_ARGS=${BENCH_ARGS:---backbone resnet18 --batch 2 --crop 65 --runs 1}
+  PY_ARGS=${PY_ARGS:---backbone resnet18 --batch 2 --size 65 --runs 1}
 else
   CHECK_ARGS=${CHECK_ARGS:-}
   BENCH_ARGS=${BENCH_ARGS:---runs 5}
