@@ -124,6 +124,7 @@ impl HostBatch {
             .to_dtype(DType::F32)?
             .flatten_all()?
             .to_vec1::<f32>()?;
+        reco_util::ops_path::record_host_copy();
         for (k, chunk) in img.chunks_mut(h * w).enumerate() {
             let (m, s) = (IMAGENET_MEAN[k % 3], IMAGENET_STD[k % 3]);
             chunk.iter_mut().for_each(|v| *v = *v * s + m);
@@ -133,6 +134,7 @@ impl HostBatch {
             .to_dtype(DType::I64)?
             .flatten_all()?
             .to_vec1::<i64>()?;
+        reco_util::ops_path::record_host_copy();
         let labels = lab
             .iter()
             .map(|&v| match v {
@@ -148,6 +150,7 @@ impl HostBatch {
             .to_dtype(DType::F32)?
             .flatten_all()?
             .to_vec1::<f32>()?;
+        reco_util::ops_path::record_host_copy();
         Ok(Self {
             b,
             h,

@@ -41,8 +41,10 @@ pub(crate) fn labels(t: &Tensor, num_classes: usize, what: &str) -> candle_core:
         return Ok(t);
     }
     let flat = t.flatten_all()?;
-    let lo = flat.min(0)?.to_scalar::<i64>()?;
-    let hi = flat.max(0)?.to_scalar::<i64>()?;
+    // Both bounds in one copy: on a GPU every copy to the host is a synchronisation.
+    let bounds = Tensor::stack(&[flat.min(0)?, flat.max(0)?], 0)?.to_vec1::<i64>()?;
+    reco_util::ops_path::record_host_copy();
+    let (lo, hi) = (bounds[0], bounds[1]);
     if lo < -1 || hi >= num_classes as i64 {
         candle_core::bail!(
             "{what} holds values in [{lo}, {hi}]; expected -1 (ignore) or 0..{num_classes}"

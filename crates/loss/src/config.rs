@@ -3,7 +3,8 @@
 /// How the per-query contrastive cross-entropy is evaluated.
 ///
 /// Both kernels compute the same numbers from the same draws; `Auto` picks the fused
-/// CPU kernel for contiguous `f32` CPU tensors and the portable tensor-op path otherwise.
+/// CPU kernel for contiguous `f32` CPU tensors and the portable tensor-op path otherwise
+/// (always the portable path under `RECO_OPS=generic`, see [`use_generic_path`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ContrastKernel {
     /// Fused gather-dot-softmax loop on the host for CPU `f32` tensors, portable path elsewhere.
@@ -11,6 +12,14 @@ pub enum ContrastKernel {
     Auto,
     /// Chunked `index_select` + batched matmul on the tensors' device (any device, any float dtype).
     Portable,
+}
+
+/// True when tensors on `device` take the portable path (`index_select` + matmul, and
+/// the query gather as `index_select`), which is what CUDA runs: always off the CPU, and
+/// on the CPU under `RECO_OPS=generic` (see `reco_util::ops_path`), so that the device
+/// path is tested on any machine.
+pub fn use_generic_path(device: &candle_core::Device) -> bool {
+    !device.is_cpu() || reco_util::ops_path::generic_forced()
 }
 
 /// Configuration of [`crate::reco_loss`]; the defaults are the original's training settings.

@@ -1,6 +1,6 @@
 //! Gathering the query features `[R, D]` out of `rep` `[B, D, h, w]` with a gradient.
 //!
-//! On the CPU a custom op reads the features in place and its backward scatters the
+//! On the CPU (unless `RECO_OPS=generic`) a custom op reads the features in place and its backward scatters the
 //! query gradients into one zeroed buffer. The generic path (`index_select` on the
 //! flattened tensor) needs a `[R*D]` index tensor and its backward copies a full-size
 //! zero tensor once more inside `index_add`: at the VOC shape that is another 134 MB
@@ -73,7 +73,7 @@ pub(crate) fn gather_queries(rep: &Tensor, pixels: &[u32]) -> candle_core::Resul
     let (_b, d, h, w) = rep.dims4()?;
     let plane = h * w;
     let rep = rep.contiguous()?;
-    if rep.device().is_cpu() && rep.dtype() == DType::F32 {
+    if !crate::config::use_generic_path(rep.device()) && rep.dtype() == DType::F32 {
         return rep.apply_op1(GatherQueries {
             pixels: pixels.to_vec(),
             dim: d,

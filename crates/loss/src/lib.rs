@@ -41,7 +41,7 @@ mod simd;
 mod targets;
 
 pub use ce::{supervised_loss, unsupervised_loss};
-pub use config::{ContrastKernel, ReCoConfig};
+pub use config::{use_generic_path, ContrastKernel, ReCoConfig};
 pub use reco::{reco_loss, reco_loss_parts, ReCoParts};
 pub use targets::{
     nearest_source_indices, one_hot, reco_targets, reco_targets_labelled, resize_nearest,

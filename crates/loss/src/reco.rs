@@ -227,6 +227,8 @@ fn device_view(
         .sum(0)?;
     let sums = sums.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
     let codes = codes.to_vec2::<f32>()?;
+    reco_util::ops_path::record_host_copy();
+    reco_util::ops_path::record_host_copy();
     let (count, class, hard) = (&codes[0], &codes[1], &codes[2]);
     if let Some(pix) = count.iter().position(|&n| n > 1.5) {
         let (bi, y, x) = (pix / p, (pix % p) / w, pix % w);
@@ -334,6 +336,7 @@ pub fn reco_loss_parts(
     cfg.validate()?;
     let shapes = check_inputs(rep, label, mask, prob)?;
     let fast = cfg.kernel == ContrastKernel::Auto
+        && !crate::config::use_generic_path(rep.device())
         && [rep, label, mask, prob]
             .iter()
             .all(|t| t.device().is_cpu() && t.dtype() == DType::F32);

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use candle_core::{Tensor, Var};
 use common::{fixtures, get, scalar_f64, vec_f64};
 use reco_loss::{reco_loss, ContrastKernel, ReCoConfig};
+use reco_util::ops_path::{with_ops_path, OpsPath};
 
 const SEEDS: u64 = 320;
 
@@ -160,11 +161,13 @@ fn portable_kernel_matches_fused_kernel() {
     for name in ["stripes", "imbalanced", "easyclass"] {
         let mut c = case(&f, name);
         for seed in [3u64, 4] {
+            // Fused kernel on the CPU path, portable one on the generic (device) path,
+            // whatever RECO_OPS says.
             c.cfg.kernel = ContrastKernel::Auto;
-            let (l1, g1) = run(&c, seed);
+            let (l1, g1) = with_ops_path(OpsPath::Cpu, || run(&c, seed));
             c.cfg.kernel = ContrastKernel::Portable;
             c.cfg.chunk_rows = 5; // several chunks, the last one partial
-            let (l2, g2) = run(&c, seed);
+            let (l2, g2) = with_ops_path(OpsPath::Generic, || run(&c, seed));
             assert!(
                 (l1 - l2).abs() <= 1e-5 * l1.abs(),
                 "{name}: fused {l1} vs portable {l2}"
@@ -297,4 +300,15 @@ fn generic_f64_path_matches_fused_f32_path() {
         let err = common::rel_l2(&g32, &g64);
         assert!(err < 1e-5, "{name}: gradient rel difference {err}");
     }
+}
+
+#[test]
+fn reco_ops_env_selects_the_path_these_tests_take() {
+    // CI runs these tests once as they are and once with RECO_OPS=generic: this proves
+    // the second run really takes the portable (device) path on CPU tensors.
+    let forced = std::env::var("RECO_OPS").is_ok_and(|v| v.trim() == "generic");
+    assert_eq!(
+        reco_loss::use_generic_path(&candle_core::Device::Cpu),
+        forced
+    );
 }

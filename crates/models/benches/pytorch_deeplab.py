@@ -1,12 +1,26 @@
 """The original ReCo DeepLabv3Plus (lorenmt/reco, network/deeplabv3.py) timed like
-benches/deeplab.rs: a train-mode forward+backward and an eval forward under no_grad,
-median of several runs after a warm-up, peak RSS of each in a process of its own.
+`trainer bench` and benches/deeplab.rs: median of several runs after a warm-up, each
+measurement in a process of its own (peak host RSS, and peak device memory on CUDA).
 
-    python crates/models/benches/pytorch_deeplab.py [--backbone resnet101 --batch 2 --size 321 --runs 5]
+Measurements (`--only`, comma-separated; default train,eval,semi):
+  train  train-mode forward+backward of one batch (the network alone)
+  eval   eval forward under no_grad
+  semi   the original's semi-supervised step (train_semisup.py) on the VOC setting:
+         EMA teacher pseudo-labels (train mode, no_grad), random rescale+crop and ClassMix
+         on the device, two student passes, supervised CE, confidence-weighted
+         unsupervised CE, the original compute_reco_loss (256 queries, 512 negatives,
+         its Python negative-index sampler), SGD (momentum 0.9, nesterov, wd 5e-4), EMA.
+         Simplification: no colour jitter/blur (the original runs them through PIL on
+         the host), which only makes this baseline faster.
 
-Needs torch and torchvision (a scratch venv; never part of CI).
+    python crates/models/benches/pytorch_deeplab.py [--device cuda --backbone resnet101 --batch 10 --size 321 --runs 5]
+
+TF32 is off unless --tf32 (as `trainer check`/`trainer bench`; PyTorch's own default
+allows it in cuDNN convolutions). Needs torch, torchvision and numpy (a scratch venv or
+the GPU machine's environment; never part of CI).
 """
 import argparse
+import copy
 import resource
 import statistics
 import subprocess
@@ -18,6 +32,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
+
+try:
+    import numpy as np
+except ImportError:  # only the semi step's negative sampler needs it
+    np = None
 
 
 class ASPPConv(nn.Sequential):
@@ -112,49 +131,262 @@ class DeepLabv3Plus(nn.Module):
         return self.classifier(joined), self.representation(joined)
 
 
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def blob_labels(b, h, w, classes, gen):
+    """Rectangular blobs, about six classes per image as in VOC crops (like trainer bench)."""
+    cells = torch.randint(classes, (b, 3, 3), generator=gen)
+    ys = torch.arange(h) * 3 // h
+    xs = torch.arange(w) * 3 // w
+    return cells[:, ys][:, :, xs]
+
+
+def label_onehot(inputs, num_segments):
+    b, h, w = inputs.shape
+    outputs = torch.zeros((num_segments, b, h, w), device=inputs.device)
+    inputs_temp = inputs.clone()
+    inputs_temp[inputs == -1] = 0
+    outputs.scatter_(0, inputs_temp.unsqueeze(0), 1.0)
+    outputs[:, inputs == -1] = 0
+    return outputs.permute(1, 0, 2, 3)
+
+
+def compute_supervised_loss(predict, target):
+    return F.cross_entropy(predict, target, ignore_index=-1)
+
+
+def compute_unsupervised_loss(predict, target, logits, strong_threshold):
+    batch_size = predict.shape[0]
+    valid_mask = (target >= 0).float()
+    weighting = logits.view(batch_size, -1).ge(strong_threshold).sum(-1) / valid_mask.view(batch_size, -1).sum(-1)
+    loss = F.cross_entropy(predict, target, reduction="none", ignore_index=-1)
+    return torch.mean(torch.masked_select(weighting[:, None, None] * loss, loss > 0))
+
+
+def negative_index_sampler(samp_num, seg_num_list):
+    negative_index = []
+    for i in range(samp_num.shape[0]):
+        for j in range(samp_num.shape[1]):
+            negative_index += np.random.randint(low=sum(seg_num_list[:j]), high=sum(seg_num_list[:j + 1]),
+                                                size=int(samp_num[i, j])).tolist()
+    return negative_index
+
+
+def compute_reco_loss(rep, label, mask, prob, strong_threshold=1.0, temp=0.5, num_queries=256, num_negatives=256):
+    """The original's compute_reco_loss (lorenmt/reco, module_list.py), unchanged."""
+    batch_size, num_feat, im_w_, im_h = rep.shape
+    num_segments = label.shape[1]
+    device = rep.device
+    valid_pixel = label * mask
+    rep = rep.permute(0, 2, 3, 1)
+    seg_feat_all_list, seg_feat_hard_list, seg_num_list, seg_proto_list = [], [], [], []
+    for i in range(num_segments):
+        valid_pixel_seg = valid_pixel[:, i]
+        if valid_pixel_seg.sum() == 0:
+            continue
+        prob_seg = prob[:, i, :, :]
+        rep_mask_hard = (prob_seg < strong_threshold) * valid_pixel_seg.bool()
+        seg_proto_list.append(torch.mean(rep[valid_pixel_seg.bool()], dim=0, keepdim=True))
+        seg_feat_all_list.append(rep[valid_pixel_seg.bool()])
+        seg_feat_hard_list.append(rep[rep_mask_hard])
+        seg_num_list.append(int(valid_pixel_seg.sum().item()))
+    if len(seg_num_list) <= 1:
+        return torch.tensor(0.0, device=device)
+    reco_loss = torch.tensor(0.0, device=device)
+    seg_proto = torch.cat(seg_proto_list)
+    valid_seg = len(seg_num_list)
+    seg_len = torch.arange(valid_seg)
+    for i in range(valid_seg):
+        if len(seg_feat_hard_list[i]) > 0:
+            seg_hard_idx = torch.randint(len(seg_feat_hard_list[i]), size=(num_queries,))
+            anchor_feat = seg_feat_hard_list[i][seg_hard_idx]
+        else:
+            continue
+        with torch.no_grad():
+            seg_mask = torch.cat(([seg_len[i:], seg_len[:i]]))
+            proto_sim = torch.cosine_similarity(seg_proto[seg_mask[0]].unsqueeze(0), seg_proto[seg_mask[1:]], dim=1)
+            proto_prob = torch.softmax(proto_sim / temp, dim=0)
+            negative_dist = torch.distributions.categorical.Categorical(probs=proto_prob)
+            samp_class = negative_dist.sample(sample_shape=[num_queries, num_negatives])
+            samp_num = torch.stack([(samp_class == c).sum(1) for c in range(len(proto_prob))], dim=1)
+            negative_num_list = seg_num_list[i + 1:] + seg_num_list[:i]
+            negative_index = negative_index_sampler(samp_num, negative_num_list)
+            negative_feat_all = torch.cat(seg_feat_all_list[i + 1:] + seg_feat_all_list[:i])
+            negative_feat = negative_feat_all[negative_index].reshape(num_queries, num_negatives, num_feat)
+            positive_feat = seg_proto[i].unsqueeze(0).unsqueeze(0).repeat(num_queries, 1, 1)
+            all_feat = torch.cat((positive_feat, negative_feat), dim=1)
+        seg_logits = torch.cosine_similarity(anchor_feat.unsqueeze(1), all_feat, dim=2)
+        reco_loss = reco_loss + F.cross_entropy(seg_logits / temp, torch.zeros(num_queries).long().to(device))
+    return reco_loss / valid_seg
+
+
+def rescale_crop(data, label, logits, crop, scale_range, gen):
+    """Random rescale then a random crop back to `crop` (on the device; -1 fills)."""
+    b, _, h, w = data.shape
+    s = float(torch.empty(1).uniform_(*scale_range, generator=gen))
+    sh, sw = max(int(h * s), crop), max(int(w * s), crop)
+    data = F.interpolate(data, size=(sh, sw), mode="bilinear", align_corners=True)
+    label = F.interpolate(label[:, None].float(), size=(sh, sw), mode="nearest")[:, 0].long()
+    logits = F.interpolate(logits[:, None], size=(sh, sw), mode="nearest")[:, 0]
+    y = int(torch.randint(sh - crop + 1, (1,), generator=gen))
+    x = int(torch.randint(sw - crop + 1, (1,), generator=gen))
+    return data[:, :, y:y + crop, x:x + crop], label[:, y:y + crop, x:x + crop], logits[:, y:y + crop, x:x + crop]
+
+
+def classmix(data, label, logits):
+    """The original's generate_unsup_data(mode='classmix'): half the classes of each image
+    pasted onto the next one."""
+    batch_size = data.shape[0]
+    new_data, new_target, new_logits = [], [], []
+    for i in range(batch_size):
+        classes = torch.unique(label[i])
+        classes = classes[classes >= 0]
+        chosen = classes[torch.randperm(len(classes), device=classes.device)[:(len(classes) + 1) // 2]]
+        mix_mask = (label[i].unsqueeze(-1) == chosen).any(-1).float()
+        j = (i + 1) % batch_size
+        new_data.append((data[i] * mix_mask + data[j] * (1 - mix_mask)).unsqueeze(0))
+        new_target.append((label[i] * mix_mask + label[j] * (1 - mix_mask)).unsqueeze(0))
+        new_logits.append((logits[i] * mix_mask + logits[j] * (1 - mix_mask)).unsqueeze(0))
+    return torch.cat(new_data), torch.cat(new_target).long(), torch.cat(new_logits)
+
+
+class EMA:
+    def __init__(self, model, alpha):
+        self.step = 0
+        self.model = copy.deepcopy(model)
+        self.alpha = alpha
+
+    def update(self, model):
+        decay = min(1 - 1 / (self.step + 1), self.alpha)
+        for ema_param, param in zip(self.model.parameters(), model.parameters()):
+            ema_param.data = decay * ema_param.data + (1 - decay) * param.data
+        self.step += 1
+
+
+def semi_step(model, ema, optimizer, xl, yl, xu, gen, classes=21, strong=0.97, weak=0.7, temp=0.5,
+              num_queries=256, num_negatives=512):
+    pred_l, rep_l = model(xl)
+    pred_l_large = F.interpolate(pred_l, size=yl.shape[1:], mode="bilinear", align_corners=True)
+    with torch.no_grad():
+        pred_u, _ = ema.model(xu)
+        pred_u_large_raw = F.interpolate(pred_u, size=xu.shape[2:], mode="bilinear", align_corners=True)
+        pseudo_logits, pseudo_labels = torch.max(torch.softmax(pred_u_large_raw, dim=1), dim=1)
+        crop = xu.shape[-1]
+        xa, ya, la = rescale_crop(xu, pseudo_labels, pseudo_logits, crop, (0.5, 1.5), gen)
+        xa, ya, la = classmix(xa, ya, la)
+    pred_u, rep_u = model(xa)
+    pred_u_large = F.interpolate(pred_u, size=yl.shape[1:], mode="bilinear", align_corners=True)
+    rep_all = torch.cat((rep_l, rep_u))
+    pred_all = torch.cat((pred_l, pred_u))
+    sup_loss = compute_supervised_loss(pred_l_large, yl)
+    unsup_loss = compute_unsupervised_loss(pred_u_large, ya, la, strong)
+    with torch.no_grad():
+        mask_u = la.ge(weak).float()
+        mask_all = torch.cat(((yl.unsqueeze(1) >= 0).float(), mask_u.unsqueeze(1)))
+        mask_all = F.interpolate(mask_all, size=pred_all.shape[2:], mode="nearest")
+        label_l = F.interpolate(label_onehot(yl, classes), size=pred_all.shape[2:], mode="nearest")
+        label_u = F.interpolate(label_onehot(ya, classes), size=pred_all.shape[2:], mode="nearest")
+        label_all = torch.cat((label_l, label_u))
+        prob_all = torch.cat((torch.softmax(pred_l, dim=1), torch.softmax(pred_u, dim=1)))
+    reco_loss = compute_reco_loss(rep_all, label_all, mask_all, prob_all, strong, temp, num_queries, num_negatives)
+    loss = sup_loss + unsup_loss + reco_loss
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    ema.update(model)
+
+
 def measure(args, what):
     torch.manual_seed(0)
-    model = DeepLabv3Plus(getattr(torchvision.models, args.backbone)())
-    x = torch.randn(args.batch, 3, args.size, args.size)
+    device = torch.device(args.device)
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32
+    torch.backends.cudnn.allow_tf32 = args.tf32
+    model = DeepLabv3Plus(getattr(torchvision.models, args.backbone)()).to(device)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(args.batch, 3, args.size, args.size, generator=gen).to(device)
+    if what == "semi":
+        if np is None:
+            raise SystemExit("the semi step needs numpy (the original's negative sampler)")
+        np.random.seed(0)
+        model.train()
+        ema = EMA(model, 0.99)
+        optimizer = torch.optim.SGD(model.parameters(), lr=2.5e-3, weight_decay=5e-4, momentum=0.9, nesterov=True)
+        yl = blob_labels(args.batch, args.size, args.size, 21, gen).to(device)
+        xu = torch.randn(args.batch, 3, args.size, args.size, generator=gen).to(device)
     times = []
     for i in range(args.runs + 1):
+        sync(device)
         t = time.perf_counter()
         if what == "train":
             model.train()
             model.zero_grad(set_to_none=True)
             p, r = model(x)
             (p.mean() + r.mean()).backward()
+        elif what == "semi":
+            semi_step(model, ema, optimizer, x, yl, xu, gen)
         else:
             model.eval()
             with torch.no_grad():
-                model(x)
+                model(x[:1] if args.eval_size is None else torch.zeros(1, 3, args.eval_size, args.eval_size,
+                                                                        device=device))
+        sync(device)
         if i > 0:
             times.append(time.perf_counter() - t)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return statistics.median(times), min(times), peak_mb
+    dev_mb = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
+    return statistics.median(times), min(times), peak_mb, dev_mb
+
+
+LABELS = {
+    "train": "train fwd+bwd (network alone, batch stats)",
+    "eval": "eval forward (no_grad)",
+    "semi": "semi-supervised step (teacher, ClassMix, 2 student passes, 3 losses, SGD, EMA)",
+}
 
 
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     ap.add_argument("--backbone", default="resnet101")
-    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=2, help="crops per batch (semi: labelled = unlabelled)")
     ap.add_argument("--size", type=int, default=321)
+    ap.add_argument("--eval-size", type=int, default=None, help="eval on one image of this size (default: one crop)")
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--only")
+    ap.add_argument("--tf32", action="store_true", help="allow TF32 in matmuls and cuDNN convolutions")
+    ap.add_argument("--only", default="train,eval,semi")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.only:
-        print(*measure(args, args.only))
+    whats = [w for w in args.only.split(",") if w]
+    for w in whats:
+        if w not in LABELS:
+            raise SystemExit(f"unknown measurement {w!r} in --only: expected train, eval or semi")
+    if args.child:
+        print(*measure(args, whats[0]))
         return
-    print(f"PyTorch {torch.__version__} DeepLabv3Plus {args.backbone} OS16, batch {args.batch}, "
-          f"{args.size}x{args.size}, f32, CPU, {torch.get_num_threads()} threads, median of {args.runs} runs")
-    print("| measurement | median (s) | min (s) | peak RSS (MB) |")
-    print("| --- | --- | --- | --- |")
-    for what, label in [("train", "train step (fwd+bwd, batch stats)"), ("eval", "eval forward (no_grad)")]:
-        out = subprocess.run([sys.executable, __file__, "--backbone", args.backbone, "--batch", str(args.batch),
-                              "--size", str(args.size), "--runs", str(args.runs), "--only", what],
-                             check=True, capture_output=True, text=True).stdout.split()
-        med, mn, mb = map(float, out)
-        print(f"| {label} | {med:.3f} | {mn:.3f} | {mb:.0f} |")
+    dev = torch.device(args.device)
+    where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"PyTorch {torch.__version__} eager DeepLabv3Plus {args.backbone} OS16 on {args.device} ({where}), "
+          f"batch {args.batch}, {args.size}x{args.size}, f32, TF32 {'on' if args.tf32 else 'off'}, "
+          f"median of {args.runs} runs")
+    print("| measurement | median (ms) | min (ms) | images/s | peak host RSS (MB) | peak device (MB) |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for what in whats:
+        cmd = [sys.executable, __file__, "--child", "--device", args.device, "--backbone", args.backbone,
+               "--batch", str(args.batch), "--size", str(args.size), "--runs", str(args.runs), "--only", what]
+        if args.eval_size is not None:
+            cmd += ["--eval-size", str(args.eval_size)]
+        if args.tf32:
+            cmd.append("--tf32")
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        if res.returncode != 0:
+            print(f"| {LABELS[what]} | FAILED: {res.stderr.strip().splitlines()[-1:]} | | | | |")
+            continue
+        med, mn, mb, dmb = map(float, res.stdout.split()[-4:])
+        images = {"train": args.batch, "eval": 1, "semi": 2 * args.batch}[what]
+        print(f"| {LABELS[what]} | {1e3 * med:.1f} | {1e3 * mn:.1f} | {images / med:.2f} | {mb:.0f} | {dmb:.0f} |")
 
 
 if __name__ == "__main__":

@@ -198,8 +198,8 @@ impl BatchNorm2d {
             let count = (x.elem_count() / x.dim(1)?) as f64;
             let unbiased = count / (count - 1.0);
             let (dtype, dev) = (running_mean.dtype(), running_mean.device());
-            let mean = Tensor::new(stats.mean.as_slice(), dev)?.to_dtype(dtype)?;
-            let var = Tensor::new(stats.var.as_slice(), dev)?.to_dtype(dtype)?;
+            let mean = stats.mean.to_dtype(dtype)?.to_device(dev)?;
+            let var = stats.var.to_dtype(dtype)?.to_device(dev)?;
             self.running_mean
                 .set(&((running_mean * (1.0 - BN_MOMENTUM))? + (mean * BN_MOMENTUM)?)?)?;
             self.running_var.set(

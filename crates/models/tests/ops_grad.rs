@@ -5,6 +5,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use reco_models::ops::{
     conv2d, max_pool_3x3_s2, max_pool_3x3_s2_composed, resize_bilinear, ConvParams,
 };
+use reco_util::ops_path::{with_ops_path, OpsPath};
 
 fn seeded(shape: &[usize], seed: u64) -> Tensor {
     // A small LCG keeps the test independent of candle's unseedable RNG.
@@ -305,8 +306,98 @@ fn batch_norm_returns_biased_batch_statistics() {
     let zeros = Tensor::zeros(2, DType::F64, &Device::Cpu).unwrap();
     let (y, stats) = batch_norm(&x, &ones, &zeros, Normalize::Batch, 0.0, false).unwrap();
     let stats = stats.unwrap();
-    assert_eq!(stats.mean, vec![3.0, 2.0]);
-    assert_eq!(stats.var, vec![3.5, 2.0]);
+    let as_vec = |t: &Tensor| t.to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap();
+    assert_eq!(as_vec(&stats.mean), vec![3.0, 2.0]);
+    assert_eq!(as_vec(&stats.var), vec![3.5, 2.0]);
     let y = y.flatten_all().unwrap().to_vec1::<f64>().unwrap();
     assert!((y[0] + 2.0 / 3.5f64.sqrt()).abs() < 1e-12);
+}
+
+/// Forward value and both gradients of `sum(conv(x, w) * G)`.
+fn conv_value_and_grads(x: &Tensor, wt: &Tensor, p: ConvParams, generic: bool) -> [Tensor; 3] {
+    let (xv, wv) = (Var::from_tensor(x).unwrap(), Var::from_tensor(wt).unwrap());
+    let y = if generic {
+        reco_models::ops::conv2d_generic(xv.as_tensor(), wv.as_tensor(), p).unwrap()
+    } else {
+        with_ops_path(OpsPath::Cpu, || conv2d(xv.as_tensor(), wv.as_tensor(), p)).unwrap()
+    };
+    let g = seeded(y.dims(), 31);
+    let grads = (&y * &g).unwrap().sum_all().unwrap().backward().unwrap();
+    [
+        y,
+        grads.get(xv.as_tensor()).unwrap().clone(),
+        grads.get(wv.as_tensor()).unwrap().clone(),
+    ]
+}
+
+#[test]
+fn generic_conv_matches_cpu_kernel_when_h_and_w_differ_in_parity() {
+    // candle's own conv2d backward fails for these (docs/design.md, candle gap 3);
+    // `conv2d_generic` pads the axis with the smaller remainder and must give the CPU
+    // kernel's values and gradients exactly (up to summation order).
+    for &(k, s, p, d, [h, w]) in &[
+        (3, 2, 1, 1, [10, 9]),
+        (3, 2, 1, 1, [9, 10]),
+        (1, 2, 0, 1, [8, 7]),
+        (7, 2, 3, 1, [12, 9]),
+        (3, 2, 1, 1, [11, 11]),
+        (3, 1, 4, 4, [9, 10]),
+    ] {
+        let x = seeded(&[2, 3, h, w], 32);
+        let wt = seeded(&[4, 3, k, k], 33);
+        let params = ConvParams {
+            stride: s,
+            padding: p,
+            dilation: d,
+        };
+        let cpu = conv_value_and_grads(&x, &wt, params, false);
+        let generic = conv_value_and_grads(&x, &wt, params, true);
+        for (what, a, b) in [
+            ("output", &generic[0], &cpu[0]),
+            ("input gradient", &generic[1], &cpu[1]),
+            ("weight gradient", &generic[2], &cpu[2]),
+        ] {
+            assert_eq!(
+                a.dims(),
+                b.dims(),
+                "{what}, case k{k} s{s} p{p} d{d} {h}x{w}"
+            );
+            assert!(
+                max_abs_diff(a, b) < 1e-12,
+                "{what}, case k{k} s{s} p{p} d{d} {h}x{w}: {}",
+                max_abs_diff(a, b)
+            );
+        }
+    }
+    // And against finite differences, independent of either implementation.
+    let params = ConvParams {
+        stride: 2,
+        padding: 1,
+        dilation: 1,
+    };
+    check_gradients(
+        &[seeded(&[1, 2, 6, 5], 34), seeded(&[2, 2, 3, 3], 35)],
+        |ts| reco_models::ops::conv2d_generic(&ts[0], &ts[1], params).unwrap(),
+    );
+}
+
+#[test]
+fn composed_max_pool_routes_ties_like_the_cpu_kernel() {
+    // Repeated values (as after a ReLU): both paths must pick the same first maximum.
+    let v: Vec<f64> = (0..2 * 2 * 7 * 6).map(|i| ((i * 7) % 5) as f64).collect();
+    let x = Tensor::from_vec(v, (2, 2, 7, 6), &Device::Cpu).unwrap();
+    let grad_of = |generic: bool| {
+        let xv = Var::from_tensor(&x).unwrap();
+        let y = if generic {
+            max_pool_3x3_s2_composed(xv.as_tensor()).unwrap()
+        } else {
+            with_ops_path(OpsPath::Cpu, || max_pool_3x3_s2(xv.as_tensor())).unwrap()
+        };
+        let g = seeded(y.dims(), 36);
+        let grads = (&y * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        (y, grads.get(xv.as_tensor()).unwrap().clone())
+    };
+    let ((ya, ga), (yb, gb)) = (grad_of(false), grad_of(true));
+    assert_eq!(max_abs_diff(&ya, &yb), 0.0);
+    assert_eq!(max_abs_diff(&ga, &gb), 0.0);
 }

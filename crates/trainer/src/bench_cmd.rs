@@ -36,7 +36,12 @@ pub struct BenchArgs {
     /// Measurements to run: any of train, eval, reco.
     #[arg(long, value_delimiter = ',', default_value = "train,eval,reco")]
     pub only: Vec<String>,
-    /// Internal: run one measurement in this process and print `median min peak_mb`.
+    /// Allow TF32 in f32 matrix products on CUDA (PyTorch's default for convolutions;
+    /// off by default, as in `trainer check`).
+    #[arg(long)]
+    pub tf32: bool,
+    /// Internal: run one measurement in this process and print
+    /// `median min images peak_mb host_copies_per_run`.
     #[arg(long, hide = true)]
     pub child: bool,
 }
@@ -85,24 +90,29 @@ fn sync(device: &Device) -> anyhow::Result<()> {
     device.synchronize().context("device synchronisation")
 }
 
-/// Times `f` `runs` times after one warm-up; returns (median, min) seconds.
+/// Times `f` `runs` times after one warm-up; returns (median, min) seconds and the
+/// copies to the host per timed run (`reco_util::ops_path::host_copies`: the copies the
+/// library crates make; on a GPU each is a synchronisation).
 fn time_runs(
     runs: usize,
     device: &Device,
     mut f: impl FnMut(usize) -> anyhow::Result<()>,
-) -> anyhow::Result<(f64, f64)> {
+) -> anyhow::Result<(f64, f64, f64)> {
     let mut times = Vec::new();
+    let mut copies = 0;
     for i in 0..=runs {
         sync(device)?;
+        let before = reco_util::ops_path::host_copies();
         let t = Instant::now();
         f(i)?;
         sync(device)?;
         if i > 0 {
             times.push(t.elapsed().as_secs_f64());
+            copies += reco_util::ops_path::host_copies() - before;
         }
     }
     let min = times.iter().copied().fold(f64::INFINITY, f64::min);
-    Ok((median(times), min))
+    Ok((median(times), min, copies as f64 / runs as f64))
 }
 
 fn pascal_config(args: &BenchArgs, batch: usize) -> TrainConfig {
@@ -120,7 +130,7 @@ fn measure(
     args: &BenchArgs,
     batch: usize,
     device: &Device,
-) -> anyhow::Result<(f64, f64, usize)> {
+) -> anyhow::Result<(f64, f64, usize, f64)> {
     let classes = DatasetKind::Pascal.defaults().num_classes;
     match what {
         "train" => {
@@ -129,22 +139,22 @@ fn measure(
             let mut learner = Learner::new(cfg, device.clone())?;
             let lb = random_batch(batch, args.crop, classes, 1, device)?;
             let ub = random_batch(batch, args.crop, classes, 2, device)?;
-            let (med, min) = time_runs(args.runs, device, |i| {
+            let (med, min, copies) = time_runs(args.runs, device, |i| {
                 learner.step(&lb, Some(&ub), i, 2.5e-3)?;
                 Ok(())
             })?;
-            Ok((med, min, 2 * batch))
+            Ok((med, min, 2 * batch, copies))
         }
         "eval" => {
             let cfg = pascal_config(args, batch);
             let learner = Learner::new(cfg, device.clone())?;
             let (eh, ew) = DatasetKind::Pascal.defaults().eval_size;
             let x = random_batch(1, eh.max(ew), classes, 3, device)?.images;
-            let (med, min) = time_runs(args.runs, device, |_| {
+            let (med, min, copies) = time_runs(args.runs, device, |_| {
                 crate::eval::predict_classes(&learner.eval_net().model, &x)?;
                 Ok(())
             })?;
-            Ok((med, min, 1))
+            Ok((med, min, 1, copies))
         }
         "reco" => {
             // VOC: 10 + 10 crops of 321 give representations of 81x81, 256 channels.
@@ -166,13 +176,13 @@ fn measure(
                     .contiguous()?,
             )?;
             let cfg = ReCoConfig::default();
-            let (med, min) = time_runs(args.runs, device, |i| {
+            let (med, min, copies) = time_runs(args.runs, device, |i| {
                 let loss = reco_loss(rep.as_tensor(), &label, &mask, &prob, &cfg, i as u64)?;
                 let grads = loss.backward()?;
                 drop(grads);
                 Ok(())
             })?;
-            Ok((med, min, b))
+            Ok((med, min, b, copies))
         }
         other => bail!("unknown measurement {other:?}: expected train, eval or reco"),
     }
@@ -189,13 +199,17 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             bail!("unknown measurement {what:?} in --only: expected train, eval or reco");
         }
     }
+    candle_core::cuda::set_gemm_reduced_precision_f32(args.tf32);
     if args.child {
         let what = args
             .only
             .first()
             .context("--child needs one --only measurement")?;
-        let (med, min, images) = measure(what, args, batch, &device)?;
-        println!("{med} {min} {images} {}", peak_rss_mb().unwrap_or(f64::NAN));
+        let (med, min, images, copies) = measure(what, args, batch, &device)?;
+        println!(
+            "{med} {min} {images} {} {copies}",
+            peak_rss_mb().unwrap_or(f64::NAN)
+        );
         return Ok(());
     }
     let exe = std::env::current_exe().context("cannot find the trainer executable")?;
@@ -207,8 +221,19 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         args.crop,
         args.runs
     );
-    println!("| measurement | median (ms) | min (ms) | images/s | peak host RSS (MB) |");
-    println!("| --- | --- | --- | --- | --- |");
+    println!(
+        "kernels: {}; f32 matmul reduced precision (TF32): {}",
+        if !device.is_cpu() {
+            "device (generic)"
+        } else if reco_models::ops::use_generic_path(&device) {
+            "generic on the CPU (RECO_OPS=generic)"
+        } else {
+            "CPU kernels"
+        },
+        if args.tf32 { "on" } else { "off" }
+    );
+    println!("| measurement | median (ms) | min (ms) | images/s | peak host RSS (MB) | host copies/run |");
+    println!("| --- | --- | --- | --- | --- | --- |");
     for what in &args.only {
         let out = Command::new(&exe)
             .args([
@@ -226,6 +251,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 &args.crop.to_string(),
             ])
             .args(["--runs", &args.runs.to_string(), "--only", what])
+            .args(args.tf32.then_some("--tf32"))
             .output()
             .context("cannot start the measurement process")?;
         if !out.status.success() {
@@ -239,7 +265,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             .split_whitespace()
             .filter_map(|s| s.parse().ok())
             .collect();
-        let [med, min, images, mb] = v[..] else {
+        let [med, min, images, mb, copies] = v[..] else {
             bail!("the {what} measurement printed {text:?}");
         };
         let label = match what.as_str() {
@@ -248,7 +274,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             _ => "ReCo loss fwd+bwd, rep 20x256x81x81, 256 queries, 512 negatives".to_string(),
         };
         println!(
-            "| {label} | {:.1} | {:.1} | {:.2} | {:.0} |",
+            "| {label} | {:.1} | {:.1} | {:.2} | {:.0} | {copies} |",
             1e3 * med,
             1e3 * min,
             images / med,

@@ -39,6 +39,10 @@ pub struct CheckArgs {
     /// Skip the two large network fixtures (ResNet-50 and -101 forward passes).
     #[arg(long)]
     pub skip_models: bool,
+    /// Only the smoke test (seconds): device, copies, matmul, softmax, conv and its
+    /// gradients, the composed max-pool and batch norm, randn, against the CPU kernels.
+    #[arg(long)]
+    pub smoke: bool,
 }
 
 fn find_fixture(args: &CheckArgs, name: &str) -> anyhow::Result<PathBuf> {
@@ -365,10 +369,55 @@ fn step_comparison(device: &Device, out: &mut Vec<CheckLine>) -> anyhow::Result<
     Ok(())
 }
 
+/// Which kernels the tensor code takes on `device` (see `reco_util::ops_path`).
+fn ops_description(device: &Device) -> &'static str {
+    if !device.is_cpu() {
+        "device (generic)"
+    } else if reco_models::ops::use_generic_path(device) {
+        "generic on the CPU (RECO_OPS=generic)"
+    } else {
+        "CPU kernels"
+    }
+}
+
+/// `--smoke`: the smoke lines as a table; fails when one fails.
+fn smoke_report(args: &CheckArgs, device: &Device) -> anyhow::Result<Vec<CheckLine>> {
+    println!(
+        "smoke test on {} (kernels: {})",
+        args.device.name(),
+        ops_description(device)
+    );
+    println!("| check | value | limit | |\n| --- | --- | --- | --- |");
+    let mut lines = Vec::new();
+    for (line, error) in crate::smoke::smoke_checks(device) {
+        let verdict = match (&error, line.ok()) {
+            (Some(e), _) => format!("FAIL: {e}"),
+            (None, true) => "ok".to_string(),
+            (None, false) => "FAIL".to_string(),
+        };
+        println!(
+            "| {} | {:.3e} | {:.1e} | {verdict} |",
+            line.what, line.value, line.limit
+        );
+        lines.push(line);
+    }
+    let failed = lines.iter().filter(|l| !l.ok()).count();
+    if failed > 0 {
+        bail!("{failed} of {} smoke checks failed", lines.len());
+    }
+    println!("all {} smoke checks passed", lines.len());
+    Ok(lines)
+}
+
 pub fn run(args: &CheckArgs) -> anyhow::Result<Vec<CheckLine>> {
     let device = args.device.open()?;
     if args.seeds < 2 {
         bail!("--seeds must be at least 2");
+    }
+    // The fixtures' tolerances are for full f32: no TF32 in f32 matrix products.
+    candle_core::cuda::set_gemm_reduced_precision_f32(false);
+    if args.smoke {
+        return smoke_report(args, &device);
     }
     let mut lines = Vec::new();
     if !args.skip_models {
@@ -385,7 +434,11 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<Vec<CheckLine>> {
     if !device.is_cpu() {
         step_comparison(&device, &mut lines)?;
     }
-    println!("reference checks on {}", args.device.name());
+    println!(
+        "reference checks on {} (kernels: {}, f32 matmul reduced precision: off)",
+        args.device.name(),
+        ops_description(&device)
+    );
     println!("| check | value | limit | |\n| --- | --- | --- | --- |");
     for l in &lines {
         println!(

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod optim;
 pub mod plot;
 pub mod predict_cmd;
+pub mod smoke;
 pub mod split_cmd;
 pub mod train;
 pub mod train_cmd;

@@ -5,7 +5,8 @@
 //! scaled and the shifted one) and reads memory a dozen times. This op keeps only its
 //! input and output, computes the statistics in f64 in two passes, and its backward is
 //! the closed form `dx = γ·σ⁻¹·(g − mean(g) − x̂·mean(g·x̂))` (train) or `γ·σ⁻¹·g` (eval),
-//! with the ReLU mask read from the output. On other devices the composed form is used.
+//! with the ReLU mask read from the output. On other devices (and with `RECO_OPS=generic`)
+//! the composed form is used.
 
 use std::sync::{Arc, Mutex};
 
@@ -14,11 +15,21 @@ use rayon::prelude::*;
 
 use super::Real;
 
-/// Per-channel mean and biased variance.
-#[derive(Clone, Debug, PartialEq)]
+/// Per-channel batch mean and biased variance `[C]`, on the input's device, for the
+/// caller's running-average update. Kept as tensors so that the device path never waits
+/// for a copy to the host (two per layer would be ~200 round trips per ResNet-101 step).
+#[derive(Clone, Debug)]
 pub struct ChannelStats {
-    pub mean: Vec<f64>,
-    pub var: Vec<f64>,
+    /// f64 from the CPU kernel; the input's dtype on the device-generic path.
+    pub mean: Tensor,
+    pub var: Tensor,
+}
+
+/// The CPU kernel's statistics, computed and used on the host.
+#[derive(Clone, Debug, PartialEq)]
+struct HostStats {
+    mean: Vec<f64>,
+    var: Vec<f64>,
 }
 
 /// Where the normalisation statistics come from.
@@ -53,12 +64,12 @@ pub fn batch_norm(
             x.dims()
         )
     }
-    if !x.device().is_cpu() {
+    if super::use_generic_path(x.device()) {
         return composed(x, weight, bias, norm, eps, relu);
     }
     let given = match norm {
         Normalize::Batch => None,
-        Normalize::Running { mean, var } => Some(ChannelStats {
+        Normalize::Running { mean, var } => Some(HostStats {
             mean: mean.to_dtype(candle_core::DType::F64)?.to_vec1()?,
             var: var.to_dtype(candle_core::DType::F64)?.to_vec1()?,
         }),
@@ -72,17 +83,17 @@ pub fn batch_norm(
         stats: stats.clone(),
     };
     let y = x.contiguous()?.apply_op3(weight, bias, op)?;
-    let batch_stats = if is_batch {
-        lock(&stats)?.clone()
-    } else {
-        None
+    let batch_stats = match (is_batch, lock(&stats)?.as_ref()) {
+        (true, Some(s)) => Some(ChannelStats {
+            mean: Tensor::new(s.mean.as_slice(), x.device())?,
+            var: Tensor::new(s.var.as_slice(), x.device())?,
+        }),
+        _ => None,
     };
     Ok((y, batch_stats))
 }
 
-fn lock(
-    m: &Mutex<Option<ChannelStats>>,
-) -> Result<std::sync::MutexGuard<'_, Option<ChannelStats>>> {
+fn lock(m: &Mutex<Option<HostStats>>) -> Result<std::sync::MutexGuard<'_, Option<HostStats>>> {
     m.lock()
         .map_err(|_| candle_core::Error::Msg("batch-norm statistics poisoned by a panic".into()))
 }
@@ -102,14 +113,8 @@ fn composed(
             let mean = x.mean_keepdim((0, 2, 3))?;
             let var = x.broadcast_sub(&mean)?.sqr()?.mean_keepdim((0, 2, 3))?;
             let stats = ChannelStats {
-                mean: mean
-                    .flatten_all()?
-                    .to_dtype(candle_core::DType::F64)?
-                    .to_vec1()?,
-                var: var
-                    .flatten_all()?
-                    .to_dtype(candle_core::DType::F64)?
-                    .to_vec1()?,
+                mean: mean.flatten_all()?,
+                var: var.flatten_all()?,
             };
             (mean, var, Some(stats))
         }
@@ -136,7 +141,7 @@ struct BatchNormOp {
     train: bool,
     /// The statistics used: given (eval) or computed by the forward pass (train), kept
     /// for the backward pass and the caller's running-average update.
-    stats: Arc<Mutex<Option<ChannelStats>>>,
+    stats: Arc<Mutex<Option<HostStats>>>,
 }
 
 fn slice<'a, T: Real>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
@@ -147,7 +152,7 @@ fn slice<'a, T: Real>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
 }
 
 /// Per-channel mean and biased variance of `x [N,C,HW]`, accumulated in f64.
-fn channel_stats<T: Real>(x: &[T], n: usize, c: usize, hw: usize) -> ChannelStats {
+fn channel_stats<T: Real>(x: &[T], n: usize, c: usize, hw: usize) -> HostStats {
     let (mean, var) = (0..c)
         .into_par_iter()
         .map(|ch| {
@@ -165,7 +170,7 @@ fn channel_stats<T: Real>(x: &[T], n: usize, c: usize, hw: usize) -> ChannelStat
             (mean, sq / count)
         })
         .unzip();
-    ChannelStats { mean, var }
+    HostStats { mean, var }
 }
 
 fn to_f64<T: Real>(v: T) -> f64 {
@@ -177,7 +182,7 @@ fn to_t<T: Real>(v: f64) -> T {
 }
 
 /// Per-channel `(scale, shift)` such that `y = scale·x + shift`.
-fn affine<T: Real>(stats: &ChannelStats, w: &[T], b: &[T], eps: f64) -> Vec<(T, T)> {
+fn affine<T: Real>(stats: &HostStats, w: &[T], b: &[T], eps: f64) -> Vec<(T, T)> {
     (0..w.len())
         .map(|ch| {
             let inv = 1.0 / (stats.var[ch] + eps).sqrt();
@@ -300,7 +305,7 @@ impl CustomOp3 for BatchNormOp {
 }
 
 struct BackwardCtx<'a> {
-    stats: &'a ChannelStats,
+    stats: &'a HostStats,
     eps: f64,
     relu: bool,
     train: bool,

@@ -36,14 +36,40 @@ impl ConvParams {
 
 /// `x [N,C,H,W]` convolved with `w [O,C,k,k]` (no bias), differentiable in both.
 pub fn conv2d(x: &Tensor, w: &Tensor, p: ConvParams) -> Result<Tensor> {
-    if x.device().is_cpu() {
-        let x = x.contiguous()?;
-        let w = w.contiguous()?;
-        // apply_op2 records the op for backprop only when x or w tracks a gradient.
-        x.apply_op2(&w, Conv2dFwd(p))
-    } else {
-        x.conv2d(w, p.padding, p.stride, p.dilation, 1)
+    if super::use_generic_path(x.device()) {
+        return conv2d_generic(x, w, p);
     }
+    let x = x.contiguous()?;
+    let w = w.contiguous()?;
+    // apply_op2 records the op for backprop only when x or w tracks a gradient.
+    x.apply_op2(&w, Conv2dFwd(p))
+}
+
+/// The device-generic convolution: candle's `conv2d` and its backward, on any device.
+///
+/// candle 0.11 derives the input gradient's transposed convolution `output_padding` from
+/// the height alone and applies it to both axes, so the backward fails (shape mismatch)
+/// when `(H + 2p − span) mod stride` differs from the same for W, e.g. a 10x9 input at a
+/// stride-2 layer (docs/design.md, candle gap 3). The axis with the smaller remainder gets
+/// that many zero rows (or columns) appended: the remainder stays below the stride, so the
+/// output size and values do not change (the extra zeros lie where the implicit padding
+/// was), both axes now agree, and the appended part's gradient is dropped by the padding
+/// op's own backward. Public for tests and benchmarks.
+pub fn conv2d_generic(x: &Tensor, w: &Tensor, p: ConvParams) -> Result<Tensor> {
+    let (_, _, h, wd) = x.dims4()?;
+    let (_, _, kh, kw) = w.dims4()?;
+    // The same error as the CPU kernel for inputs smaller than the kernel.
+    p.out_size(h, kh)?;
+    p.out_size(wd, kw)?;
+    let remainder =
+        |n: usize, k: usize| (n + 2 * p.padding - (p.dilation * (k - 1) + 1)) % p.stride;
+    let (rh, rw) = (remainder(h, kh), remainder(wd, kw));
+    let x = match rh.cmp(&rw) {
+        std::cmp::Ordering::Less => x.pad_with_zeros(2, 0, rw - rh)?,
+        std::cmp::Ordering::Greater => x.pad_with_zeros(3, 0, rh - rw)?,
+        std::cmp::Ordering::Equal => x.clone(),
+    };
+    x.conv2d(w, p.padding, p.stride, p.dilation, 1)
 }
 
 #[derive(Clone, Copy, Debug)]

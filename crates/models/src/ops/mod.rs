@@ -8,9 +8,17 @@ mod pool;
 mod resize;
 
 pub use batch_norm::{batch_norm, ChannelStats, Normalize};
-pub use conv::{conv2d, ConvParams};
+pub use conv::{conv2d, conv2d_generic, ConvParams};
 pub use pool::{max_pool_3x3_s2, max_pool_3x3_s2_composed};
 pub use resize::{interpolation_matrix, resize_bilinear};
+
+/// True when tensors on `device` take the device-generic path (candle's conv2d and its
+/// backward, the composed max-pool and batch norm): always off the CPU, and on the CPU
+/// when `RECO_OPS=generic` (so that the code a GPU runs is tested here; see
+/// `reco_util::ops_path`).
+pub fn use_generic_path(device: &candle_core::Device) -> bool {
+    !device.is_cpu() || reco_util::ops_path::generic_forced()
+}
 
 /// The float types the CPU kernels are written for.
 pub(crate) trait Real:

@@ -1,10 +1,11 @@
 //! The ResNet stem's 3x3 stride-2 max-pool with padding 1.
 //!
 //! candle 0.11's max_pool2d has no padding and its backward only works when kernel ==
-//! stride. On the CPU this is a direct kernel whose backward routes each output gradient
+//! stride. On the CPU (unless `RECO_OPS=generic`) this is a direct kernel whose backward routes each output gradient
 //! to the first maximum of its window, as PyTorch does. On other devices it is composed
-//! from differentiable ops: pad with −∞, split into the 2x2 stride phases, `maximum` over
-//! the nine taps.
+//! from differentiable ops: pad with −∞, split into the 2x2 stride phases, and select
+//! the first of the nine taps equal to their maximum (so ties route the gradient as on
+//! the CPU and in PyTorch).
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 
@@ -26,10 +27,10 @@ pub fn max_pool_3x3_s2(x: &Tensor) -> Result<Tensor> {
             "max-pool input {h}x{w} is too small: the image is too small for this network"
         )
     }
-    if x.device().is_cpu() {
-        x.contiguous()?.apply_op1(MaxPool)
-    } else {
+    if super::use_generic_path(x.device()) {
         max_pool_3x3_s2_composed(x)
+    } else {
+        x.contiguous()?.apply_op1(MaxPool)
     }
 }
 
@@ -57,22 +58,37 @@ pub fn max_pool_3x3_s2_composed(x: &Tensor) -> Result<Tensor> {
     let x = fill(x, 2, PAD, hp - h - PAD)?;
     let x = fill(&x, 3, PAD, wp - w - PAD)?;
     let phases = x.reshape((n, c, hp / 2, 2, wp / 2, 2))?;
-    let mut out: Option<Tensor> = None;
+    let mut taps = Vec::with_capacity(K * K);
     for i in 0..K {
         for j in 0..K {
-            let tap = phases
-                .narrow(2, i / 2, ho)?
-                .narrow(3, i % 2, 1)?
-                .narrow(4, j / 2, wo)?
-                .narrow(5, j % 2, 1)?
-                .reshape((n, c, ho, wo))?;
-            out = Some(match out {
-                None => tap,
-                Some(o) => o.maximum(&tap)?,
-            });
+            taps.push(
+                phases
+                    .narrow(2, i / 2, ho)?
+                    .narrow(3, i % 2, 1)?
+                    .narrow(4, j / 2, wo)?
+                    .narrow(5, j % 2, 1)?
+                    .reshape((n, c, ho, wo))?,
+            );
         }
     }
-    out.ok_or_else(|| candle_core::Error::Msg("empty max-pool".into()))
+    // The maximum's value, without a graph: candle's `maximum` splits the gradient between
+    // equal operands, PyTorch gives it all to the window's first maximum (row-major).
+    let mut max = taps[0].detach();
+    for tap in &taps[1..] {
+        max = max.maximum(&tap.detach())?;
+    }
+    // Select each output from its first tap equal to the maximum; `where_cond` sends the
+    // gradient to the selected tap only. A NaN tap is never equal, so it is selected
+    // when no tap equals the maximum (PyTorch propagates NaN too).
+    let mut out = max.clone();
+    let mut taken = max.ne(&max)?.to_dtype(x.dtype())?;
+    for tap in &taps {
+        let hit = tap.detach().eq(&max)?.to_dtype(x.dtype())?;
+        let first = (&hit * (1.0 - &taken)?)?;
+        out = first.ne(0.0)?.where_cond(tap, &out)?;
+        taken = (taken + first)?;
+    }
+    Ok(out)
 }
 
 /// Visits each output position with the flat input index of its window's first maximum.
