@@ -131,14 +131,18 @@ pub mod resize;
 pub mod rng;
 pub mod split;
 pub mod synthetic;
+mod unlabelled;
 
 pub use augment::{colorize, image_to_tensor, AugConfig, Photometric, IMAGENET_MEAN, IMAGENET_STD};
 pub use dataset::{open, Sample, SegDataset, Subset};
+pub use datasets::{default_class_color, FolderConfig, FolderDataset, FolderSplit};
 pub use datasets::{Cityscapes, PascalVoc, SunRgbd, CITYSCAPES_SIZE, SUN_SIZE};
 pub use error::{DataError, Result};
 pub use kind::{DatasetDefaults, DatasetKind, IGNORE};
 pub use loader::{Batch, Loader, PartialLabels, TrainLoaderConfig, ValLoaderConfig};
 pub use mix::{unsup_transform, HostBatch, MixMode, UnsupAugConfig, UnsupBatch};
 pub use partial::{partial_label, Partial};
+pub use split::class_table_named;
 pub use split::{class_table, classes_present, Split};
 pub use synthetic::{Synthetic, SyntheticConfig};
+pub use unlabelled::{SkippedImage, UnlabelledFolder, UnlabelledFolderConfig, UnlabelledSummary};
