@@ -35,6 +35,7 @@ mod check;
 mod config;
 mod contrast;
 mod gather;
+mod queries;
 mod reco;
 mod relation;
 pub mod sampler;
@@ -44,6 +45,7 @@ mod targets;
 
 pub use ce::{supervised_loss, unsupervised_loss};
 pub use config::{ContrastKernel, ReCoConfig};
+pub use queries::{query_map, QueryMap};
 pub use reco::{reco_loss, reco_loss_parts, ReCoParts};
 pub use relation::{class_relation_matrix, ClassMeanAccumulator, ClassRelation};
 pub use schedule::ThresholdSchedule;

@@ -157,3 +157,33 @@ fn accumulator_averages_per_class_at_representation_resolution() {
         .iter()
         .all(|v| v.is_nan()));
 }
+
+#[test]
+fn query_map_marks_valid_and_hard_pixels_by_the_two_thresholds() {
+    use reco_loss::query_map;
+    let dev = Device::Cpu;
+    // One image, 2 classes, 1x4 pixels: logit differences give p(max) of about
+    // 0.5, 0.73, 0.95 and 0.99995.
+    let d = [0f32, 1.0, 2.944, 10.0];
+    let l0: Vec<f32> = d.iter().map(|&x| -x / 2.0).collect();
+    let l1: Vec<f32> = d.iter().map(|&x| x / 2.0).collect();
+    let logits = Tensor::from_vec([l0, l1].concat(), (1, 2, 1, 4), &dev).unwrap();
+    assert_eq!(logits.dims(), &[1, 2, 1, 4]);
+    let m = query_map(&logits, 0.7, 0.97).unwrap();
+    let conf: Vec<f32> = m.confidence.flatten_all().unwrap().to_vec1().unwrap();
+    for (c, x) in conf.iter().zip(d) {
+        let want = 1.0 / (1.0 + (-x).exp());
+        assert!((c - want).abs() < 1e-5, "{conf:?}");
+    }
+    let valid: Vec<u8> = m.valid.flatten_all().unwrap().to_vec1().unwrap();
+    let hard: Vec<u8> = m.hard.flatten_all().unwrap().to_vec1().unwrap();
+    assert_eq!(valid, [0, 1, 1, 1]);
+    assert_eq!(hard, [0, 1, 1, 0]);
+    let pseudo: Vec<u32> = m.pseudo.flatten_all().unwrap().to_vec1().unwrap();
+    assert_eq!(pseudo[1..], [1, 1, 1]);
+    // Raising the strong threshold makes more pixels hard.
+    let m = query_map(&logits, 0.7, 0.99999).unwrap();
+    let hard: Vec<u8> = m.hard.flatten_all().unwrap().to_vec1().unwrap();
+    assert_eq!(hard, [0, 1, 1, 1]);
+    assert!(query_map(&logits.squeeze(0).unwrap(), 0.7, 0.97).is_err());
+}
