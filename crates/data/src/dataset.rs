@@ -5,7 +5,10 @@ use std::sync::Arc;
 
 use image::{GrayImage, RgbImage};
 
-use crate::datasets::{Cityscapes, PascalVoc, SunRgbd, Synthetic, SyntheticConfig};
+use crate::datasets::{
+    Cityscapes, FolderConfig, FolderDataset, PascalVoc, SunRgbd, Synthetic, SyntheticConfig,
+};
+use crate::error::DataError;
 use crate::error::Result;
 use crate::kind::DatasetKind;
 
@@ -53,11 +56,47 @@ pub trait SegDataset: Send + Sync {
     fn num_classes(&self) -> usize {
         self.kind().defaults().num_classes
     }
+
+    /// Class names, index = class id.
+    fn class_names(&self) -> Vec<String> {
+        self.kind()
+            .class_names()
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    }
+
+    /// Colour of each class for prediction images, index = class id.
+    fn palette(&self) -> Vec<[u8; 3]> {
+        self.kind().palette().to_vec()
+    }
+
+    /// The class-balanced sampler accepts only images with at least this many classes.
+    fn min_classes(&self) -> usize {
+        self.kind().defaults().min_classes
+    }
+
+    /// Evaluation images are padded to this `(height, width)`.
+    fn eval_size(&self) -> (usize, usize) {
+        self.kind().defaults().eval_size
+    }
 }
 
 /// Opens a dataset. `root` defaults to [`crate::DatasetDefaults::default_root`]; it is
 /// ignored for [`DatasetKind::Synthetic`] (which uses [`SyntheticConfig::default`]).
+/// [`DatasetKind::Folder`] needs `root` and opens it with [`FolderConfig::new`] (use
+/// [`FolderDataset::open`] for another validation fraction or split seed).
 pub fn open(kind: DatasetKind, root: Option<&Path>) -> Result<Arc<dyn SegDataset>> {
+    if kind == DatasetKind::Folder {
+        let root = root.ok_or_else(|| {
+            DataError::Config(
+                "the folder dataset needs its folder: pass --data-root DIR (DIR holding \
+                 images/, labels/ and classes.txt)"
+                    .into(),
+            )
+        })?;
+        return Ok(Arc::new(FolderDataset::open(&FolderConfig::new(root))?));
+    }
     let root = root
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from(kind.defaults().default_root));
@@ -66,6 +105,7 @@ pub fn open(kind: DatasetKind, root: Option<&Path>) -> Result<Arc<dyn SegDataset
         DatasetKind::Cityscapes => Arc::new(Cityscapes::open(&root)?),
         DatasetKind::Sun => Arc::new(SunRgbd::open(&root)?),
         DatasetKind::Synthetic => Arc::new(Synthetic::new(SyntheticConfig::default())?),
+        DatasetKind::Folder => unreachable!("handled above"),
     })
 }
 

@@ -19,6 +19,10 @@ pub enum DatasetKind {
     Sun,
     /// The built-in synthetic dataset (7 classes, generated from a seed, no files).
     Synthetic,
+    /// Any labelled folder (`images/`, `labels/`, `classes.txt`; see
+    /// [`crate::FolderDataset`]). Its classes, palette and evaluation size come from the
+    /// folder: ask the opened [`crate::SegDataset`], not [`DatasetKind::defaults`].
+    Folder,
 }
 
 /// Per-dataset defaults, as in the original `BuildDataLoader` (synthetic: our own choice).
@@ -42,11 +46,12 @@ pub struct DatasetDefaults {
 
 impl DatasetKind {
     /// All kinds, in the order used by help texts.
-    pub const ALL: [DatasetKind; 4] = [
+    pub const ALL: [DatasetKind; 5] = [
         DatasetKind::Pascal,
         DatasetKind::Cityscapes,
         DatasetKind::Sun,
         DatasetKind::Synthetic,
+        DatasetKind::Folder,
     ];
 
     /// Lower-case name, as on the command line and in split files.
@@ -56,17 +61,21 @@ impl DatasetKind {
             DatasetKind::Cityscapes => "cityscapes",
             DatasetKind::Sun => "sun",
             DatasetKind::Synthetic => "synthetic",
+            DatasetKind::Folder => "folder",
         }
     }
 
-    /// Parses `pascal`, `cityscapes`, `sun` or `synthetic` (case-insensitive).
+    /// Parses `pascal`, `cityscapes`, `sun`, `synthetic` or `folder` (case-insensitive).
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL
             .into_iter()
             .find(|k| k.name().eq_ignore_ascii_case(s.trim()))
     }
 
-    /// The original code's settings for this dataset.
+    /// The original code's settings for this dataset. For [`DatasetKind::Folder`]: the
+    /// Pascal training settings, `num_classes` 0 and `min_classes` 2 as placeholders (the
+    /// opened dataset knows its classes: [`crate::SegDataset::num_classes`],
+    /// [`crate::SegDataset::min_classes`], [`crate::SegDataset::eval_size`]).
     pub fn defaults(self) -> DatasetDefaults {
         match self {
             DatasetKind::Pascal => DatasetDefaults {
@@ -106,27 +115,40 @@ impl DatasetKind {
                 min_classes: 3,
                 default_root: "",
             },
+            DatasetKind::Folder => DatasetDefaults {
+                num_classes: 0,
+                crop_size: (321, 321),
+                scale_range: (0.5, 1.5),
+                batch_size: 10,
+                eval_size: (513, 513),
+                // Background plus one object: the usual content of a photo of one's own.
+                min_classes: 2,
+                default_root: "",
+            },
         }
     }
 
-    /// Class names, index = class id.
+    /// Class names, index = class id (empty for [`DatasetKind::Folder`]: use
+    /// [`crate::SegDataset::class_names`]).
     pub fn class_names(self) -> &'static [&'static str] {
         match self {
             DatasetKind::Pascal => &PASCAL_CLASSES,
             DatasetKind::Cityscapes => &CITYSCAPES_CLASSES,
             DatasetKind::Sun => &SUN_CLASSES,
             DatasetKind::Synthetic => &crate::synthetic::CLASS_NAMES,
+            DatasetKind::Folder => &[],
         }
     }
 
     /// Colour of each class for prediction images, index = class id (as the original's
-    /// colour maps).
+    /// colour maps). Empty for [`DatasetKind::Folder`]: use [`crate::SegDataset::palette`].
     pub fn palette(self) -> &'static [[u8; 3]] {
         match self {
             DatasetKind::Pascal => &PASCAL_PALETTE,
             DatasetKind::Cityscapes => &CITYSCAPES_PALETTE,
             DatasetKind::Sun => &SUN_PALETTE,
             DatasetKind::Synthetic => &SYNTHETIC_PALETTE,
+            DatasetKind::Folder => &[],
         }
     }
 }
@@ -141,7 +163,9 @@ impl std::str::FromStr for DatasetKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         Self::parse(s).ok_or_else(|| {
-            format!("unknown dataset `{s}`: expected one of pascal, cityscapes, sun, synthetic")
+            format!(
+                "unknown dataset `{s}`: expected one of pascal, cityscapes, sun, synthetic, folder"
+            )
         })
     }
 }
@@ -342,5 +366,6 @@ mod tests {
             assert_eq!(k.name().parse::<DatasetKind>(), Ok(k));
         }
         assert!(DatasetKind::parse("voc").is_none());
+        assert_eq!(DatasetKind::parse("Folder"), Some(DatasetKind::Folder));
     }
 }

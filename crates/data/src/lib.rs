@@ -137,6 +137,7 @@ mod resize;
 pub mod rng;
 mod split;
 mod synthetic;
+mod unlabelled;
 
 /// The individual steps of the labelled transform ([`AugConfig`], run by the [`Loader`])
 /// and of the unlabelled one ([`unsup_transform`]), for benchmarks and for programs that
@@ -154,4 +155,6 @@ pub use kind::{DatasetDefaults, DatasetKind, IGNORE};
 pub use loader::{Batch, Loader, PartialLabels, TrainLoaderConfig, ValLoaderConfig};
 pub use mix::{unsup_transform, HostBatch, MixMode, UnsupAugConfig, UnsupBatch};
 pub use partial::{partial_label, Partial};
+pub use split::class_table_named;
 pub use split::{class_table, classes_present, Split};
+pub use unlabelled::{SkippedImage, UnlabelledFolder, UnlabelledFolderConfig, UnlabelledSummary};

@@ -104,6 +104,15 @@ impl ValLoaderConfig {
             prefetch: 2,
         }
     }
+
+    /// [`ValLoaderConfig::new`] with the evaluation size the opened dataset asks for
+    /// ([`SegDataset::eval_size`]: a folder dataset's largest validation image).
+    pub fn for_dataset(ds: &dyn SegDataset) -> Self {
+        Self {
+            eval_size: ds.eval_size(),
+            ..Self::new(ds.kind())
+        }
+    }
 }
 
 enum Plan {

@@ -80,7 +80,7 @@ impl Split {
         let labelled = if kind == DatasetKind::Sun {
             per_class_pick(ds, shuffled, num_labels)?
         } else {
-            greedy_pick(ds, shuffled, num_labels, kind.defaults().min_classes)?
+            greedy_pick(ds, shuffled, num_labels, ds.min_classes())?
         };
         let chosen: HashSet<&String> = labelled.iter().collect();
         let unlabelled = ids
@@ -305,10 +305,15 @@ fn per_class_pick(
 
 /// Per-class table lines (`class id, name, images`), for `trainer split`.
 pub fn class_table(kind: DatasetKind, counts: &[usize]) -> String {
-    let names = kind.class_names();
+    class_table_named(kind.class_names(), counts)
+}
+
+/// [`class_table`] with the class names given (e.g. [`SegDataset::class_names`] of a
+/// folder dataset).
+pub fn class_table_named<S: AsRef<str>>(names: &[S], counts: &[usize]) -> String {
     let mut out = format!("{:>5}  {:<20} {:>8}\n", "class", "name", "images");
     for (c, n) in counts.iter().enumerate() {
-        let name = names.get(c).copied().unwrap_or("?");
+        let name = names.get(c).map(AsRef::as_ref).unwrap_or("?");
         out.push_str(&format!("{c:>5}  {name:<20} {n:>8}\n"));
     }
     out

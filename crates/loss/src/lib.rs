@@ -35,14 +35,20 @@ mod check;
 mod config;
 mod contrast;
 mod gather;
+mod queries;
 mod reco;
+mod relation;
 pub mod sampler;
+mod schedule;
 mod simd;
 mod targets;
 
 pub use ce::{supervised_loss, unsupervised_loss};
 pub use config::{use_generic_path, ContrastKernel, ReCoConfig};
+pub use queries::{query_map, QueryMap};
 pub use reco::{reco_loss, reco_loss_parts, ReCoParts};
+pub use relation::{class_relation_matrix, ClassMeanAccumulator, ClassRelation};
+pub use schedule::ThresholdSchedule;
 pub use targets::{
     nearest_source_indices, one_hot, reco_targets, reco_targets_labelled, resize_nearest,
     ReCoTargets,

@@ -71,7 +71,7 @@ fn check_inputs(
 
 /// Normalises prototype sums (`[C, D]`, divided by the class counts) and computes their
 /// cosine matrix, with `torch.cosine_similarity`'s clamp of the norm at 1e-8.
-fn prototypes(sums: &[f64], counts: &[usize], d: usize) -> (Vec<f32>, Vec<f32>) {
+pub(crate) fn prototypes(sums: &[f64], counts: &[usize], d: usize) -> (Vec<f32>, Vec<f32>) {
     let c = counts.len();
     let mut protos = vec![0f32; c * d];
     for (k, (row, sum)) in protos.chunks_mut(d).zip(sums.chunks(d)).enumerate() {
