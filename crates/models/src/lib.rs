@@ -12,6 +12,7 @@ pub mod layers;
 pub mod ops;
 pub mod reference;
 pub mod resnet;
+pub mod sync_bn;
 pub mod vars;
 
 pub use checkpoint::{
