@@ -7,6 +7,7 @@ pub mod bench_cmd;
 pub mod check_cmd;
 pub mod checkpoint_model;
 pub mod config;
+pub mod dist;
 pub mod eval;
 pub mod eval_cmd;
 pub mod fsutil;
