@@ -297,6 +297,6 @@ fn sync_batch_norm(group: &Arc<dyn ProcessGroup>, rank: usize) -> Result<()> {
         Ok(())
     };
     close(&y, &y_full.narrow(0, rank * b, b)?, "output")?;
-    close(&dx, &dx_full.narrow(0, rank * b, b)?, "input gradient")?;
+    close(dx, &dx_full.narrow(0, rank * b, b)?, "input gradient")?;
     Ok(())
 }

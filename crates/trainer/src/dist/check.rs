@@ -74,7 +74,7 @@ pub enum DistError {
 
 /// The per-rank batch of a global batch split over `world_size` ranks.
 pub fn split_global_batch(global: usize, world_size: usize) -> Result<usize, DistError> {
-    if world_size == 0 || global == 0 || global % world_size != 0 {
+    if world_size == 0 || global == 0 || !global.is_multiple_of(world_size) {
         return Err(DistError::BatchNotDivisible { global, world_size });
     }
     Ok(global / world_size)
