@@ -19,6 +19,7 @@ pub mod ops;
 pub mod reference;
 pub mod resnet;
 pub mod segment;
+pub mod sync_bn;
 pub mod vars;
 
 pub use checkpoint::{

@@ -120,6 +120,7 @@ impl TrainConfig {
         };
         match dataset {
             DatasetKind::Cityscapes => cfg.num_labels = 20,
+            DatasetKind::Folder => {}
             DatasetKind::Sun => cfg.num_labels = 50,
             DatasetKind::Synthetic => {
                 cfg.num_labels = 10;

@@ -8,6 +8,7 @@ pub mod check_cmd;
 pub mod checkpoint_model;
 pub mod cli_args;
 pub mod config;
+pub mod dist;
 pub mod eval;
 pub mod eval_cmd;
 pub mod metrics;

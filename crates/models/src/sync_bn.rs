@@ -1,0 +1,273 @@
+//! Synchronized batch norm: training-mode batch norm whose statistics are those of the
+//! global batch spread over several processes (data-parallel training, docs/distributed.md).
+//!
+//! Forward: every rank sums `count`, `Σx` and `Σx²` per channel over its local batch; one
+//! all-reduce gives the global sums, hence the global mean and (biased) variance, and each
+//! rank normalises its own slice with them.
+//!
+//! Backward: the global statistics depend on every rank's input, so the input gradient
+//! needs global sums too. With `x̂ = (x − μ)·σ⁻¹`, `g` the gradient reaching the
+//! normalisation (after the ReLU's mask when fused) and `N` the global count,
+//! `dx = γ·σ⁻¹·(g − ΣG/N − x̂·ΣGX/N)` where `ΣG = Σ_all g` and `ΣGX = Σ_all g·x̂` are
+//! all-reduced over ranks. This is the gradient of the SUM of the ranks' losses; averaging
+//! parameter gradients over ranks afterwards (as data-parallel training does) gives the
+//! gradient of their mean. `dγ = Σ_local g·x̂` and `dβ = Σ_local g` stay local: they are
+//! averaged with every other parameter gradient.
+//!
+//! Every rank must call [`sync_batch_norm`] (and run its backward) the same number of
+//! times in the same order, as for any collective: the same network on every rank
+//! guarantees it, since candle's backward visits the graph in a deterministic order.
+
+use std::sync::Arc;
+
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use crate::ops::ChannelStats;
+
+/// The one collective synchronized batch norm needs. Implemented by the trainer's
+/// process groups; `Send + Sync` because candle custom ops must be.
+pub trait StatsAllReduce: Send + Sync {
+    /// Element-wise sum of `t` over all ranks, returned on every rank (same shape,
+    /// dtype and device as `t`). `t` is a small f64 vector (`1 + 2C` or `2C` values).
+    fn all_reduce_sum(&self, t: &Tensor) -> Result<Tensor>;
+}
+
+/// Training-mode batch norm (optionally followed by ReLU) over `x [N,C,H,W]` with the
+/// statistics of the global batch across the ranks of `group`. Returns the output and
+/// the global batch statistics (biased variance), which are the same on every rank, for
+/// the running-average update (with the unbiased factor of the GLOBAL count).
+///
+/// The output is computed on the CPU; the backward is made of candle ops (any device).
+pub fn sync_batch_norm(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    group: Arc<dyn StatsAllReduce>,
+    eps: f64,
+    relu: bool,
+) -> Result<(Tensor, GlobalStats)> {
+    let (_, c, _, _) = x.dims4()?;
+    if weight.dims() != [c] || bias.dims() != [c] {
+        candle_core::bail!(
+            "synchronized batch norm over {c} channels got weight {:?} and bias {:?}",
+            weight.dims(),
+            bias.dims()
+        )
+    }
+    let stats = global_stats(x, group.as_ref())?;
+    if stats.count < 2.0 {
+        candle_core::bail!(
+            "synchronized batch norm needs more than one value per channel over all ranks, got {} (input {:?} on this rank)",
+            stats.count,
+            x.dims()
+        )
+    }
+    let op = SyncBatchNormOp {
+        stats: stats.clone(),
+        eps,
+        relu,
+        group,
+    };
+    let y = x.contiguous()?.apply_op3(weight, bias, op)?;
+    Ok((y, stats))
+}
+
+/// The statistics of the global batch: the same on every rank.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GlobalStats {
+    /// Values per channel over all ranks (`Σ N·H·W`).
+    pub count: f64,
+    /// Per-channel mean and biased variance.
+    pub channels: ChannelStats,
+}
+
+impl GlobalStats {
+    /// The unbiased variance for the running-statistics update (PyTorch's `n/(n−1)`).
+    pub fn unbiased_var(&self) -> Vec<f64> {
+        let f = self.count / (self.count - 1.0);
+        self.channels.var.iter().map(|v| v * f).collect()
+    }
+}
+
+/// All-reduces `[count, Σx (C), Σx² (C)]` in f64 and turns it into mean and variance.
+fn global_stats(x: &Tensor, group: &dyn StatsAllReduce) -> Result<GlobalStats> {
+    let (n, c, h, w) = x.dims4()?;
+    let xd = x.to_dtype(DType::F64)?;
+    let sum = xd.sum((0, 2, 3))?;
+    let sumsq = xd.sqr()?.sum((0, 2, 3))?;
+    let count = Tensor::new(&[(n * h * w) as f64], x.device())?;
+    let local = Tensor::cat(&[&count, &sum, &sumsq], 0)?;
+    let global: Vec<f64> = group.all_reduce_sum(&local)?.to_vec1()?;
+    if global.len() != 1 + 2 * c {
+        candle_core::bail!(
+            "synchronized batch norm: the all-reduce returned {} values, expected {}",
+            global.len(),
+            1 + 2 * c
+        )
+    }
+    let total = global[0];
+    let mean: Vec<f64> = global[1..1 + c].iter().map(|s| s / total).collect();
+    // Σx²/N − μ² in f64; clamped because rounding can make it slightly negative.
+    let var = global[1 + c..]
+        .iter()
+        .zip(&mean)
+        .map(|(q, m)| (q / total - m * m).max(0.0))
+        .collect();
+    Ok(GlobalStats {
+        count: total,
+        channels: ChannelStats { mean, var },
+    })
+}
+
+struct SyncBatchNormOp {
+    stats: GlobalStats,
+    eps: f64,
+    relu: bool,
+    group: Arc<dyn StatsAllReduce>,
+}
+
+impl SyncBatchNormOp {
+    fn inv_std(&self) -> Vec<f64> {
+        self.stats
+            .channels
+            .var
+            .iter()
+            .map(|v| 1.0 / (v + self.eps).sqrt())
+            .collect()
+    }
+}
+
+fn normalize<T: candle_core::WithDType>(
+    x: &[T],
+    w: &[T],
+    b: &[T],
+    mean: &[f64],
+    inv: &[f64],
+    hw: usize,
+    relu: bool,
+) -> Vec<T> {
+    let c = w.len();
+    let mut y = vec![T::from_f64(0.0); x.len()];
+    y.par_chunks_mut(hw)
+        .zip(x.par_chunks(hw))
+        .enumerate()
+        .for_each(|(p, (yp, xp))| {
+            let ch = p % c;
+            let scale = w[ch].to_f64() * inv[ch];
+            let shift = b[ch].to_f64() - mean[ch] * scale;
+            for (yv, xv) in yp.iter_mut().zip(xp) {
+                let v = xv.to_f64() * scale + shift;
+                *yv = T::from_f64(if relu && v <= 0.0 { 0.0 } else { v });
+            }
+        });
+    y
+}
+
+fn slice<'a, T: candle_core::WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
+        None => candle_core::bail!("synchronized batch norm: expected a contiguous tensor"),
+    }
+}
+
+impl CustomOp3 for SyncBatchNormOp {
+    fn name(&self) -> &'static str {
+        "reco-sync-batch-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let dims = l1.dims();
+        let hw = dims[2] * dims[3];
+        let inv = self.inv_std();
+        let mean = &self.stats.channels.mean;
+        let out = match (s1, s2, s3) {
+            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                CpuStorage::F32(normalize::<f32>(
+                    slice(s1, l1)?,
+                    slice(s2, l2)?,
+                    slice(s3, l3)?,
+                    mean,
+                    &inv,
+                    hw,
+                    self.relu,
+                ))
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                CpuStorage::F64(normalize::<f64>(
+                    slice(s1, l1)?,
+                    slice(s2, l2)?,
+                    slice(s3, l3)?,
+                    mean,
+                    &inv,
+                    hw,
+                    self.relu,
+                ))
+            }
+            _ => candle_core::bail!(
+                "synchronized batch norm: input, weight and bias must all be f32 or all f64"
+            ),
+        };
+        Ok((out, Shape::from(dims)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let c = w.dim(0)?;
+        let dtype = x.dtype();
+        let dev = x.device();
+        let per_channel =
+            |v: &[f64]| -> Result<Tensor> { Tensor::from_slice(v, (1, c, 1, 1), dev) };
+        let mean = per_channel(&self.stats.channels.mean)?;
+        let inv = per_channel(&self.inv_std())?;
+        // In f64 throughout: the sums below feed an all-reduce and a subtraction.
+        let g = grad.to_dtype(DType::F64)?;
+        let g = if self.relu {
+            g.mul(&res.gt(0.0)?.to_dtype(DType::F64)?)?
+        } else {
+            g
+        };
+        let xhat = x
+            .to_dtype(DType::F64)?
+            .broadcast_sub(&mean)?
+            .broadcast_mul(&inv)?;
+        let sg = g.sum((0, 2, 3))?;
+        let sgx = g.mul(&xhat)?.sum((0, 2, 3))?;
+        let global = self.group.all_reduce_sum(&Tensor::cat(&[&sg, &sgx], 0)?)?;
+        if global.dims() != [2 * c] {
+            candle_core::bail!(
+                "synchronized batch norm backward: the all-reduce returned {:?}, expected [{}]",
+                global.dims(),
+                2 * c
+            )
+        }
+        let n = self.stats.count;
+        let mg = (global.narrow(0, 0, c)? / n)?.reshape((1, c, 1, 1))?;
+        let mgx = (global.narrow(0, c, c)? / n)?.reshape((1, c, 1, 1))?;
+        let scale = w.to_dtype(DType::F64)?.reshape((1, c, 1, 1))?.mul(&inv)?;
+        let dx = g
+            .broadcast_sub(&mg)?
+            .sub(&xhat.broadcast_mul(&mgx)?)?
+            .broadcast_mul(&scale)?
+            .to_dtype(dtype)?;
+        Ok((
+            Some(dx),
+            Some(sgx.to_dtype(dtype)?),
+            Some(sg.to_dtype(dtype)?),
+        ))
+    }
+}

@@ -1,0 +1,222 @@
+//! Synchronized batch norm over simulated ranks equals plain batch norm over the whole
+//! batch (f64, 1e-10): outputs, input gradients and the summed parameter gradients.
+//!
+//! Each rank runs in its own thread with its half of the batch; the fake group sums the
+//! ranks' contributions behind a barrier, as an MPI/NCCL all-reduce would.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+
+use candle_core::{Device, Result, Tensor, Var};
+use rand::{Rng, SeedableRng};
+use reco_models::ops::{batch_norm, Normalize};
+use reco_models::sync_bn::{sync_batch_norm, StatsAllReduce};
+
+struct Shared {
+    slots: Mutex<Vec<Option<Vec<f64>>>>,
+    barrier: Barrier,
+    calls: AtomicUsize,
+}
+
+struct FakeRank {
+    rank: usize,
+    shared: Arc<Shared>,
+}
+
+impl StatsAllReduce for FakeRank {
+    fn all_reduce_sum(&self, t: &Tensor) -> Result<Tensor> {
+        self.shared.calls.fetch_add(1, Ordering::SeqCst);
+        let v: Vec<f64> = t.to_vec1()?;
+        self.shared.slots.lock().unwrap()[self.rank] = Some(v);
+        self.shared.barrier.wait();
+        let sum = {
+            let slots = self.shared.slots.lock().unwrap();
+            let mut sum = vec![0.0; t.elem_count()];
+            for s in slots.iter() {
+                let s = s.as_ref().expect("every rank contributed");
+                assert_eq!(s.len(), sum.len(), "ranks all-reduce different sizes");
+                sum.iter_mut().zip(s).for_each(|(a, b)| *a += b);
+            }
+            sum
+        };
+        // Nobody overwrites a slot before every rank has read the sum.
+        self.shared.barrier.wait();
+        Tensor::from_vec(sum, t.shape(), t.device())
+    }
+}
+
+fn random(n: usize, seed: u64, offset: f64, scale: f64) -> Vec<f64> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| offset + scale * (rng.gen::<f64>() * 2.0 - 1.0))
+        .collect()
+}
+
+struct Grads {
+    y: Vec<f64>,
+    dx: Vec<f64>,
+    dw: Vec<f64>,
+    db: Vec<f64>,
+}
+
+/// Loss `Σ y·r`: the sum over ranks of the per-rank losses is the full-batch loss.
+fn run(
+    x: Vec<f64>,
+    shape: (usize, usize, usize, usize),
+    w: &[f64],
+    b: &[f64],
+    r: Vec<f64>,
+    relu: bool,
+    group: Option<Arc<dyn StatsAllReduce>>,
+) -> Result<Grads> {
+    let dev = Device::Cpu;
+    let c = w.len();
+    let x = Var::from_tensor(&Tensor::from_vec(x, shape, &dev)?)?;
+    let wv = Var::from_tensor(&Tensor::from_slice(w, c, &dev)?)?;
+    let bv = Var::from_tensor(&Tensor::from_slice(b, c, &dev)?)?;
+    let y = match group {
+        Some(g) => sync_batch_norm(x.as_tensor(), &wv, &bv, g, 1e-5, relu)?.0,
+        None => batch_norm(x.as_tensor(), &wv, &bv, Normalize::Batch, 1e-5, relu)?.0,
+    };
+    let loss = y.mul(&Tensor::from_vec(r, shape, &dev)?)?.sum_all()?;
+    let grads = loss.backward()?;
+    let get = |t: &Tensor| -> Result<Vec<f64>> {
+        grads
+            .get(t)
+            .expect("gradient present")
+            .flatten_all()?
+            .to_vec1()
+    };
+    Ok(Grads {
+        y: y.flatten_all()?.to_vec1()?,
+        dx: get(x.as_tensor())?,
+        dw: get(wv.as_tensor())?,
+        db: get(bv.as_tensor())?,
+    })
+}
+
+fn assert_close(what: &str, got: &[f64], want: &[f64], tol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let scale = want.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= tol * scale,
+            "{what}[{i}]: {g} vs {w} (diff {:e})",
+            (g - w).abs()
+        );
+    }
+}
+
+fn two_ranks_equal_full_batch(relu: bool, ranks: usize) {
+    let (b, c, h, w) = (2, 3, 4, 5);
+    let full = (b * ranks, c, h, w);
+    let per = b * c * h * w;
+    // An offset mean makes Σx² − N·μ² lose digits if it were done carelessly.
+    let x = random(per * ranks, 1, 3.0, 2.0);
+    let r = random(per * ranks, 2, 0.0, 1.0);
+    let wt = random(c, 3, 1.0, 0.5);
+    let bs = random(c, 4, 0.0, 0.5);
+    let want = run(x.clone(), full, &wt, &bs, r.clone(), relu, None).unwrap();
+
+    let shared = Arc::new(Shared {
+        slots: Mutex::new(vec![None; ranks]),
+        barrier: Barrier::new(ranks),
+        calls: AtomicUsize::new(0),
+    });
+    let got: Vec<Grads> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..ranks)
+            .map(|rank| {
+                let group: Arc<dyn StatsAllReduce> = Arc::new(FakeRank {
+                    rank,
+                    shared: shared.clone(),
+                });
+                let xs = x[rank * per..(rank + 1) * per].to_vec();
+                let rs = r[rank * per..(rank + 1) * per].to_vec();
+                let (wt, bs) = (&wt, &bs);
+                s.spawn(move || run(xs, (b, c, h, w), wt, bs, rs, relu, Some(group)).unwrap())
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    // One all-reduce in the forward and one in the backward, on every rank.
+    assert_eq!(shared.calls.load(Ordering::SeqCst), 2 * ranks);
+
+    let cat = |f: fn(&Grads) -> &Vec<f64>| got.iter().flat_map(f).copied().collect::<Vec<_>>();
+    assert_close("output", &cat(|g| &g.y), &want.y, 1e-10);
+    assert_close("input gradient", &cat(|g| &g.dx), &want.dx, 1e-10);
+    // Parameter gradients are per-rank sums: summed over ranks they are the full ones.
+    let sum = |f: fn(&Grads) -> &Vec<f64>| {
+        (0..c)
+            .map(|ch| got.iter().map(|g| f(g)[ch]).sum())
+            .collect::<Vec<f64>>()
+    };
+    assert_close("weight gradient", &sum(|g| &g.dw), &want.dw, 1e-10);
+    assert_close("bias gradient", &sum(|g| &g.db), &want.db, 1e-10);
+    // Each rank alone would normalise differently: the test can tell the two apart.
+    let alone = run(
+        x[..per].to_vec(),
+        (b, c, h, w),
+        &wt,
+        &bs,
+        r[..per].to_vec(),
+        relu,
+        None,
+    )
+    .unwrap();
+    let diff = alone
+        .y
+        .iter()
+        .zip(&want.y[..per])
+        .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+    assert!(diff > 1e-3, "local and global statistics coincide: {diff}");
+}
+
+#[test]
+fn two_ranks_equal_plain_batch_norm_over_full_batch() {
+    two_ranks_equal_full_batch(false, 2);
+}
+
+#[test]
+fn two_ranks_with_fused_relu_equal_plain_batch_norm() {
+    two_ranks_equal_full_batch(true, 2);
+}
+
+#[test]
+fn three_ranks_equal_plain_batch_norm() {
+    two_ranks_equal_full_batch(false, 3);
+}
+
+struct Identity;
+impl StatsAllReduce for Identity {
+    fn all_reduce_sum(&self, t: &Tensor) -> Result<Tensor> {
+        Ok(t.clone())
+    }
+}
+
+#[test]
+fn global_statistics_are_returned_for_the_running_update() {
+    let dev = Device::Cpu;
+    let x = Tensor::from_vec(random(2 * 2 * 3 * 3, 5, 1.0, 1.0), (2, 2, 3, 3), &dev).unwrap();
+    let w = Tensor::ones(2, candle_core::DType::F64, &dev).unwrap();
+    let b = Tensor::zeros(2, candle_core::DType::F64, &dev).unwrap();
+    let (_, stats) = sync_batch_norm(&x, &w, &b, Arc::new(Identity), 1e-5, false).unwrap();
+    let (_, plain) = batch_norm(&x, &w, &b, Normalize::Batch, 1e-5, false).unwrap();
+    let plain = plain.unwrap();
+    assert_eq!(stats.count, 18.0);
+    assert_close("mean", &stats.channels.mean, &plain.mean, 1e-12);
+    assert_close("variance", &stats.channels.var, &plain.var, 1e-12);
+    let unbiased: Vec<f64> = plain.var.iter().map(|v| v * 18.0 / 17.0).collect();
+    assert_close("unbiased variance", &stats.unbiased_var(), &unbiased, 1e-12);
+}
+
+#[test]
+fn bad_shapes_are_errors() {
+    let dev = Device::Cpu;
+    let x = Tensor::zeros((2, 3, 2, 2), candle_core::DType::F32, &dev).unwrap();
+    let w = Tensor::ones(2, candle_core::DType::F32, &dev).unwrap();
+    let err = sync_batch_norm(&x, &w, &w, Arc::new(Identity), 1e-5, false).unwrap_err();
+    assert!(err.to_string().contains("3 channels"), "{err}");
+    let one = Tensor::zeros((1, 2, 1, 1), candle_core::DType::F32, &dev).unwrap();
+    let err = sync_batch_norm(&one, &w, &w, Arc::new(Identity), 1e-5, false).unwrap_err();
+    assert!(err.to_string().contains("more than one value"), "{err}");
+}
