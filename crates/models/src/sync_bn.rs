@@ -23,7 +23,6 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::ops::ChannelStats;
 
 /// The one collective synchronized batch norm needs. Implemented by the trainer's
 /// process groups; `Send + Sync` because candle custom ops must be.
@@ -78,15 +77,17 @@ pub fn sync_batch_norm(
 pub struct GlobalStats {
     /// Values per channel over all ranks (`Σ N·H·W`).
     pub count: f64,
-    /// Per-channel mean and biased variance.
-    pub channels: ChannelStats,
+    /// Per-channel mean.
+    pub mean: Vec<f64>,
+    /// Per-channel biased variance.
+    pub var: Vec<f64>,
 }
 
 impl GlobalStats {
     /// The unbiased variance for the running-statistics update (PyTorch's `n/(n−1)`).
     pub fn unbiased_var(&self) -> Vec<f64> {
         let f = self.count / (self.count - 1.0);
-        self.channels.var.iter().map(|v| v * f).collect()
+        self.var.iter().map(|v| v * f).collect()
     }
 }
 
@@ -116,7 +117,8 @@ fn global_stats(x: &Tensor, group: &dyn StatsAllReduce) -> Result<GlobalStats> {
         .collect();
     Ok(GlobalStats {
         count: total,
-        channels: ChannelStats { mean, var },
+        mean,
+        var,
     })
 }
 
@@ -130,7 +132,6 @@ struct SyncBatchNormOp {
 impl SyncBatchNormOp {
     fn inv_std(&self) -> Vec<f64> {
         self.stats
-            .channels
             .var
             .iter()
             .map(|v| 1.0 / (v + self.eps).sqrt())
@@ -188,7 +189,7 @@ impl CustomOp3 for SyncBatchNormOp {
         let dims = l1.dims();
         let hw = dims[2] * dims[3];
         let inv = self.inv_std();
-        let mean = &self.stats.channels.mean;
+        let mean = &self.stats.mean;
         let out = match (s1, s2, s3) {
             (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
                 CpuStorage::F32(normalize::<f32>(
@@ -232,7 +233,7 @@ impl CustomOp3 for SyncBatchNormOp {
         let dev = x.device();
         let per_channel =
             |v: &[f64]| -> Result<Tensor> { Tensor::from_slice(v, (1, c, 1, 1), dev) };
-        let mean = per_channel(&self.stats.channels.mean)?;
+        let mean = per_channel(&self.stats.mean)?;
         let inv = per_channel(&self.inv_std())?;
         // In f64 throughout: the sums below feed an all-reduce and a subtraction.
         let g = grad.to_dtype(DType::F64)?;
