@@ -23,7 +23,14 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::ops::ChannelStats;
+/// Per-channel mean and biased variance of the global batch, on the host (the
+/// all-reduce has already brought them there). Not `crate::ops::ChannelStats`, which
+/// holds device tensors.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChannelStats {
+    pub mean: Vec<f64>,
+    pub var: Vec<f64>,
+}
 
 /// The one collective synchronized batch norm needs. Implemented by the trainer's
 /// process groups; `Send + Sync` because candle custom ops must be.
