@@ -45,6 +45,8 @@ pub fn run(args: &EvalArgs, out: &mut impl Write) -> anyhow::Result<()> {
         ids.truncate(val_limit);
     }
     let n = ids.len();
+    let class_names = ds.class_names();
+    let names: Vec<&str> = class_names.iter().map(String::as_str).collect();
     let m = evaluate(
         &loaded.model,
         ds,
@@ -53,7 +55,6 @@ pub fn run(args: &EvalArgs, out: &mut impl Write) -> anyhow::Result<()> {
         args.val.num_threads.unwrap_or(0),
     )?;
     if args.json {
-        let names = kind.class_names();
         let per_class: serde_json::Map<String, serde_json::Value> = names
             .iter()
             .zip(&m.per_class_iou)
@@ -70,7 +71,7 @@ pub fn run(args: &EvalArgs, out: &mut impl Write) -> anyhow::Result<()> {
             "{} on {kind} validation ({n} images)\n",
             checkpoint.display()
         )?;
-        writeln!(out, "{}", m.table(kind.class_names()))?;
+        writeln!(out, "{}", m.table(&names))?;
     }
     Ok(())
 }
