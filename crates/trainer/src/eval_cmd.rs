@@ -37,7 +37,11 @@ pub fn run(args: &EvalArgs, out: &mut impl Write) -> anyhow::Result<()> {
         )
     })?;
     // The data crate's error already says how to fetch the dataset.
-    let ds = open(kind, args.data_root.as_deref())
+    // Without --data-root: the run's folder (the folder dataset has no default one).
+    let data_root = args.data_root.clone().or_else(|| {
+        crate::checkpoint_model::run_config_beside(checkpoint).and_then(|c| c.data_root)
+    });
+    let ds = open(kind, data_root.as_deref())
         .with_context(|| format!("cannot open the {kind} dataset"))?;
     let mut ids = ds.ids(Subset::Val).to_vec();
     let val_limit = args.val.val_limit.unwrap_or(0);
