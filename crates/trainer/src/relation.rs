@@ -56,16 +56,17 @@ pub fn evaluate_with_relation(
     Ok((confusion.metrics(), relation))
 }
 
-/// White (0) to dark blue (the largest entry); NaN entries (diagonal, absent classes)
-/// light grey.
-fn cell_colour(v: f32, max: f32) -> RGBColor {
+/// White (the smallest entry) to dark blue (the largest): rows of an early network are
+/// close to uniform, and a scale from 0 would show them all the same. NaN entries
+/// (diagonal, absent classes) light grey.
+fn cell_colour(v: f32, min: f32, max: f32) -> RGBColor {
     if v.is_nan() {
         return RGBColor(225, 225, 225);
     }
-    let t = if max > 0.0 {
-        (v / max).clamp(0.0, 1.0)
+    let t = if max - min > 1e-9 {
+        ((v - min) / (max - min)).clamp(0.0, 1.0)
     } else {
-        0.0
+        1.0
     };
     let lerp = |a: f32, b: f32| (a + (b - a) * t).round() as u8;
     RGBColor(lerp(255.0, 8.0), lerp(255.0, 48.0), lerp(255.0, 107.0))
@@ -92,17 +93,19 @@ pub fn draw_relation(relation: &ClassRelation, names: &[String], out: &Path) -> 
     {
         let root = BitMapBackend::with_buffer(&mut buf, (width, height)).into_drawing_area();
         root.fill(&WHITE)?;
+        let values = || relation.matrix.iter().copied().filter(|v| !v.is_nan());
+        let max = values().fold(f32::NEG_INFINITY, f32::max);
+        let min = values().fold(f32::INFINITY, f32::min);
+        let range = if min <= max {
+            format!(", white {min:.3} .. blue {max:.3}")
+        } else {
+            String::new()
+        };
         root.draw(&Text::new(
-            "class relation (row: query class, column: negative class)",
+            format!("class relation (row: query, column: negative class{range})"),
             (10, 8),
             ("sans-serif", 14).into_font(),
         ))?;
-        let max = relation
-            .matrix
-            .iter()
-            .copied()
-            .filter(|v| !v.is_nan())
-            .fold(0.0f32, f32::max);
         let (x0, y0) = (margin as i32, (title + margin) as i32);
         let c = cell as i32;
         for i in 0..relation.num_classes {
@@ -110,7 +113,7 @@ pub fn draw_relation(relation: &ClassRelation, names: &[String], out: &Path) -> 
                 let (x, y) = (x0 + j as i32 * c, y0 + i as i32 * c);
                 root.draw(&Rectangle::new(
                     [(x, y), (x + c - 1, y + c - 1)],
-                    cell_colour(relation.get(i, j), max).filled(),
+                    cell_colour(relation.get(i, j), min, max).filled(),
                 ))?;
             }
         }
@@ -167,7 +170,11 @@ mod tests {
         let has = |c: RGBColor| img.pixels().any(|p| p.0 == [c.0, c.1, c.2]);
         assert!(has(RGBColor(8, 48, 107)), "no cell for the largest entry");
         assert!(has(RGBColor(225, 225, 225)), "no grey diagonal");
-        assert!(has(cell_colour(0.3, 0.9)), "no cell for 0.3");
+        assert!(
+            has(RGBColor(255, 255, 255)),
+            "no white cell for the smallest entry"
+        );
+        assert!(has(cell_colour(0.3, 0.1, 0.9)), "no cell for 0.3");
         assert!(img.width() > 3 * 10 && img.height() > 3 * 10);
     }
 }
