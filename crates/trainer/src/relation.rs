@@ -86,8 +86,9 @@ pub fn draw_relation(relation: &ClassRelation, names: &[String], out: &Path) -> 
         .min(24) as u32;
     let font_px = (cell * 3 / 5).clamp(9, 14);
     let margin = 10 + label_chars * font_px * 3 / 5 + 6;
-    let title = 28;
-    let width = margin + n as u32 * cell + 20;
+    let title = 46;
+    // Wide enough for the title line.
+    let width = (margin + n as u32 * cell + 20).max(500);
     let height = title + margin + n as u32 * cell + 20;
     let mut buf = vec![255u8; (width * height * 3) as usize];
     {
@@ -96,16 +97,18 @@ pub fn draw_relation(relation: &ClassRelation, names: &[String], out: &Path) -> 
         let values = || relation.matrix.iter().copied().filter(|v| !v.is_nan());
         let max = values().fold(f32::NEG_INFINITY, f32::max);
         let min = values().fold(f32::INFINITY, f32::min);
-        let range = if min <= max {
-            format!(", white {min:.3} .. blue {max:.3}")
-        } else {
-            String::new()
-        };
         root.draw(&Text::new(
-            format!("class relation (row: query, column: negative class{range})"),
+            "class relation (row: query class, column: negative class)",
             (10, 8),
             ("sans-serif", 14).into_font(),
         ))?;
+        if min <= max {
+            root.draw(&Text::new(
+                format!("white {min:.3} .. dark blue {max:.3}, grey: unused"),
+                (10, 26),
+                ("sans-serif", 12).into_font(),
+            ))?;
+        }
         let (x0, y0) = (margin as i32, (title + margin) as i32);
         let c = cell as i32;
         for i in 0..relation.num_classes {

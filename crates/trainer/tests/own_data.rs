@@ -59,7 +59,7 @@ fn sample(i: u32) -> (RgbImage, GrayImage) {
     };
     let class = 1 + (i % 2) as u8;
     square(class, 3 + (i * 5) % 20, 4 + (i * 3) % 20);
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         square(3 - class, 22, 22);
     }
     // One ignore pixel row: 255 must stay ignore.
