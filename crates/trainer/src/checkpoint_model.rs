@@ -44,8 +44,12 @@ pub fn load_model(
     let tensors = read_tensors(checkpoint)?;
     let cfg = infer_config(&tensors, output_stride, checkpoint)?;
     if let Some(kind) = dataset {
-        let want = kind.defaults().num_classes;
-        if cfg.num_classes != want {
+        // The folder dataset's count is that of its classes.txt: the run's, when known.
+        let want = match kind {
+            DatasetKind::Folder => run.as_ref().map_or(0, |c| c.num_classes),
+            _ => kind.defaults().num_classes,
+        };
+        if want != 0 && cfg.num_classes != want {
             bail!(
                 "checkpoint {} predicts {} classes but the {kind} dataset has {want}: pass the --dataset it was trained on",
                 checkpoint.display(),

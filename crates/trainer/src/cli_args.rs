@@ -31,10 +31,11 @@ impl DeviceArgs {
 /// The dataset and where it lives: train (and ablate) and split.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct DataArgs {
-    /// pascal, cityscapes, sun or synthetic (train: default synthetic).
+    /// pascal, cityscapes, sun, synthetic or folder (train: default synthetic).
     #[arg(long)]
     pub dataset: Option<DatasetKind>,
-    /// Prepared dataset folder (default data/<dataset>; unused for synthetic).
+    /// Prepared dataset folder (default data/<dataset>; unused for synthetic; required
+    /// for folder: DIR/images, DIR/labels, DIR/classes.txt, see the README).
     #[arg(long)]
     pub data_root: Option<PathBuf>,
 }

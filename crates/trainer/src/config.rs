@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use reco_data::{AugConfig, DatasetKind, MixMode, Partial, UnsupAugConfig};
-use reco_loss::ReCoConfig;
+use reco_loss::{ReCoConfig, ThresholdSchedule};
 use reco_models::{Backbone, DeepLabConfig};
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +28,12 @@ pub enum TrainMode {
 pub struct TrainConfig {
     pub dataset: DatasetKind,
     pub data_root: Option<PathBuf>,
+    /// Classes of the network; 0 = those of the dataset, filled in when the run opens it
+    /// (the folder dataset's count comes from its classes.txt, not from a table).
+    pub num_classes: usize,
+    /// A folder of photos (any sizes, recursive) that replaces the unlabelled half of the
+    /// split in semi-supervised mode.
+    pub unlabelled_root: Option<PathBuf>,
     pub num_labels: usize,
     pub partial: Option<Partial>,
     pub split: Option<PathBuf>,
@@ -61,7 +67,10 @@ pub struct TrainConfig {
     pub num_queries: usize,
     pub num_negatives: usize,
     pub weak_threshold: f64,
-    pub strong_threshold: f64,
+    /// δs: constant (the original's 0.97) or a ramp; written as `0.97` or
+    /// `0.9..0.99@0..20000` (numbers in older config files are read as constants).
+    #[serde(with = "schedule_text")]
+    pub strong_threshold: ThresholdSchedule,
     pub output_dim: usize,
     /// Validation images per evaluation (0 = all).
     pub val_limit: usize,
@@ -84,6 +93,8 @@ impl TrainConfig {
         let mut cfg = Self {
             dataset,
             data_root: None,
+            num_classes: 0,
+            unlabelled_root: None,
             num_labels: 60,
             partial: None,
             split: None,
@@ -113,7 +124,7 @@ impl TrainConfig {
             num_queries: reco.num_queries,
             num_negatives: reco.num_negatives,
             weak_threshold: 0.7,
-            strong_threshold: reco.strong_threshold,
+            strong_threshold: ThresholdSchedule::constant(reco.strong_threshold),
             output_dim: 256,
             val_limit: 0,
             num_threads: 0,
@@ -183,14 +194,25 @@ impl TrainConfig {
         Ok(DeepLabConfig {
             backbone: self.backbone()?,
             output_stride: self.output_stride,
-            num_classes: self.dataset.defaults().num_classes,
+            num_classes: self.num_classes(),
             output_dim: self.output_dim,
         })
     }
 
-    pub fn reco_config(&self) -> ReCoConfig {
+    /// The network's class count: the setting, else the dataset's table (0 for the folder
+    /// dataset until the run has opened it).
+    pub fn num_classes(&self) -> usize {
+        match self.num_classes {
+            0 => self.dataset.defaults().num_classes,
+            n => n,
+        }
+    }
+
+    /// The ReCo settings at training step `step` (the strong threshold follows its
+    /// schedule).
+    pub fn reco_config_at(&self, step: usize) -> ReCoConfig {
         ReCoConfig {
-            strong_threshold: self.strong_threshold,
+            strong_threshold: self.strong_threshold.value_at(step),
             temp: self.temp,
             num_queries: self.num_queries,
             num_negatives: self.num_negatives,
@@ -269,10 +291,14 @@ impl TrainConfig {
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             bail!("--lr must be a positive number, got {}", self.lr);
         }
-        if !(0.0..=1.0).contains(&self.weak_threshold)
-            || !(0.0..=1.0).contains(&self.strong_threshold)
-        {
-            bail!("--weak-threshold and --strong-threshold must lie in [0, 1]");
+        if !(0.0..=1.0).contains(&self.weak_threshold) {
+            bail!("--weak-threshold must lie in [0, 1]");
+        }
+        self.strong_threshold
+            .validate()
+            .map_err(|e| anyhow::anyhow!("--strong-threshold: {e}"))?;
+        if self.unlabelled_root.is_some() && self.mode == TrainMode::Sup {
+            bail!("--unlabelled-root replaces the unlabelled images of semi-supervised training: drop it or use --mode semi");
         }
         if self.temp.is_nan() || self.temp <= 0.0 {
             bail!("--temp must be positive, got {}", self.temp);
@@ -283,8 +309,34 @@ impl TrainConfig {
         if self.output_dim == 0 {
             bail!("--output-dim must be at least 1");
         }
-        self.reco_config().validate().context("ReCo settings")?;
+        self.reco_config_at(0).validate().context("ReCo settings")?;
         Ok(())
+    }
+}
+
+/// The strong-threshold schedule in config files: its text form (`0.97`,
+/// `0.9..0.99@0..20000`); a bare number or the tagged object are read too.
+mod schedule_text {
+    use reco_loss::ThresholdSchedule;
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(s: &ThresholdSchedule, ser: S) -> Result<S::Ok, S::Error> {
+        ser.serialize_str(&s.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<ThresholdSchedule, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Number(f64),
+            Text(String),
+            Tagged(ThresholdSchedule),
+        }
+        match Repr::deserialize(de)? {
+            Repr::Number(v) => Ok(ThresholdSchedule::constant(v)),
+            Repr::Text(s) => s.parse().map_err(D::Error::custom),
+            Repr::Tagged(s) => Ok(s),
+        }
     }
 }
 

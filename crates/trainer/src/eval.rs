@@ -26,8 +26,7 @@ pub fn evaluate(
     num_threads: usize,
 ) -> anyhow::Result<SegMetrics> {
     anyhow::ensure!(!ids.is_empty(), "the validation set is empty");
-    let kind = ds.kind();
-    let mut cfg = ValLoaderConfig::new(kind);
+    let mut cfg = ValLoaderConfig::for_dataset(ds.as_ref());
     cfg.num_threads = num_threads;
     let mut confusion = ConfusionMatrix::new(model.config().num_classes);
     for batch in Loader::val(ds, ids, cfg)? {

@@ -37,7 +37,11 @@ pub fn run(args: &EvalArgs, out: &mut impl Write) -> anyhow::Result<()> {
         )
     })?;
     // The data crate's error already says how to fetch the dataset.
-    let ds = open(kind, args.data_root.as_deref())
+    // Without --data-root: the run's folder (the folder dataset has no default one).
+    let data_root = args.data_root.clone().or_else(|| {
+        crate::checkpoint_model::run_config_beside(checkpoint).and_then(|c| c.data_root)
+    });
+    let ds = open(kind, data_root.as_deref())
         .with_context(|| format!("cannot open the {kind} dataset"))?;
     let mut ids = ds.ids(Subset::Val).to_vec();
     let val_limit = args.val.val_limit.unwrap_or(0);
@@ -45,6 +49,8 @@ pub fn run(args: &EvalArgs, out: &mut impl Write) -> anyhow::Result<()> {
         ids.truncate(val_limit);
     }
     let n = ids.len();
+    let class_names = ds.class_names();
+    let names: Vec<&str> = class_names.iter().map(String::as_str).collect();
     let m = evaluate(
         &loaded.model,
         ds,
@@ -53,7 +59,6 @@ pub fn run(args: &EvalArgs, out: &mut impl Write) -> anyhow::Result<()> {
         args.val.num_threads.unwrap_or(0),
     )?;
     if args.json {
-        let names = kind.class_names();
         let per_class: serde_json::Map<String, serde_json::Value> = names
             .iter()
             .zip(&m.per_class_iou)
@@ -70,7 +75,7 @@ pub fn run(args: &EvalArgs, out: &mut impl Write) -> anyhow::Result<()> {
             "{} on {kind} validation ({n} images)\n",
             checkpoint.display()
         )?;
-        writeln!(out, "{}", m.table(kind.class_names()))?;
+        writeln!(out, "{}", m.table(&names))?;
     }
     Ok(())
 }

@@ -59,7 +59,7 @@ pub(crate) fn read(metrics: &Path) -> anyhow::Result<Series> {
 /// DejaVu Sans Mono (its licence is beside it), so that plots need no system fonts.
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSansMono.ttf");
 
-fn register_font() {
+pub(crate) fn register_font() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         // Registration fails only for an invalid font file, which this one is not.

@@ -32,6 +32,8 @@ pub struct PredictArgs {
     pub output: PathBuf,
     #[command(flatten)]
     pub device: DeviceArgs,
+    #[command(flatten)]
+    pub explain: crate::explain::ExplainArgs,
 }
 
 fn list_images(input: &Path) -> anyhow::Result<Vec<PathBuf>> {
@@ -69,7 +71,7 @@ fn overlay(photo: &RgbImage, mask: &RgbImage) -> RgbImage {
     })
 }
 
-fn save_png(img: &RgbImage, path: &Path) -> anyhow::Result<()> {
+pub(crate) fn save_png(img: &RgbImage, path: &Path) -> anyhow::Result<()> {
     let mut bytes = Vec::new();
     img.write_to(
         &mut std::io::Cursor::new(&mut bytes),
@@ -142,22 +144,29 @@ pub fn run(args: &PredictArgs) -> anyhow::Result<Vec<PathBuf>> {
             .into_iter()
             .find(|k| k.defaults().num_classes == num_classes)
     });
-    let palette: Vec<[u8; 3]> = match kind {
-        Some(k) => k.palette().to_vec(),
-        None => (0..num_classes)
-            .map(|c| DatasetKind::Pascal.palette()[c % 21])
-            .collect(),
-    };
+    let palette = crate::classes::palette_for(kind, num_classes, &args.model.checkpoint);
+    let explain = args.explain.thresholds(&args.model.checkpoint)?;
     let images = list_images(&args.input)?;
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("cannot create {}", args.output.display()))?;
     let mut written = Vec::new();
     let mut failed: Vec<(PathBuf, anyhow::Error)> = Vec::new();
+    let mut explained = Vec::new();
     for path in images {
         match predict_one(&path, &loaded, &palette, &device, &args.output) {
             Ok(files) => {
                 eprintln!("{} -> {}", path.display(), files[0].display());
                 written.extend(files);
+                if let Some(t) = explain {
+                    let maps = crate::explain::explain_file(
+                        &loaded.model,
+                        &path,
+                        t,
+                        &device,
+                        &args.output,
+                    )?;
+                    explained.extend(maps);
+                }
             }
             Err(e) => {
                 eprintln!("{}: failed: {e:#}", path.display());
@@ -179,6 +188,7 @@ pub fn run(args: &PredictArgs) -> anyhow::Result<Vec<PathBuf>> {
             list.join("\n")
         );
     }
+    written.extend(explained);
     Ok(written)
 }
 
@@ -260,6 +270,7 @@ mod tests {
             input,
             output: output.clone(),
             device: DeviceArgs::default(),
+            explain: Default::default(),
         };
         let err = format!("{:#}", run(&args).unwrap_err());
         assert!(err.contains("1 of 3 images"), "{err}");

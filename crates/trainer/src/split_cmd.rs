@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use reco_data::{class_table, open, Partial, Split};
+use reco_data::{class_table_named, open, Partial, Split};
 
 use crate::cli_args::DataArgs;
 
@@ -34,7 +34,7 @@ pub fn run(args: &SplitArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let kind = args
         .data
         .dataset
-        .context("which dataset? pass --dataset pascal, cityscapes, sun or synthetic")?;
+        .context("which dataset? pass --dataset pascal, cityscapes, sun, synthetic or folder")?;
     let ds = open(kind, args.data.data_root.as_deref())?;
     let split = Split::sample(ds.as_ref(), args.num_labels, args.seed, args.partial)?;
     let counts = split.class_counts(ds.as_ref())?;
@@ -54,7 +54,7 @@ pub fn run(args: &SplitArgs, out: &mut impl Write) -> anyhow::Result<()> {
         writeln!(out, "  {id}")?;
     }
     writeln!(out, "labelled images per class:")?;
-    write!(out, "{}", class_table(kind, &counts))?;
+    write!(out, "{}", class_table_named(&ds.class_names(), &counts))?;
     if let Some(path) = &args.out {
         split
             .save(path)

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use reco_data::{DatasetKind, MixMode, Partial};
+use reco_loss::ThresholdSchedule;
 
 use crate::cli_args::{DataArgs, DeviceArgs, ValArgs};
 use crate::config::{TrainConfig, TrainMode};
@@ -79,8 +80,14 @@ pub struct TrainArgs {
     pub num_negatives: Option<usize>,
     #[arg(long)]
     pub weak_threshold: Option<f64>,
+    /// δs: a constant (default 0.97, the original's) or a ramp START..END@FROM..TO
+    /// raising it over steps FROM..TO, e.g. 0.9..0.99@0..20000.
     #[arg(long)]
-    pub strong_threshold: Option<f64>,
+    pub strong_threshold: Option<ThresholdSchedule>,
+    /// A folder of your own photos (jpg/png, any sizes, searched recursively) used as the
+    /// unlabelled images instead of the dataset's (semi mode); unreadable files are skipped.
+    #[arg(long)]
+    pub unlabelled_root: Option<PathBuf>,
     #[arg(long)]
     pub output_dim: Option<usize>,
     #[command(flatten)]
@@ -142,6 +149,9 @@ impl TrainArgs {
         if self.split.is_some() {
             c.split = self.split.clone();
         }
+        if self.unlabelled_root.is_some() {
+            c.unlabelled_root = self.unlabelled_root.clone();
+        }
         if self.pretrained.is_some() {
             c.pretrained = self.pretrained.clone();
         }
@@ -179,8 +189,14 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         cfg.out.display()
     );
     let dataset = cfg.dataset;
+    let data_root = cfg
+        .data_root
+        .as_ref()
+        .map(|root| format!(" --data-root {}", root.display()))
+        .unwrap_or_default();
     let s = train(cfg, args.resume)?;
-    println!("\n{}", s.last.table(dataset.class_names()));
+    let names: Vec<&str> = s.class_names.iter().map(String::as_str).collect();
+    println!("\n{}", s.last.table(&names));
     println!(
         "last evaluation (step {}): mIoU {:.2}%\nbest evaluation (step {}): mIoU {:.2}%",
         s.last_step,
@@ -193,7 +209,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         "\noutputs in {out}: best.safetensors, last.safetensors (teacher weights, original key names), metrics.jsonl, curves.png, config.json"
     );
     println!("next:");
-    println!("  cargo run --release -p trainer -- eval --checkpoint {out}/best.safetensors --dataset {dataset}");
+    println!("  cargo run --release -p trainer -- eval --checkpoint {out}/best.safetensors --dataset {dataset}{data_root}");
     println!("  cargo run --release -p trainer -- predict --checkpoint {out}/best.safetensors --dataset {dataset} --input IMAGE_OR_DIR --output predictions");
     println!(
         "  cargo run --release -p trainer -- ablate   (supervised vs ClassMix vs ClassMix + ReCo)"
@@ -264,12 +280,40 @@ mod tests {
             e("num-negatives", v("9"), |_, c| c.num_negatives == 9),
             e("weak-threshold", v("0.5"), |_, c| c.weak_threshold == 0.5),
             e("strong-threshold", v("0.75"), |_, c| {
-                c.strong_threshold == 0.75
+                c.strong_threshold == ThresholdSchedule::constant(0.75)
+            }),
+            e("unlabelled-root", v("/photos"), |_, c| {
+                c.unlabelled_root == Some(PathBuf::from("/photos"))
             }),
             e("output-dim", v("12"), |_, c| c.output_dim == 12),
             e("val-limit", v("4"), |_, c| c.val_limit == 4),
             e("num-threads", v("3"), |_, c| c.num_threads == 3),
         ]
+    }
+
+    #[test]
+    fn a_strong_threshold_ramp_reaches_the_config_and_the_reco_loss() {
+        let args = parse("strong-threshold", "0.9..0.99@0..100");
+        let cfg = args.resolve().unwrap();
+        assert_eq!(
+            cfg.strong_threshold,
+            ThresholdSchedule::linear(0.9, 0.99, 0, 100)
+        );
+        assert!((cfg.reco_config_at(50).strong_threshold - 0.945).abs() < 1e-12);
+        // config.json holds the text form and reads back the same.
+        let json = serde_json::to_value(&cfg).unwrap();
+        assert_eq!(json["strong_threshold"], "0.9..0.99@0..100");
+        let back: TrainConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(back, cfg);
+        // A bad ramp is a parse error naming the syntax, not a panic.
+        let e = Wrapper::try_parse_from(["train", "--strong-threshold", "0.99..0.9@5..1"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("strong threshold"), "{e}");
+        // Older config files hold a number.
+        let old: TrainConfig = serde_json::from_str(r#"{"strong_threshold": 0.8}"#).unwrap();
+        assert_eq!(old.strong_threshold, ThresholdSchedule::constant(0.8));
     }
 
     fn parse(flag: &str, value: &str) -> TrainArgs {

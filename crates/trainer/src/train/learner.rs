@@ -261,7 +261,7 @@ impl Learner {
             &t.label,
             &t.mask,
             &t.prob,
-            &self.cfg.reco_config(),
+            &self.cfg.reco_config_at(step),
             seed,
         )?)
     }
@@ -308,7 +308,7 @@ impl Learner {
             &self.to_crop(&pred_u, &mixed.labels)?,
             &mixed.labels,
             &mixed.confidence,
-            self.cfg.strong_threshold,
+            self.cfg.strong_threshold.value_at(step),
         )?;
         // 5. ReCo on the concatenated representations.
         let reco = if self.cfg.reco {

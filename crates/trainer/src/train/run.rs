@@ -9,7 +9,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use candle_core::Device;
-use reco_data::{open, Loader, PartialLabels, SegDataset, Split, Subset, TrainLoaderConfig};
+use reco_data::{
+    open, Loader, PartialLabels, SegDataset, Split, Subset, TrainLoaderConfig, UnlabelledFolder,
+};
 use reco_models::export_state_dict;
 use reco_util::fs::write_atomic;
 use reco_util::seed::mix_seed;
@@ -17,9 +19,9 @@ use reco_util::seed::mix_seed;
 use super::learner::{Learner, Network, StepLosses, TAG_LABELLED, TAG_PARTIAL, TAG_UNLABELLED};
 use super::state::{self, Best, STATE_FILE};
 use crate::config::{parse_device, TrainConfig, TrainMode};
-use crate::eval::evaluate;
 use crate::metrics::SegMetrics;
 use crate::optim::poly_lr;
+use crate::relation::{draw_relation, evaluate_with_relation, RELATION_FILE};
 
 pub(crate) const METRICS_FILE: &str = "metrics.jsonl";
 
@@ -35,6 +37,8 @@ pub struct RunSummary {
     pub best_miou: f64,
     pub best_step: usize,
     pub out: PathBuf,
+    /// The dataset's class names (index = class id).
+    pub class_names: Vec<String>,
 }
 
 /// A training run: the dataset and split, the learner, and where the run stands.
@@ -43,6 +47,8 @@ pub struct Trainer {
     device: Device,
     ds: Arc<dyn SegDataset>,
     split: Split,
+    /// `--unlabelled-root`: photos that replace the split's unlabelled images.
+    unlabelled: Option<Arc<UnlabelledFolder>>,
     learner: Learner,
     step: usize,
     best: Option<Best>,
@@ -50,12 +56,41 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    pub fn new(cfg: TrainConfig, resume: bool) -> anyhow::Result<Self> {
+    pub fn new(mut cfg: TrainConfig, resume: bool) -> anyhow::Result<Self> {
         cfg.validate()?;
         let device = parse_device(&cfg.device)?;
         // The data crate's error already says how to fetch the dataset.
         let ds = open(cfg.dataset, cfg.data_root.as_deref())
             .with_context(|| format!("cannot open the {} dataset", cfg.dataset))?;
+        // The network has the opened dataset's classes (the folder dataset's come from
+        // its classes.txt).
+        if cfg.num_classes != 0 && cfg.num_classes != ds.num_classes() {
+            bail!(
+                "the settings ask for {} classes but the {} dataset has {}: drop num_classes from the config file",
+                cfg.num_classes,
+                cfg.dataset,
+                ds.num_classes()
+            );
+        }
+        cfg.num_classes = ds.num_classes();
+        let unlabelled = match &cfg.unlabelled_root {
+            None => None,
+            Some(root) => {
+                let folder = UnlabelledFolder::open(root).with_context(|| {
+                    format!(
+                        "--unlabelled-root {}: cannot use it as the unlabelled images",
+                        root.display()
+                    )
+                })?;
+                eprintln!(
+                    "unlabelled images: {} from {} ({} unreadable files skipped)",
+                    folder.len(),
+                    root.display(),
+                    folder.skipped_count()
+                );
+                Some(Arc::new(folder))
+            }
+        };
         let split = match &cfg.split {
             Some(path) => Split::load(path, ds.as_ref())?,
             None => Split::sample(ds.as_ref(), cfg.num_labels, cfg.seed, cfg.partial)?,
@@ -63,7 +98,7 @@ impl Trainer {
         if split.labelled.is_empty() {
             bail!("the split has no labelled images: raise --num-labels");
         }
-        if cfg.mode == TrainMode::Semi && split.unlabelled.is_empty() {
+        if cfg.mode == TrainMode::Semi && split.unlabelled.is_empty() && unlabelled.is_none() {
             bail!("semi-supervised training needs unlabelled images, but the split labels every image: lower --num-labels or use --mode sup");
         }
         let learner = Learner::new(cfg.clone(), device.clone())?;
@@ -72,6 +107,7 @@ impl Trainer {
             device,
             ds,
             split,
+            unlabelled,
             learner,
             step: 0,
             best: None,
@@ -116,6 +152,8 @@ impl Trainer {
         let json = serde_json::json!({
             "config": self.cfg,
             "split": self.split,
+            "class_names": self.ds.class_names(),
+            "unlabelled": self.unlabelled.as_ref().map(|u| u.summary()),
             "versions": {
                 "trainer": env!("CARGO_PKG_VERSION"),
                 "candle": "0.11",
@@ -151,11 +189,10 @@ impl Trainer {
                 ucfg.aug = c.unlabelled_crop_config();
                 ucfg.num_threads = c.num_threads;
                 ucfg.start_batch = self.step;
-                Some(Loader::train(
-                    self.ds.clone(),
-                    self.split.unlabelled.clone(),
-                    ucfg,
-                )?)
+                Some(match &self.unlabelled {
+                    Some(folder) => Loader::unlabelled(folder.clone(), ucfg)?,
+                    None => Loader::train(self.ds.clone(), self.split.unlabelled.clone(), ucfg)?,
+                })
             }
         };
         Ok((labelled, unlabelled))
@@ -207,6 +244,7 @@ impl Trainer {
                 let n = acc_n as f64;
                 let line = serde_json::json!({
                     "kind": "train", "step": self.step, "lr": lr,
+                    "strong_threshold": self.cfg.strong_threshold.value_at(self.step - 1),
                     "loss": acc.total / n, "sup": acc.sup / n, "unsup": acc.unsup / n, "reco": acc.reco / n,
                     "images_per_s": window_images as f64 / secs.max(1e-9),
                 });
@@ -245,6 +283,7 @@ impl Trainer {
             best_miou: best.miou,
             best_step: best.step,
             out: self.cfg.out.clone(),
+            class_names: self.ds.class_names(),
         })
     }
 
@@ -261,12 +300,13 @@ impl Trainer {
         log: &mut dyn FnMut(&str),
         bar: Option<&indicatif::ProgressBar>,
     ) -> anyhow::Result<()> {
-        let metrics = evaluate(
+        let (metrics, relation) = evaluate_with_relation(
             &self.eval_net().model,
             self.ds.clone(),
             self.val_ids(),
             &self.device,
             self.cfg.num_threads,
+            self.cfg.temp,
         )?;
         let improved = self.best.as_ref().is_none_or(|b| metrics.miou > b.miou);
         if improved {
@@ -278,6 +318,7 @@ impl Trainer {
         let line = serde_json::json!({
             "kind": "eval", "step": self.step, "miou": metrics.miou, "pixel_acc": metrics.pixel_acc,
             "per_class_iou": metrics.per_class_iou, "best": improved,
+            "relation": relation.rows_json(),
         });
         self.append_metrics(&line)?;
         let out = &self.cfg.out;
@@ -303,6 +344,19 @@ impl Trainer {
         )?;
         if let Err(e) = crate::plot::draw_curves(&out.join(METRICS_FILE), &out.join("curves.png")) {
             log(&format!("warning: could not draw curves.png: {e:#}"));
+        }
+        if let Err(e) = draw_relation(&relation, &self.ds.class_names(), &out.join(RELATION_FILE)) {
+            log(&format!("warning: could not draw {RELATION_FILE}: {e:#}"));
+        }
+        if let Some(folder) = &self.unlabelled {
+            // Files that failed to decode while loading are only known now.
+            if folder.skipped_count() > 0 {
+                log(&format!(
+                    "unlabelled images skipped so far: {} (listed in config.json)",
+                    folder.skipped_count()
+                ));
+            }
+            self.write_config()?;
         }
         let msg = format!(
             "eval at step {}: mIoU {:.2}%, pixel accuracy {:.2}%{}",
