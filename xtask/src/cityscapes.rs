@@ -135,7 +135,7 @@ pub fn fetch_with_login_url(
         .iter()
         .any(|a| opts.sources.needs_official_download(a, &downloads));
     // The official site answers "not logged in" with a redirect: don't follow redirects there.
-    let downloader = Downloader::new(!official);
+    let downloader = Downloader::new(!official).with_retry(opts.sources.retry);
     if official {
         login(&downloader, login_url, creds)?;
     }

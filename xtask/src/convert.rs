@@ -143,11 +143,17 @@ pub fn convert(input: &Path, output: &Path) -> Result<(Kind, usize)> {
                 meta.num_classes,
                 meta.output_stride
             );
+            // Checked against the shapes, serialised in memory and written atomically.
             write_with_meta(&map, &meta, output)
                 .with_context(|| format!("cannot write {}", output.display()))?;
         }
-        None => candle_core::safetensors::save(&map.into_iter().collect::<HashMap<_, _>>(), output)
-            .with_context(|| format!("cannot write {}", output.display()))?,
+        None => {
+            // Serialised in memory, then written atomically: an interrupted conversion never
+            // leaves a truncated .safetensors that a later load would half-read.
+            let bytes = safetensors::tensor::serialize(map.iter(), None)
+                .with_context(|| format!("cannot serialise the tensors of {}", input.display()))?;
+            reco_util::fs::write_atomic(output, &bytes)?;
+        }
     }
     Ok((kind, count))
 }

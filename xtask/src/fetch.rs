@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use crate::checksum::{self, Checksum};
-use crate::download::Downloader;
+use crate::download::{Downloader, RetryPolicy};
 use crate::sources::Archive;
 
 /// Where archives come from and how they are checked (the shared `fetch-data` flags).
@@ -21,6 +21,8 @@ pub struct SourceOptions {
     pub checksums: HashMap<String, Checksum>,
     /// `--accept-unpinned`: use archives that have no checksum at all (prints their SHA-256).
     pub accept_unpinned: bool,
+    /// `--retries` / `--retry-delay-ms`: how a cut download is retried within one run.
+    pub retry: RetryPolicy,
 }
 
 impl SourceOptions {

@@ -6,7 +6,7 @@
 //! the `png` crate is used with no transformations.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter};
+use std::io::BufReader;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -50,31 +50,30 @@ pub fn read_label_png(path: &Path) -> Result<Labels> {
     })
 }
 
-/// Writes `labels` as an 8-bit grayscale PNG via a temporary file and a rename, so an
-/// interrupted run never leaves a half-written label behind.
+/// Writes `labels` as an 8-bit grayscale PNG atomically, so an interrupted run never
+/// leaves a half-written label behind.
 pub fn write_label_png(path: &Path, labels: &Labels) -> Result<()> {
     if labels.data.len() != labels.width as usize * labels.height as usize {
         bail!("internal error: label buffer does not match its size");
     }
-    let tmp = path.with_extension("png.tmp");
+    // Encoded in memory (a label is at most a few hundred kB), so every write error
+    // surfaces here instead of in a buffered writer's drop.
+    let mut png_bytes = Vec::new();
     {
-        let file =
-            File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-        let mut enc = png::Encoder::new(BufWriter::new(file), labels.width, labels.height);
+        let mut enc = png::Encoder::new(&mut png_bytes, labels.width, labels.height);
         enc.set_color(png::ColorType::Grayscale);
         enc.set_depth(png::BitDepth::Eight);
         let mut writer = enc
             .write_header()
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
+            .with_context(|| format!("cannot encode {}", path.display()))?;
         writer
             .write_image_data(&labels.data)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
+            .with_context(|| format!("cannot encode {}", path.display()))?;
         writer
             .finish()
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
+            .with_context(|| format!("cannot encode {}", path.display()))?;
     }
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+    Ok(reco_util::fs::write_atomic(path, &png_bytes)?)
 }
 
 /// Cheap check that a file starts like a JPEG (SOI marker), to catch HTML error pages or
@@ -89,6 +88,7 @@ pub fn looks_like_jpeg(path: &Path) -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::BufWriter;
 
     #[test]
     fn palette_indices_survive() {

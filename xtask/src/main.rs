@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use xtask::cityscapes::{self, Credentials};
-use xtask::download::Downloader;
+use xtask::download::{Downloader, RetryPolicy};
 use xtask::fetch::SourceOptions;
 use xtask::prepare::DatasetOptions;
 use xtask::weights::{fetch_weights, WeightsOptions};
@@ -22,7 +22,7 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Dataset {
     Pascal,
     Cityscapes,
@@ -33,7 +33,8 @@ enum Dataset {
 enum Command {
     /// Download, verify and prepare a dataset in the layout crates/data reads.
     FetchData {
-        #[arg(long, value_enum)]
+        /// Which dataset; Pascal VOC 2012 + SBD (the paper's main benchmark) by default.
+        #[arg(long, value_enum, default_value_t = Dataset::Pascal)]
         dataset: Dataset,
         /// Dataset folder [default: data/<dataset>].
         #[arg(long)]
@@ -54,6 +55,12 @@ enum Command {
         /// Don't require the official image counts (small test mirrors).
         #[arg(long)]
         skip_count_check: bool,
+        /// Tries per archive when a transfer is cut (each retry resumes where it stopped).
+        #[arg(long, default_value_t = RetryPolicy::default().tries, value_parser = clap::value_parser!(u32).range(1..))]
+        retries: u32,
+        /// Wait before the first retry in milliseconds; doubled before each further one.
+        #[arg(long, value_name = "MS", default_value_t = RetryPolicy::default().base_delay.as_millis() as u64)]
+        retry_delay_ms: u64,
         /// Cityscapes account [env: CITYSCAPES_USERNAME].
         #[arg(long)]
         username: Option<String>,
@@ -96,6 +103,8 @@ fn main() -> Result<()> {
             checksums,
             accept_unpinned,
             skip_count_check,
+            retries,
+            retry_delay_ms,
             username,
             password,
         } => {
@@ -115,12 +124,21 @@ fn main() -> Result<()> {
                     mirror,
                     checksums,
                     accept_unpinned,
+                    retry: RetryPolicy {
+                        tries: retries,
+                        base_delay: std::time::Duration::from_millis(retry_delay_ms),
+                        ..RetryPolicy::default()
+                    },
                 },
                 check_counts: !skip_count_check,
             };
             let result = match dataset {
-                Dataset::Pascal => pascal::fetch(&opts, &Downloader::new(true)),
-                Dataset::Sun => sun::fetch(&opts, &Downloader::new(true)),
+                Dataset::Pascal => {
+                    pascal::fetch(&opts, &Downloader::new(true).with_retry(opts.sources.retry))
+                }
+                Dataset::Sun => {
+                    sun::fetch(&opts, &Downloader::new(true).with_retry(opts.sources.retry))
+                }
                 Dataset::Cityscapes => {
                     let creds = Credentials {
                         username: username.or_else(|| env_nonempty("CITYSCAPES_USERNAME")),
@@ -157,5 +175,54 @@ fn main() -> Result<()> {
             );
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn fetch_data_without_flags_means_pascal_with_five_tries() {
+        let cli = Cli::try_parse_from(["xtask", "fetch-data"]).unwrap();
+        let Command::FetchData {
+            dataset,
+            root,
+            retries,
+            ..
+        } = cli.command
+        else {
+            panic!("fetch-data parsed as another command");
+        };
+        assert_eq!(dataset, Dataset::Pascal);
+        assert_eq!(root, None);
+        assert_eq!(retries, 5);
+        let cli = Cli::try_parse_from(["xtask", "fetch-data", "--dataset", "sun"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::FetchData {
+                dataset: Dataset::Sun,
+                ..
+            }
+        ));
+        assert!(Cli::try_parse_from(["xtask", "fetch-data", "--retries", "0"]).is_err());
+    }
+
+    #[test]
+    fn help_names_the_default_dataset() {
+        let mut cmd = Cli::command();
+        let help = cmd
+            .find_subcommand_mut("fetch-data")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(help.contains("[default: pascal]"), "{help}");
+        assert!(help.contains("Pascal VOC"), "{help}");
     }
 }

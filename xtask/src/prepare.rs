@@ -34,9 +34,7 @@ impl DatasetOptions {
 
     /// Writes `.ready` (last step of a successful preparation) and removes the staging folder.
     pub fn mark_ready(&self, summary: &str) -> Result<()> {
-        let marker = self.ready_marker();
-        std::fs::write(&marker, summary)
-            .with_context(|| format!("cannot write {}", marker.display()))?;
+        reco_util::fs::write_atomic(&self.ready_marker(), summary.as_bytes())?;
         let staging = self.staging();
         if staging.exists() {
             std::fs::remove_dir_all(&staging)
@@ -57,14 +55,11 @@ impl DatasetOptions {
     }
 }
 
-/// Writes one id per line via a temporary file and a rename.
+/// Writes one id per line, atomically.
 pub fn write_list(path: &Path, ids: &[String]) -> Result<()> {
-    let tmp = path.with_extension("txt.tmp");
     let mut text = ids.join("\n");
     text.push('\n');
-    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+    Ok(reco_util::fs::write_atomic(path, text.as_bytes())?)
 }
 
 /// Reads a list file (one id per line; blank lines ignored).
@@ -114,7 +109,7 @@ pub fn report(opts: &DatasetOptions, name: &str) {
 }
 
 /// Puts a copy of `src` at `dst` without touching `src` (a hard link when possible, else a
-/// copy through a temporary file). Does nothing when `dst` exists: an interrupted run made it.
+/// atomic copy). Does nothing when `dst` exists: an interrupted run made it.
 pub fn link_or_copy(src: &Path, dst: &Path) -> Result<()> {
     if dst.exists() {
         return Ok(());
@@ -122,11 +117,6 @@ pub fn link_or_copy(src: &Path, dst: &Path) -> Result<()> {
     if std::fs::hard_link(src, dst).is_ok() {
         return Ok(());
     }
-    let mut tmp = dst.as_os_str().to_os_string();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    std::fs::copy(src, &tmp)
-        .with_context(|| format!("cannot copy {} to {}", src.display(), tmp.display()))?;
-    std::fs::rename(&tmp, dst)
-        .with_context(|| format!("cannot rename {} to {}", tmp.display(), dst.display()))
+    reco_util::fs::copy_atomic(src, dst)
+        .with_context(|| format!("cannot copy {} to {}", src.display(), dst.display()))
 }

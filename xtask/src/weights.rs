@@ -136,11 +136,8 @@ pub fn fetch_weights(opts: &WeightsOptions) -> Result<PathBuf> {
     let dest = opts
         .out_dir
         .join(format!("{}.tv_in1k.safetensors", opts.backbone));
-    let tmp = dest.with_extension("safetensors.tmp");
-    std::fs::copy(&cached, &tmp)
-        .with_context(|| format!("cannot copy {} to {}", cached.display(), tmp.display()))?;
-    std::fs::rename(&tmp, &dest)
-        .with_context(|| format!("cannot rename {} to {}", tmp.display(), dest.display()))?;
+    reco_util::fs::copy_atomic(&cached, &dest)
+        .with_context(|| format!("cannot copy {} to {}", cached.display(), dest.display()))?;
     println!("{repo}: {tensors} tensors (hf cache: {})", cached.display());
     println!("weights: {}", dest.display());
     println!("trainer flag: --pretrained {}", dest.display());

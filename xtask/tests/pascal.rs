@@ -150,21 +150,36 @@ fn mirror(voc: Vec<u8>, sbd: Vec<u8>, sums: Option<String>) -> Mirror {
 }
 
 fn run(m: &Mirror, root: &Path) -> (bool, String) {
-    xtask(
-        &[
-            "fetch-data",
-            "--dataset",
-            "pascal",
-            "--root",
-            root.to_str().unwrap(),
-            "--mirror",
-            &m.server.base,
-            "--checksums",
-            m.checksums.to_str().unwrap(),
-            "--skip-count-check",
-        ],
-        &[],
-    )
+    run_with(m, root, &["--dataset", "pascal"])
+}
+
+/// `fetch-data` against the mirror with `extra` flags.
+fn run_with(m: &Mirror, root: &Path, extra: &[&str]) -> (bool, String) {
+    let args = [
+        "fetch-data",
+        "--root",
+        root.to_str().unwrap(),
+        "--mirror",
+        &m.server.base,
+        "--checksums",
+        m.checksums.to_str().unwrap(),
+        "--skip-count-check",
+        // Retries of cut transfers wait milliseconds, not seconds, in tests.
+        "--retry-delay-ms",
+        "2",
+    ];
+    let args: Vec<&str> = args.iter().chain(extra).copied().collect();
+    xtask(&args, &[])
+}
+
+/// The GETs of `path` the server saw, as their Range headers.
+fn ranges(m: &Mirror, path: &str) -> Vec<Option<String>> {
+    m.server
+        .log()
+        .into_iter()
+        .filter(|s| s.method == "GET" && s.path == path)
+        .map(|s| s.range)
+        .collect()
 }
 
 #[test]
@@ -226,38 +241,111 @@ fn complete_fetch_matches_the_layout() {
     assert_eq!(m.server.log().len(), before);
 }
 
-#[test]
-fn interrupted_download_resumes_with_range() {
-    let voc = voc_tar();
-    let m = mirror(voc.clone(), sbd_tgz(), None);
+const VOC_PATH: &str = "/VOCtrainval_11-May-2012.tar";
+const SBD_PATH: &str = "/benchmark.tgz";
+
+/// Serves `body` at `path`, cutting the first `cuts` transfers mid-body.
+fn cut(m: &Mirror, path: &str, body: &[u8], cuts: usize, ignore_range: bool) {
     m.server.route(
-        "/VOCtrainval_11-May-2012.tar",
+        path,
         Route {
-            body: voc.clone(),
-            cut_next: 1,
+            body: body.to_vec(),
+            cut_next: cuts,
+            ignore_range,
             ..Default::default()
         },
     );
+}
+
+#[test]
+fn cut_transfers_resume_with_range_within_one_run() {
+    let (voc, sbd) = (voc_tar(), sbd_tgz());
+    let m = mirror(voc.clone(), sbd.clone(), None);
+    cut(&m, VOC_PATH, &voc, 1, false);
+    cut(&m, SBD_PATH, &sbd, 1, false);
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("pascal");
+    // No --dataset: Pascal VOC is the default.
+    let (ok, out) = run_with(&m, &root, &[]);
+    assert!(ok, "one run must ride out one cut per archive: {out}");
+    for (path, body) in [(VOC_PATH, &voc), (SBD_PATH, &sbd)] {
+        let half = body.len() / 2;
+        assert_eq!(
+            ranges(&m, path),
+            vec![None, Some(format!("bytes={half}-"))],
+            "{path}"
+        );
+        let url = format!("{}{path}", m.server.base);
+        assert!(
+            out.contains(&format!(
+                "try 2/5 for {url}: resuming at {half} bytes after"
+            )),
+            "{out}"
+        );
+        let file = root.join(format!("downloads{path}"));
+        assert_eq!(&std::fs::read(&file).unwrap(), body, "{path}");
+        assert!(!root.join(format!("downloads{path}.part")).exists());
+    }
+    // Both archives passed their checksums (--checksums pins them), so the folder is ready.
+    assert!(root.join(".ready").is_file());
+    let (train, val) = read_with_data_crate(reco_data::DatasetKind::Pascal, &root);
+    assert_eq!((train.len(), val.len()), (4, 2));
+}
+
+#[test]
+fn a_server_that_always_cuts_fails_after_the_tries_and_the_next_run_resumes() {
+    let voc = voc_tar();
+    let m = mirror(voc.clone(), sbd_tgz(), None);
+    cut(&m, VOC_PATH, &voc, usize::MAX, false);
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("pascal");
+    let (ok, out) = run_with(&m, &root, &["--dataset", "pascal", "--retries", "3"]);
+    assert!(!ok, "a transfer that never completes must fail: {out}");
+    let url = format!("{}{VOC_PATH}", m.server.base);
+    assert_eq!(ranges(&m, VOC_PATH).len(), 3, "exactly 3 tries: {out}");
+    assert!(out.contains("try 3/3 for"), "{out}");
+    assert!(!out.contains("try 4/"), "{out}");
+    assert!(
+        out.contains(&format!("the download of {url} failed 3 times in a row")),
+        "{out}"
+    );
+    assert!(out.contains("run the same command again"), "{out}");
+    assert!(!root.join(".ready").exists());
+    let part = root.join("downloads/VOCtrainval_11-May-2012.tar.part");
+    let have = std::fs::metadata(&part).unwrap().len();
+    assert!(have > 0 && have < voc.len() as u64);
+    assert_eq!(std::fs::read(&part).unwrap(), voc[..have as usize]);
+
+    // The connection is fine again: the next run continues from the .part file.
+    m.server.serve(VOC_PATH, voc.clone());
+    let (ok, out) = run(&m, &root);
+    assert!(ok, "{out}");
+    assert_eq!(
+        ranges(&m, VOC_PATH).last().unwrap(),
+        &Some(format!("bytes={have}-"))
+    );
+    assert_eq!(
+        std::fs::read(root.join("downloads/VOCtrainval_11-May-2012.tar")).unwrap(),
+        voc
+    );
+    assert!(root.join(".ready").is_file());
+}
+
+#[test]
+fn a_server_without_range_support_restarts_from_zero() {
+    let voc = voc_tar();
+    let m = mirror(voc.clone(), sbd_tgz(), None);
+    cut(&m, VOC_PATH, &voc, 1, true);
     let work = tempfile::tempdir().unwrap();
     let root = work.path().join("pascal");
     let (ok, out) = run(&m, &root);
-    assert!(!ok, "the cut transfer must fail: {out}");
-    assert!(out.contains("resume"), "{out}");
-    let part = root.join("downloads/VOCtrainval_11-May-2012.tar.part");
-    let half = std::fs::metadata(&part).unwrap().len();
-    assert_eq!(half, voc.len() as u64 / 2);
-    assert!(!root.join(".ready").exists());
-
-    let (ok, out) = run(&m, &root);
     assert!(ok, "{out}");
-    let ranges: Vec<_> = m
-        .server
-        .log()
-        .into_iter()
-        .filter(|s| s.path == "/VOCtrainval_11-May-2012.tar")
-        .map(|s| s.range)
-        .collect();
-    assert_eq!(ranges, vec![None, Some(format!("bytes={half}-"))]);
+    let half = voc.len() / 2;
+    // The resume was asked for; the server sent the whole file, which replaced the part.
+    assert_eq!(
+        ranges(&m, VOC_PATH),
+        vec![None, Some(format!("bytes={half}-"))]
+    );
     assert_eq!(
         std::fs::read(root.join("downloads/VOCtrainval_11-May-2012.tar")).unwrap(),
         voc

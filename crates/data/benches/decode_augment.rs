@@ -13,9 +13,10 @@ use std::time::Instant;
 
 use image::{GrayImage, Rgb, RgbImage};
 use rand::Rng;
-use reco_data::augment::augment_sample;
 use reco_data::rng::rng_for;
+use reco_data::transforms::augment_sample;
 use reco_data::*;
+use reco_util::bench::median;
 
 const N: usize = 48;
 const W: u32 = 500;
@@ -56,11 +57,6 @@ fn make_voc(root: &std::path::Path) -> Vec<String> {
     std::fs::write(root.join("train_aug.txt"), ids.join("\n")).unwrap();
     std::fs::write(root.join("val.txt"), ids[..4].join("\n")).unwrap();
     ids
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
 }
 
 fn main() {
@@ -125,10 +121,10 @@ fn main() {
         t.elapsed().as_secs_f64() * 1000.0 / reps as f64
     };
     let t_resize = time(&mut || {
-        std::hint::black_box(reco_data::augment::resize_rgb(&s0.image, 562, 750));
+        std::hint::black_box(reco_data::transforms::resize_rgb(&s0.image, 562, 750));
     });
     let t_resize_label = time(&mut || {
-        std::hint::black_box(reco_data::augment::resize_label(&s0.label, 562, 750));
+        std::hint::black_box(reco_data::transforms::resize_label(&s0.label, 562, 750));
     });
     let mut planar = vec![0.5f32; 3 * ch * cw];
     let jitter = reco_data::color::JitterParams {
@@ -175,7 +171,7 @@ fn main() {
         * 0.9)
         .unwrap();
     {
-        use reco_data::mix::{mix, photometric, rescale_crop};
+        use reco_data::transforms::{mix, photometric, rescale_crop};
         let ucfg = UnsupAugConfig::new(DatasetKind::Pascal, MixMode::ClassMix);
         let t = Instant::now();
         let h = HostBatch::from_tensors(&u.images, &pseudo, &conf).unwrap();

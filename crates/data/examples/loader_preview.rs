@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use image::RgbImage;
+use reco_data::datasets::{Synthetic, SyntheticConfig};
 use reco_data::*;
 
 fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {

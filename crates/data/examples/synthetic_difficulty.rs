@@ -14,6 +14,7 @@ use candle_nn::{
     batch_norm, conv2d_no_bias, AdamW, BatchNorm, Conv2d, Conv2dConfig, ModuleT, Optimizer,
     ParamsAdamW, VarBuilder, VarMap,
 };
+use reco_data::datasets::{Synthetic, SyntheticConfig};
 use reco_data::*;
 
 struct Net {

@@ -2,7 +2,8 @@
 //! `cargo run -p reco-data --example synthetic_preview -- out.png [count]`
 
 use image::RgbImage;
-use reco_data::{DatasetKind, SegDataset, Subset, Synthetic, SyntheticConfig, IGNORE};
+use reco_data::datasets::{Synthetic, SyntheticConfig};
+use reco_data::{DatasetKind, SegDataset, Subset, IGNORE};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();

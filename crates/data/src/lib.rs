@@ -43,13 +43,15 @@
 //!   sampler minimum, default root), [`DatasetKind::class_names`] and
 //!   [`DatasetKind::palette`] (colours for prediction images).
 //! - [`SegDataset`] (`ids(Subset)`, `load(id) -> Sample { image: RgbImage, label:
-//!   GrayImage }` with 255 = ignore) and [`open`]. Readers: [`PascalVoc`],
-//!   [`Cityscapes`], [`SunRgbd`], [`Synthetic`].
+//!   GrayImage }` with 255 = ignore) and [`open`]. The readers are in [`datasets`]:
+//!   [`datasets::PascalVoc`], [`datasets::Cityscapes`], [`datasets::SunRgbd`],
+//!   [`datasets::Synthetic`].
 //! - [`Split`]: `sample`, `save`, `load`, `class_counts`; [`Partial`] labels (p0/p1/p5/p25).
 //! - [`AugConfig`] (the labelled transform), [`Loader`] with [`TrainLoaderConfig`] /
 //!   [`ValLoaderConfig`] producing [`Batch`].
-//! - [`mix`]: [`unsup_transform`] with [`UnsupAugConfig`] and [`MixMode`]
-//!   (ClassMix / CutMix / CutOut / None); the steps are public too.
+//! - [`unsup_transform`] with [`UnsupAugConfig`] and [`MixMode`]
+//!   (ClassMix / CutMix / CutOut / None); its steps, and the labelled transform's, are
+//!   in [`transforms`].
 //! - Helpers for `predict`: [`image_to_tensor`] (normalised `[1,3,H,W]`) and
 //!   [`colorize`] (class map -> palette image); [`io::read_rgb`] decodes any image file.
 //! - Resuming: [`TrainLoaderConfig::start_batch`] starts at batch `k`; batch `k` depends
@@ -88,7 +90,7 @@
 //! ```
 //! id = `<split>/<city>/<city>_<seq>_<frame>`. Ids are listed by walking the trees
 //! (sorted). `labelIds` are mapped to the 19 train ids (all other ids -> ignore); images
-//! (bilinear) and labels (nearest) are resized to 1024x512 ([`CITYSCAPES_SIZE`]).
+//! (bilinear) and labels (nearest) are resized to 1024x512 ([`datasets::CITYSCAPES_SIZE`]).
 //!
 //! ### sun (default root `data/sun`): SUN RGB-D 37 classes, as prepared by xtask
 //! ```text
@@ -97,14 +99,14 @@
 //! labels/<id>.png                8-bit: 0 = unlabelled (-> ignore), 1..=37 = classes
 //!                                (the reader uses label - 1); 255 is also read as ignore
 //! ```
-//! Images (bilinear) and labels (nearest) are resized to 512x384 ([`SUN_SIZE`]) on load,
+//! Images (bilinear) and labels (nearest) are resized to 512x384 ([`datasets::SUN_SIZE`]) on load,
 //! as the original's `sun_preprocess.py` did on disk (a no-op for files of that size).
 //!
 //! ### synthetic (no files)
-//! Generated from a seed on each `load` ([`SyntheticConfig`]: seed 0, 2000 train and 200
+//! Generated from a seed on each `load` ([`datasets::SyntheticConfig`]: seed 0, 2000 train and 200
 //! val images of 96x96 px, ids `train-00000`, `val-00000`). Seven classes: background and
 //! {disc, square, triangle} x {stripes, checkerboard}, with random colours and cluttered
-//! backgrounds whose distractors share one cue but never both (see [`synthetic`]).
+//! backgrounds whose distractors share one cue but never both (see [`datasets::Synthetic`]).
 //! Defaults: crop 64, scale 0.75-1.25, batch 8, evaluation 96x96.
 //!
 //! ## Augmentation (as the original `build_data.transform`)
@@ -117,28 +119,39 @@
 //! rescale, pad to the evaluation size. Decoding uses the `image` (and `png`) crates,
 //! resizing `fast_image_resize` (Pillow's convolution scheme, SIMD).
 
-pub mod augment;
+// One public path per item: what the trainer and most programs need is re-exported at
+// the root (the modules holding it are private); `datasets` (the concrete readers),
+// `transforms` (the individual augmentation steps), `color` (pixel kernels), `io` (file
+// decoding) and `rng` are namespaces of their own, with nothing of theirs at the root.
+mod augment;
 pub mod color;
-pub mod dataset;
+mod dataset;
 pub mod datasets;
-pub mod error;
+mod error;
 pub mod io;
-pub mod kind;
-pub mod loader;
-pub mod mix;
-pub mod partial;
-pub mod resize;
+mod kind;
+mod loader;
+mod mix;
+mod partial;
+mod resize;
 pub mod rng;
-pub mod split;
-pub mod synthetic;
+mod split;
+mod synthetic;
+
+/// The individual steps of the labelled transform ([`AugConfig`], run by the [`Loader`])
+/// and of the unlabelled one ([`unsup_transform`]), for benchmarks and for programs that
+/// compose their own pipeline.
+pub mod transforms {
+    pub use crate::augment::{augment_sample, eval_sample};
+    pub use crate::mix::{cutout_box, mix, photometric, rescale_crop};
+    pub use crate::resize::{resize_label, resize_rgb};
+}
 
 pub use augment::{colorize, image_to_tensor, AugConfig, Photometric, IMAGENET_MEAN, IMAGENET_STD};
 pub use dataset::{open, Sample, SegDataset, Subset};
-pub use datasets::{Cityscapes, PascalVoc, SunRgbd, CITYSCAPES_SIZE, SUN_SIZE};
 pub use error::{DataError, Result};
 pub use kind::{DatasetDefaults, DatasetKind, IGNORE};
 pub use loader::{Batch, Loader, PartialLabels, TrainLoaderConfig, ValLoaderConfig};
 pub use mix::{unsup_transform, HostBatch, MixMode, UnsupAugConfig, UnsupBatch};
 pub use partial::{partial_label, Partial};
 pub use split::{class_table, classes_present, Split};
-pub use synthetic::{Synthetic, SyntheticConfig};

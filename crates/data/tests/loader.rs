@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
-use reco_data::mix::{cutout_box, mix, rescale_crop};
+use reco_data::datasets::{Synthetic, SyntheticConfig};
+use reco_data::transforms::{cutout_box, mix, rescale_crop};
 use reco_data::*;
 
 fn synthetic(train: usize, val: usize) -> Arc<dyn SegDataset> {

@@ -17,6 +17,7 @@ use candle_core::{Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use reco_loss::{reco_loss, ReCoConfig};
+use reco_util::bench::{median, peak_rss_mb};
 
 struct Shape {
     name: &'static str,
@@ -144,14 +145,9 @@ fn inputs(s: &Shape, seed: u64) -> candle_core::Result<[Tensor; 4]> {
     ])
 }
 
-/// Peak resident set size of this process so far, in MB.
+/// Peak resident set size of this process so far, in MB (NaN off Linux).
 fn vm_hwm_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
+    peak_rss_mb().unwrap_or(f64::NAN)
 }
 
 /// User + system CPU time of this process so far, in seconds (all threads).
@@ -167,11 +163,6 @@ fn cpu_seconds() -> f64 {
     };
     // Clock ticks are 100 per second on Linux.
     (ticks(11) + ticks(12)) / 100.0
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn shape(name: &str) -> &'static Shape {

@@ -1,7 +1,7 @@
 //! The supervised and unsupervised cross-entropy losses of the original
 //! (`compute_supervised_loss`, `compute_unsupervised_loss`).
 //!
-//! candle's cross-entropy has no ignore index (CANDLE_NOTES 6), so both use a masked
+//! candle's cross-entropy has no ignore index (docs/design.md, candle gap 6), so both use a masked
 //! formulation: ignored pixels gather class 0 and are multiplied by 0, which keeps every
 //! index in range on every device and gives them exactly zero gradient.
 
@@ -28,7 +28,7 @@ fn pixel_cross_entropy(
     let target = check::labels(target, c, &format!("{what}: target"))?;
     let valid = target.ge(0i64)?.to_dtype(pred.dtype())?;
     let index = target.maximum(0i64)?.to_dtype(DType::U32)?.unsqueeze(1)?;
-    // Composed log-softmax: the fused softmax kernels drop gradients (CANDLE_NOTES 10).
+    // Composed log-softmax: the fused softmax kernels drop gradients (docs/design.md, candle gap 10).
     let log_prob = candle_nn::ops::log_softmax(pred, 1)?;
     let picked = log_prob
         .contiguous()?

@@ -2,7 +2,7 @@
 //!
 //! Everything here works on host index lists (built from one small device-to-host copy of
 //! per-pixel class codes) and a seeded ChaCha generator, because candle's own generator
-//! cannot be seeded (CANDLE_NOTES 8). The output is plain indices, so the distribution
+//! cannot be seeded (docs/design.md, candle gap 8). The output is plain indices, so the distribution
 //! of the draws can be tested without any tensor code.
 
 use rand::{Rng, SeedableRng};

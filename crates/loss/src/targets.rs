@@ -101,7 +101,7 @@ fn check_labels_like(t: &Tensor, b: usize, what: &str) -> candle_core::Result<()
 }
 
 /// Labels, masks and probabilities for the concatenated `[labelled; unlabelled]` batch
-/// (DESIGN.md step 5).
+/// (docs/design.md#the-semi-supervised-step, step 5).
 ///
 /// * `labels_l` `[B,H,W]` i64 ground truth (-1 = ignore): valid where `label >= 0`.
 /// * `pseudo_u` `[B,H,W]` i64 pseudo-labels and `confidence_u` `[B,H,W]` float (after

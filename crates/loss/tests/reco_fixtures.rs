@@ -1,5 +1,5 @@
 //! ReCo loss against the original's distribution: mean loss and mean gradient over many
-//! seeds, with the criteria of shared/reference/README.md.
+//! seeds, with the criteria of docs/design.md#reference-fixtures.
 
 mod common;
 

@@ -11,6 +11,7 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use reco_models::{Backbone, DeepLabConfig, DeepLabV3Plus};
+use reco_util::bench::{median, peak_rss_mb};
 
 #[derive(Clone, Debug)]
 struct Args {
@@ -44,21 +45,6 @@ fn parse_args() -> Args {
         }
     }
     args
-}
-
-fn peak_rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 fn measure(args: &Args, what: &str) -> (f64, f64, f64) {
@@ -101,7 +87,7 @@ fn measure(args: &Args, what: &str) -> (f64, f64, f64) {
         }
     }
     let min = times.iter().cloned().fold(f64::INFINITY, f64::min);
-    (median(times), min, peak_rss_mb())
+    (median(times), min, peak_rss_mb().unwrap_or(f64::NAN))
 }
 
 fn main() {

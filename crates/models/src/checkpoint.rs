@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 
+use crate::vars::named_vars;
+
 /// Suffix of the batch-norm step counters PyTorch keeps in every `state_dict`.
 const NUM_BATCHES_TRACKED: &str = "num_batches_tracked";
 /// Prefix the original network puts on every backbone parameter.
@@ -113,9 +115,7 @@ fn assign(
     path: &Path,
     source_name: impl Fn(&str) -> Option<String>,
 ) -> Result<(), CheckpointError> {
-    let vars = varmap.data().lock().map_err(|_| {
-        candle_core::Error::Msg("the model's variable map is poisoned by an earlier panic".into())
-    })?;
+    let vars = named_vars(varmap)?;
     let mut missing = Vec::new();
     let mut misshaped = Vec::new();
     let mut plan = Vec::new();
@@ -215,16 +215,10 @@ pub fn load_checkpoint_tensors(
     tensors: &HashMap<String, Tensor>,
     path: &Path,
 ) -> Result<i64, CheckpointError> {
-    let known: std::collections::HashSet<String> = varmap
-        .data()
-        .lock()
-        .map_err(|_| candle_core::Error::Msg("poisoned variable map".into()))?
-        .keys()
-        .cloned()
-        .collect();
+    let known = named_vars(varmap)?;
     let mut unexpected: Vec<String> = tensors
         .keys()
-        .filter(|k| !known.contains(*k) && !k.ends_with(NUM_BATCHES_TRACKED))
+        .filter(|k| !known.contains_key(*k) && !k.ends_with(NUM_BATCHES_TRACKED))
         .cloned()
         .collect();
     unexpected.sort();
@@ -251,16 +245,13 @@ pub fn load_checkpoint_tensors(
 /// `resnet101.tv_in1k` safetensors. The heads keep their initialisation.
 pub fn load_backbone(varmap: &VarMap, path: &Path) -> Result<(), CheckpointError> {
     let tensors = read_tensors(path)?;
+    let known = named_vars(varmap)?;
     let mut unexpected: Vec<String> = tensors
         .keys()
         .filter(|k| {
             !k.starts_with("fc.")
                 && !k.ends_with(NUM_BATCHES_TRACKED)
-                && !varmap
-                    .data()
-                    .lock()
-                    .map(|v| v.contains_key(&format!("{BACKBONE_PREFIX}{k}")))
-                    .unwrap_or(false)
+                && !known.contains_key(&format!("{BACKBONE_PREFIX}{k}"))
         })
         .cloned()
         .collect();
@@ -286,10 +277,7 @@ pub fn state_dict(
     varmap: &VarMap,
     num_batches_tracked: i64,
 ) -> Result<BTreeMap<String, Tensor>, CheckpointError> {
-    let vars = varmap
-        .data()
-        .lock()
-        .map_err(|_| candle_core::Error::Msg("poisoned variable map".into()))?;
+    let vars = named_vars(varmap)?;
     let mut out = BTreeMap::new();
     for (name, var) in vars.iter() {
         let t = var
@@ -318,7 +306,9 @@ pub fn export_state_dict(
     write_safetensors_atomic(&tensors, path)
 }
 
-/// Serialises tensors to `path` through a temporary sibling file and a rename.
+/// Serialises tensors to `path` atomically (`reco_util::fs::write_atomic`: a synced
+/// temporary sibling, then a rename). safetensors 0.8 writes only to a path or to bytes,
+/// so the file is built in memory first (one copy of the weights, ~200 MB for ResNet-101).
 pub fn write_safetensors_atomic(
     tensors: &BTreeMap<String, Tensor>,
     path: &Path,
@@ -327,20 +317,7 @@ pub fn write_safetensors_atomic(
         path: path.to_path_buf(),
         source,
     };
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| write_err(std::io::Error::other("the path names no file")))?;
-    let tmp = path.with_file_name(format!(".{}.tmp", file_name.to_string_lossy()));
-    safetensors::tensor::serialize_to_file(tensors.iter(), None, &tmp).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        write_err(std::io::Error::other(e.to_string()))
-    })?;
-    // Make the bytes durable before the rename makes them visible.
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .and_then(|_| std::fs::rename(&tmp, path))
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            write_err(e)
-        })
+    let bytes = safetensors::tensor::serialize(tensors.iter(), None)
+        .map_err(|e| write_err(std::io::Error::other(e.to_string())))?;
+    reco_util::fs::write_atomic(path, &bytes).map_err(write_err)
 }

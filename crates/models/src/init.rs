@@ -8,13 +8,8 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarMap;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-
-fn name_hash(name: &str) -> u64 {
-    // FNV-1a: stable across Rust versions, unlike DefaultHasher.
-    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
-    })
-}
+// FNV-1a: stable across Rust versions, unlike DefaultHasher.
+use reco_util::seed::hash_str;
 
 /// Standard normal draws by Box–Muller (keeps the dependency list short).
 fn normal(rng: &mut ChaCha8Rng) -> f64 {
@@ -26,14 +21,11 @@ fn normal(rng: &mut ChaCha8Rng) -> f64 {
 /// Re-initialises every variable of a DeepLabV3+ VarMap from `seed`; each variable's
 /// values depend only on the seed and its name.
 pub fn init_seeded(varmap: &VarMap, seed: u64) -> Result<()> {
-    let vars = varmap
-        .data()
-        .lock()
-        .map_err(|_| candle_core::Error::Msg("poisoned variable map".into()))?;
+    let vars = crate::vars::named_vars(varmap)?;
     for (name, var) in vars.iter() {
         let dims = var.dims().to_vec();
         let n: usize = dims.iter().product();
-        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ name_hash(name));
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ hash_str(name));
         let values: Vec<f64> = if dims.len() == 4 && name.starts_with("resnet_") {
             let fan_out = (dims[0] * dims[2] * dims[3]) as f64;
             let std = (2.0 / fan_out).sqrt();

@@ -32,6 +32,20 @@ pub struct Conv2d {
     params: ConvParams,
 }
 
+/// How [`Conv2d::new`] fills a weight that the VarBuilder creates (a model built without
+/// [`init_seeded`](crate::init_seeded) and without a checkpoint keeps these values).
+/// The two rules are the original's, and the ones `init_seeded` draws from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ConvInit {
+    /// PyTorch's `nn.Conv2d` default, kaiming_uniform(a=√5) = U(±1/√fan_in): what the
+    /// original's heads (ASPP, decoder, classifier, representation) keep. A fan-out
+    /// normal there would make the initial logits of the 1x1 classifier ~10x too large.
+    #[default]
+    PyTorchDefault,
+    /// torchvision's ResNet initialisation: Kaiming normal, fan-out, ReLU gain.
+    KaimingFanOut,
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct Conv2dConfig {
     pub in_channels: usize,
@@ -41,10 +55,13 @@ pub struct Conv2dConfig {
     pub padding: usize,
     pub dilation: usize,
     pub bias: bool,
+    /// Initial weight distribution; the bias (if any) is always U(±1/√fan_in).
+    pub init: ConvInit,
 }
 
 impl Conv2dConfig {
-    /// A `kernel`x`kernel` convolution without bias, stride 1, no padding or dilation.
+    /// A `kernel`x`kernel` convolution without bias, stride 1, no padding or dilation,
+    /// with PyTorch's default initialisation.
     pub fn new(in_channels: usize, out_channels: usize, kernel: usize) -> Self {
         Self {
             in_channels,
@@ -54,6 +71,7 @@ impl Conv2dConfig {
             padding: 0,
             dilation: 1,
             bias: false,
+            init: ConvInit::PyTorchDefault,
         }
     }
     pub fn stride(self, stride: usize) -> Self {
@@ -73,28 +91,30 @@ impl Conv2dConfig {
     pub fn with_bias(self) -> Self {
         Self { bias: true, ..self }
     }
+    pub fn init(self, init: ConvInit) -> Self {
+        Self { init, ..self }
+    }
 }
 
 impl Conv2d {
     pub fn new(cfg: Conv2dConfig, vb: VarBuilder) -> Result<Self> {
         let shape = (cfg.out_channels, cfg.in_channels, cfg.kernel, cfg.kernel);
-        // torchvision's ResNet initialisation: Kaiming normal, fan-out, ReLU gain.
-        let init = Init::Kaiming {
-            dist: candle_nn::init::NormalOrUniform::Normal,
-            fan: candle_nn::init::FanInOut::FanOut,
-            non_linearity: candle_nn::init::NonLinearity::ReLU,
+        let bound = 1.0 / ((cfg.in_channels * cfg.kernel * cfg.kernel) as f64).sqrt();
+        let fan_in_uniform = Init::Uniform {
+            lo: -bound,
+            up: bound,
+        };
+        let init = match cfg.init {
+            ConvInit::PyTorchDefault => fan_in_uniform,
+            ConvInit::KaimingFanOut => Init::Kaiming {
+                dist: candle_nn::init::NormalOrUniform::Normal,
+                fan: candle_nn::init::FanInOut::FanOut,
+                non_linearity: candle_nn::init::NonLinearity::ReLU,
+            },
         };
         let weight = vb.get_with_hints(shape, "weight", init)?;
         let bias = if cfg.bias {
-            let bound = 1.0 / ((cfg.in_channels * cfg.kernel * cfg.kernel) as f64).sqrt();
-            Some(vb.get_with_hints(
-                cfg.out_channels,
-                "bias",
-                Init::Uniform {
-                    lo: -bound,
-                    up: bound,
-                },
-            )?)
+            Some(vb.get_with_hints(cfg.out_channels, "bias", fan_in_uniform)?)
         } else {
             None
         };

@@ -13,6 +13,9 @@ pub mod layers;
 pub mod meta;
 pub mod network;
 pub mod ops;
+/// The parity fixtures' "formula weights" and a relative-error helper: test scaffolding
+/// for this crate's tests and `trainer check`, not part of the model API.
+#[cfg(feature = "test-support")]
 pub mod reference;
 pub mod resnet;
 pub mod segment;

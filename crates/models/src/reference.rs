@@ -1,4 +1,4 @@
-//! The "formula weights" of ../shared/reference/README.md: deterministic parameter and
+//! The "formula weights" of docs/design.md#reference-fixtures: deterministic parameter and
 //! input values from a tensor's name, with which the original code produced the parity
 //! fixtures. Used by the parity tests and by `trainer check` on any device.
 
@@ -14,7 +14,7 @@ fn fnv1a(name: &str) -> u64 {
     h as u64
 }
 
-/// `u_k` of the reference README.
+/// `u_k` of the formula weights (docs/design.md#reference-fixtures).
 pub fn formula_u(name: &str, k: usize) -> f64 {
     let seed = fnv1a(name);
     ((k as u64).wrapping_mul(2654435761).wrapping_add(seed) % (1u64 << 32)) as f64 / 4294967296.0

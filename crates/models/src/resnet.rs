@@ -5,7 +5,7 @@
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::layers::{BatchNorm2d, Conv2d, Conv2dConfig, Mode};
+use crate::layers::{BatchNorm2d, Conv2d, Conv2dConfig, ConvInit, Mode};
 use crate::ops::max_pool_3x3_s2;
 
 /// The ResNet variants of torchvision.
@@ -103,6 +103,11 @@ pub fn stage_dilations(output_stride: usize) -> Result<[usize; 2]> {
     }
 }
 
+/// A backbone convolution: torchvision's ResNet initialises every one Kaiming fan-out.
+fn backbone_conv(cin: usize, cout: usize, kernel: usize) -> Conv2dConfig {
+    Conv2dConfig::new(cin, cout, kernel).init(ConvInit::KaimingFanOut)
+}
+
 /// How one 3x3 convolution of a stage is set up. A stage dilated by `d` turns its
 /// strided convolutions into stride 1; a strided 3x3 becomes dilation `d/2`, every other
 /// 3x3 dilation `d`, and 1x1 convolutions only lose their stride.
@@ -114,7 +119,7 @@ struct StageGeometry {
 
 impl StageGeometry {
     fn conv3x3(self, cin: usize, cout: usize, first_block: bool) -> Conv2dConfig {
-        let base = Conv2dConfig::new(cin, cout, 3);
+        let base = backbone_conv(cin, cout, 3);
         match (first_block, self.dilation) {
             (true, 1) => base.stride(self.stride).padding(1),
             (true, d) => base.dilated(d / 2),
@@ -139,7 +144,7 @@ struct Downsample {
 impl Downsample {
     fn new(cin: usize, cout: usize, stride: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            conv: Conv2d::new(Conv2dConfig::new(cin, cout, 1).stride(stride), vb.pp(0))?,
+            conv: Conv2d::new(backbone_conv(cin, cout, 1).stride(stride), vb.pp(0))?,
             bn: BatchNorm2d::new(cout, vb.pp(1))?,
         })
     }
@@ -168,9 +173,9 @@ impl Block {
         let cout = planes * backbone.expansion();
         let cfgs = if backbone.is_bottleneck() {
             vec![
-                Conv2dConfig::new(cin, planes, 1),
+                backbone_conv(cin, planes, 1),
                 geo.conv3x3(planes, planes, first),
-                Conv2dConfig::new(planes, cout, 1),
+                backbone_conv(planes, cout, 1),
             ]
         } else {
             vec![
@@ -238,7 +243,7 @@ impl ResNet {
     pub fn new(backbone: Backbone, output_stride: usize, vb: VarBuilder) -> Result<Self> {
         let [d3, d4] = stage_dilations(output_stride)?;
         let conv1 = Conv2d::new(
-            Conv2dConfig::new(3, 64, 7).stride(2).padding(3),
+            backbone_conv(3, 64, 7).stride(2).padding(3),
             vb.pp("resnet_conv1"),
         )?;
         let bn1 = BatchNorm2d::new(64, vb.pp("resnet_bn1"))?;

@@ -1,5 +1,5 @@
 //! Parity with the original PyTorch network on the reference fixtures
-//! (../shared/reference/README.md): eval outputs in f32, train-mode outputs, gradients
+//! (docs/design.md#reference-fixtures): eval outputs in f32, train-mode outputs, gradients
 //! and running statistics in f64.
 
 mod common;

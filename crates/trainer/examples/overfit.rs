@@ -5,9 +5,8 @@
 use std::sync::Arc;
 
 use candle_core::Device;
-use reco_data::{
-    DatasetKind, Loader, SegDataset, Subset, Synthetic, SyntheticConfig, TrainLoaderConfig,
-};
+use reco_data::datasets::{Synthetic, SyntheticConfig};
+use reco_data::{DatasetKind, Loader, SegDataset, Subset, TrainLoaderConfig};
 use trainer::config::{TrainConfig, TrainMode};
 use trainer::train::Learner;
 

@@ -14,8 +14,11 @@ pub struct Route {
     pub body: Vec<u8>,
     /// Extra response headers (hub-like endpoints need ETag, X-Repo-Commit).
     pub headers: Vec<(String, String)>,
-    /// For the next N GETs: announce the full length but send only half, then hang up.
+    /// For the next N GETs: announce the full length but send only half (of what was
+    /// asked for), then hang up.
     pub cut_next: usize,
+    /// Answer every GET with 200 and the whole body, as servers without Range support do.
+    pub ignore_range: bool,
     /// Answer only when the request carries this cookie (`name=value`); else 302 to /login.
     pub needs_cookie: Option<String>,
     /// Status for POST (login form): 302 + Set-Cookie when the body contains this text.
@@ -156,6 +159,7 @@ fn handle(
     let total = route.body.len();
     let start = headers
         .get("range")
+        .filter(|_| !route.ignore_range)
         .and_then(|r| r.strip_prefix("bytes="))
         .and_then(|r| r.strip_suffix('-'))
         .and_then(|s| s.parse::<usize>().ok());

@@ -1,5 +1,5 @@
-//! Shared helpers of the integration tests: the fixture file copied from
-//! `shared/reference/losses.safetensors` (outputs of the original PyTorch code).
+//! Shared helpers of the integration tests: the fixture file `fixtures/losses.safetensors`
+//! (outputs of the original PyTorch code; docs/design.md#reference-fixtures).
 
 #![allow(dead_code)]
 

@@ -1,4 +1,5 @@
-//! Shared by the parity tests: the reference README's "formula weights" and fixture I/O.
+//! Shared by the parity tests: the "formula weights" (docs/design.md#reference-fixtures)
+//! and fixture I/O.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
