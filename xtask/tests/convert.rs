@@ -217,3 +217,60 @@ fn anything_else_is_refused() {
     let err = format!("{:#}", xtask::convert::convert(&missing, &out).unwrap_err());
     assert!(err.contains("nope.pth"), "{err}");
 }
+
+#[test]
+fn deeplabv2_is_recognised_from_its_keys_and_written_with_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let pth = dir.path().join("v2.pth");
+    let w = |n: usize| Data::F32((0..n).map(|i| i as f32).collect());
+    // The keys that decide the architecture: a basic-block ResNet with two layer3 blocks
+    // (ResNet-18), 3 classes, a 4-channel representation.
+    write_pth(
+        &pth,
+        &[
+            ("resnet_conv1.weight", vec![2, 3, 1, 1], w(6)),
+            ("resnet_layer1.0.conv1.weight", vec![2, 2, 1, 1], w(4)),
+            ("resnet_layer3.0.conv1.weight", vec![2, 2, 1, 1], w(4)),
+            ("resnet_layer3.1.conv1.weight", vec![2, 2, 1, 1], w(4)),
+            ("resnet_bn1.num_batches_tracked", vec![], Data::I64(vec![3])),
+            ("classifier.conv2d_list.0.weight", vec![3, 2, 3, 3], w(54)),
+            ("classifier.conv2d_list.0.bias", vec![3], w(3)),
+            ("representation.0.weight", vec![4, 2, 1, 1], w(8)),
+        ],
+        Some("model"),
+    );
+    let out = dir.path().join("v2.safetensors");
+    let (kind, n) = xtask::convert::convert(&pth, &out).unwrap();
+    assert_eq!(kind, xtask::convert::Kind::RecoDeepLabV2);
+    assert_eq!(n, 8);
+    let meta = reco_models::read_meta(&out)
+        .unwrap()
+        .expect("metadata in a converted DeepLabV2");
+    assert_eq!(meta.network, reco_models::NetworkKind::DeepLabV2);
+    assert_eq!(meta.backbone, reco_models::Backbone::ResNet18);
+    assert_eq!(meta.output_stride, reco_models::DEEPLABV2_OUTPUT_STRIDE);
+    assert_eq!((meta.num_classes, meta.output_dim), (3, 4));
+    // Names and dtypes unchanged; metadata adds no tensor.
+    let t = read_back(&out);
+    assert_eq!(t.len(), 8);
+    assert_eq!(
+        t["resnet_bn1.num_batches_tracked"].dtype(),
+        candle_core::DType::I64
+    );
+
+    // A DeepLabV3+ state_dict too partial to tell its backbone converts without metadata.
+    let partial = dir.path().join("partial.pth");
+    write_pth(
+        &partial,
+        &[
+            ("resnet_conv1.weight", vec![2, 3, 1, 1], w(6)),
+            ("resnet_layer1.0.conv1.weight", vec![2, 2, 1, 1], w(4)),
+            ("ASPP.project.0.weight", vec![1], w(1)),
+            ("classifier.3.weight", vec![2], w(2)),
+        ],
+        None,
+    );
+    let out = dir.path().join("partial.safetensors");
+    xtask::convert::convert(&partial, &out).unwrap();
+    assert_eq!(reco_models::read_meta(&out).unwrap(), None);
+}

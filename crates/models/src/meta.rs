@@ -540,8 +540,73 @@ pub fn write_with_meta(
             source: std::io::Error::other(e.to_string()),
         }
     })?;
+    let bytes = sort_header_metadata(bytes);
     reco_util::fs::write_atomic(path, &bytes).map_err(|source| MetaError::Write {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// The same file with its `__metadata__` entries in sorted order. safetensors writes the
+/// map in `HashMap` order, which differs between processes; sorted, the same weights and
+/// metadata always give the same bytes (runs resumed after a kill compare bit for bit).
+/// The header keeps its length (the same entries, reordered), so offsets are unchanged.
+fn sort_header_metadata(mut bytes: Vec<u8>) -> Vec<u8> {
+    const PREFIX: &[u8] = b"{\"__metadata__\":";
+    let Some(len) = bytes.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()) else {
+        return bytes;
+    };
+    let header_end = 8 + u64::from_le_bytes(len) as usize;
+    if header_end > bytes.len() || !bytes[8..].starts_with(PREFIX) {
+        return bytes;
+    }
+    let start = 8 + PREFIX.len();
+    let mut stream = serde_json::Deserializer::from_slice(&bytes[start..header_end])
+        .into_iter::<BTreeMap<String, String>>();
+    let Some(Ok(map)) = stream.next() else {
+        return bytes;
+    };
+    let end = start + stream.byte_offset();
+    match serde_json::to_vec(&map) {
+        Ok(sorted) if sorted.len() == end - start => {
+            bytes[start..end].copy_from_slice(&sorted);
+            bytes
+        }
+        _ => bytes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_weights_and_metadata_always_give_the_same_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = DeepLabConfig {
+            backbone: Backbone::ResNet18,
+            num_classes: 3,
+            output_dim: 4,
+            ..DeepLabConfig::default()
+        };
+        let varmap = VarMap::new();
+        let vb = candle_nn::VarBuilder::from_varmap(
+            &varmap,
+            candle_core::DType::F32,
+            &candle_core::Device::Cpu,
+        );
+        crate::network::Network::new(NetworkKind::DeepLabV2, &cfg, vb).unwrap();
+        let meta = CheckpointMeta::new(NetworkKind::DeepLabV2, &cfg)
+            .with_dataset("synthetic", vec!["a".into(), "b".into(), "c".into()]);
+        // Each write builds a new HashMap (a new random order) for the metadata.
+        let files: Vec<Vec<u8>> = (0..4)
+            .map(|i| {
+                let path = dir.path().join(format!("{i}.safetensors"));
+                export_with_meta(&varmap, &meta, &path, 0).unwrap();
+                assert_eq!(read_meta(&path).unwrap(), Some(meta.clone()));
+                std::fs::read(&path).unwrap()
+            })
+            .collect();
+        assert!(files.iter().all(|f| f == &files[0]));
+    }
 }

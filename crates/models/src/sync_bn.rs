@@ -23,7 +23,6 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-
 /// The one collective synchronized batch norm needs. Implemented by the trainer's
 /// process groups; `Send + Sync` because candle custom ops must be.
 pub trait StatsAllReduce: Send + Sync {

@@ -1,22 +1,27 @@
-//! A network rebuilt from a checkpoint file alone: the architecture is read from the
-//! tensor shapes; the output stride and dataset come from the flags, else from the
+//! A network for inference rebuilt from a checkpoint file: a [`Segmenter`] built from the
+//! file's metadata, or, for files without it (older runs, converted originals), from the
+//! tensor shapes with the output stride and dataset from the flags, else from the
 //! `config.json` of the run folder the checkpoint sits in.
 
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use candle_core::{DType, Device};
-use candle_nn::{VarBuilder, VarMap};
+use candle_core::Device;
 use reco_data::DatasetKind;
-use reco_models::{infer_config, load_checkpoint_tensors, read_tensors, DeepLabV3Plus};
+use reco_models::{read_meta, MetaFallback, Segmenter};
 
 use crate::config::TrainConfig;
 
 pub struct LoadedModel {
-    pub model: DeepLabV3Plus,
-    pub vars: VarMap,
-    /// The dataset the checkpoint was trained on, when known (flag or run config).
+    pub segmenter: Segmenter,
+    /// The dataset the checkpoint was trained on, when known (flag, metadata or run config).
     pub dataset: Option<DatasetKind>,
+}
+
+impl LoadedModel {
+    pub fn num_classes(&self) -> usize {
+        self.segmenter.meta().num_classes
+    }
 }
 
 /// The settings of the run that wrote `checkpoint`, if it sits in a run folder.
@@ -36,39 +41,55 @@ pub fn load_model(
     if !checkpoint.is_file() {
         bail!("checkpoint {} not found", checkpoint.display());
     }
+    let is_safetensors = checkpoint
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
+    let meta = if is_safetensors {
+        read_meta(checkpoint).with_context(|| format!("cannot load {}", checkpoint.display()))?
+    } else {
+        None
+    };
+    if let (Some(meta), Some(os)) = (&meta, output_stride) {
+        if meta.output_stride != os {
+            bail!(
+                "--output-stride {os} contradicts {}, whose metadata says it was trained at output stride {}: drop the flag",
+                checkpoint.display(),
+                meta.output_stride
+            );
+        }
+    }
     let run = run_config_beside(checkpoint);
-    let output_stride = output_stride
-        .or(run.as_ref().map(|c| c.output_stride))
-        .unwrap_or(16);
-    let dataset = dataset.or(run.as_ref().map(|c| c.dataset));
-    let tensors = read_tensors(checkpoint)?;
-    let cfg = infer_config(&tensors, output_stride, checkpoint)?;
+    let dataset = dataset
+        .or_else(|| {
+            meta.as_ref()
+                .and_then(|m| m.dataset.as_deref())
+                .and_then(|d| d.parse().ok())
+        })
+        .or(run.as_ref().map(|c| c.dataset));
+    let fallback = MetaFallback {
+        output_stride: output_stride.or(run.as_ref().map(|c| c.output_stride)),
+        dataset: dataset.map(|d| d.name().to_string()),
+        class_names: match dataset {
+            Some(d) => d.class_names().iter().map(|n| n.to_string()).collect(),
+            None => Vec::new(),
+        },
+        normalization: None,
+    };
+    let segmenter = Segmenter::load(checkpoint, device, &fallback)
+        .with_context(|| format!("cannot load {}", checkpoint.display()))?;
+    let num_classes = segmenter.meta().num_classes;
     if let Some(kind) = dataset {
         // The folder dataset's count is that of its classes.txt: the run's, when known.
         let want = match kind {
             DatasetKind::Folder => run.as_ref().map_or(0, |c| c.num_classes),
             _ => kind.defaults().num_classes,
         };
-        if want != 0 && cfg.num_classes != want {
+        if want != 0 && num_classes != want {
             bail!(
-                "checkpoint {} predicts {} classes but the {kind} dataset has {want}: pass the --dataset it was trained on",
+                "checkpoint {} predicts {num_classes} classes but the {kind} dataset has {want}: pass the --dataset it was trained on",
                 checkpoint.display(),
-                cfg.num_classes
             );
         }
     }
-    let vars = VarMap::new();
-    let model = DeepLabV3Plus::new(&cfg, VarBuilder::from_varmap(&vars, DType::F32, device))?;
-    load_checkpoint_tensors(&vars, &tensors, checkpoint).with_context(|| {
-        format!(
-            "cannot load {} as a {} network",
-            checkpoint.display(),
-            cfg.backbone.name()
-        )
-    })?;
-    Ok(LoadedModel {
-        model,
-        vars,
-        dataset,
-    })
+    Ok(LoadedModel { segmenter, dataset })
 }

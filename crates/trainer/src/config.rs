@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use reco_data::{AugConfig, DatasetKind, MixMode, Partial, UnsupAugConfig};
 use reco_loss::{ReCoConfig, ThresholdSchedule};
-use reco_models::{Backbone, DeepLabConfig};
+use reco_models::{Backbone, CheckpointMeta, DeepLabConfig, NetworkKind};
 use serde::{Deserialize, Serialize};
 
 /// Iterations per epoch of the original's poly schedule (it steps the schedule per epoch
@@ -40,6 +40,8 @@ pub struct TrainConfig {
     pub mode: TrainMode,
     pub mix: MixMode,
     pub reco: bool,
+    /// deeplabv3p or deeplabv2 (absent in runs from before DeepLabV2: deeplabv3p).
+    pub network: String,
     pub backbone: String,
     pub output_stride: usize,
     pub pretrained: Option<PathBuf>,
@@ -101,6 +103,7 @@ impl TrainConfig {
             mode: TrainMode::Semi,
             mix: MixMode::ClassMix,
             reco: true,
+            network: NetworkKind::DeepLabV3Plus.name().to_string(),
             backbone: Backbone::ResNet101.name().to_string(),
             output_stride: 16,
             pretrained: None,
@@ -190,6 +193,24 @@ impl TrainConfig {
             .map_err(anyhow::Error::msg)
     }
 
+    pub fn network(&self) -> anyhow::Result<NetworkKind> {
+        self.network
+            .parse::<NetworkKind>()
+            .map_err(|e| anyhow::anyhow!("--network: {e}"))
+    }
+
+    /// What the run's checkpoints say about themselves (written into every export).
+    pub fn checkpoint_meta(&self) -> anyhow::Result<CheckpointMeta> {
+        let names = self
+            .dataset
+            .class_names()
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        Ok(CheckpointMeta::new(self.network()?, &self.model_config()?)
+            .with_dataset(self.dataset.name(), names))
+    }
+
     pub fn model_config(&self) -> anyhow::Result<DeepLabConfig> {
         Ok(DeepLabConfig {
             backbone: self.backbone()?,
@@ -252,6 +273,7 @@ impl TrainConfig {
 
     /// Checks what flags alone cannot, naming the setting and the fix.
     pub fn validate(&self) -> anyhow::Result<()> {
+        self.network()?;
         self.backbone()?;
         if ![8, 16, 32].contains(&self.output_stride) {
             bail!(

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use reco_data::{open, Subset};
 
-use crate::cli_args::{DeviceArgs, ModelSource, ValArgs};
-use crate::eval::evaluate;
+use crate::cli_args::{DeviceArgs, InferenceArgs, ModelSource, ValArgs};
+use crate::eval::evaluate_segmenter;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct EvalArgs {
@@ -24,10 +24,14 @@ pub struct EvalArgs {
     pub json: bool,
     #[command(flatten)]
     pub val: ValArgs,
+    #[command(flatten)]
+    pub inference: InferenceArgs,
 }
 
 pub fn run(args: &EvalArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let device = args.device.open()?;
+    // Whole images unless --tile: the evaluation protocol of the paper.
+    let opts = args.inference.options(0, 0, None)?;
     let loaded = args.model.load(&device)?;
     let checkpoint = &args.model.checkpoint;
     let kind = loaded.dataset.with_context(|| {
@@ -51,11 +55,11 @@ pub fn run(args: &EvalArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let n = ids.len();
     let class_names = ds.class_names();
     let names: Vec<&str> = class_names.iter().map(String::as_str).collect();
-    let m = evaluate(
-        &loaded.model,
+    let m = evaluate_segmenter(
+        &loaded.segmenter,
+        &opts,
         ds,
         ids,
-        &device,
         args.val.num_threads.unwrap_or(0),
     )?;
     if args.json {

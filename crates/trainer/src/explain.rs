@@ -12,7 +12,7 @@ use image::RgbImage;
 use reco_data::image_to_tensor;
 use reco_loss::query_map;
 use reco_models::ops::resize_bilinear;
-use reco_models::DeepLabV3Plus;
+use reco_models::Segmenter;
 
 use crate::checkpoint_model::run_config_beside;
 
@@ -71,7 +71,7 @@ fn grey(p: [u8; 3]) -> f32 {
 
 /// Writes `<stem>_confidence.png` and `<stem>_hard.png` for `photo` into `output`.
 pub fn explain_one(
-    model: &DeepLabV3Plus,
+    model: &Segmenter,
     photo: &RgbImage,
     stem: &str,
     thresholds: Thresholds,
@@ -80,7 +80,7 @@ pub fn explain_one(
 ) -> anyhow::Result<[PathBuf; 2]> {
     let (w, h) = (photo.width() as usize, photo.height() as usize);
     let x = image_to_tensor(photo)?.to_device(device)?;
-    let (pred, _) = model.forward_no_grad(&x, false)?;
+    let pred = model.logits(&x)?;
     let logits = resize_bilinear(&pred, h, w, true)?;
     let q = query_map(&logits, thresholds.weak, thresholds.strong)?;
     let confidence = q.confidence.flatten_all()?.to_vec1::<f32>()?;
@@ -124,7 +124,7 @@ pub fn explain_one(
 
 /// [`explain_one`] for the photo at `path` (read as predict reads it).
 pub fn explain_file(
-    model: &DeepLabV3Plus,
+    model: &Segmenter,
     path: &Path,
     thresholds: Thresholds,
     device: &Device,

@@ -8,12 +8,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
-use reco_data::{colorize, image_to_tensor, DatasetKind};
+use reco_data::{colorize, DatasetKind};
 use reco_models::MIN_INPUT_SIZE;
 
 use crate::checkpoint_model::LoadedModel;
-use crate::cli_args::{DeviceArgs, ModelSource};
-use crate::eval::predict_classes;
+use crate::cli_args::{DeviceArgs, InferenceArgs, ModelSource, PREDICT_TILE, PREDICT_TILE_ABOVE};
 
 /// Lower-case; matched case-insensitively.
 const IMAGE_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
@@ -34,6 +33,8 @@ pub struct PredictArgs {
     pub device: DeviceArgs,
     #[command(flatten)]
     pub explain: crate::explain::ExplainArgs,
+    #[command(flatten)]
+    pub inference: InferenceArgs,
 }
 
 fn list_images(input: &Path) -> anyhow::Result<Vec<PathBuf>> {
@@ -108,19 +109,29 @@ fn predict_one(
     path: &Path,
     loaded: &LoadedModel,
     palette: &[[u8; 3]],
-    device: &candle_core::Device,
+    inference: &InferenceArgs,
     output: &Path,
 ) -> anyhow::Result<[PathBuf; 2]> {
     let photo = read_photo(path)?;
     let (w, h) = (photo.width() as usize, photo.height() as usize);
     if w < MIN_INPUT_SIZE || h < MIN_INPUT_SIZE {
-        bail!("it is {w}x{h}: images must be at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE}");
+        bail!("it is {w}x{h}: images must be at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} pixels (upscale or pad it)");
     }
-    let x = image_to_tensor(&photo)?.to_device(device)?;
-    let classes = predict_classes(&loaded.model, &x)?
+    let opts = inference.options(h, w, Some((PREDICT_TILE, PREDICT_TILE_ABOVE)))?;
+    let image = reco_models::RgbImage {
+        data: photo.as_raw(),
+        width: w,
+        height: h,
+    };
+    let classes: Vec<i64> = loaded
+        .segmenter
+        .predict_image(image, &opts)?
+        .classes
         .flatten_all()?
-        .to_dtype(candle_core::DType::I64)?
-        .to_vec1::<i64>()?;
+        .to_vec1::<u32>()?
+        .into_iter()
+        .map(i64::from)
+        .collect();
     let mask = colorize(&classes, w, h, palette)?;
     let stem = path
         .file_stem()
@@ -137,8 +148,11 @@ fn predict_one(
 /// some image failed, listing each with its reason.
 pub fn run(args: &PredictArgs) -> anyhow::Result<Vec<PathBuf>> {
     let device = args.device.open()?;
+    // Bad flags fail here, not once per image.
+    args.inference
+        .options(0, 0, Some((PREDICT_TILE, PREDICT_TILE_ABOVE)))?;
     let loaded = args.model.load(&device)?;
-    let num_classes = loaded.model.config().num_classes;
+    let num_classes = loaded.num_classes();
     let kind = loaded.dataset.or_else(|| {
         DatasetKind::ALL
             .into_iter()
@@ -153,13 +167,13 @@ pub fn run(args: &PredictArgs) -> anyhow::Result<Vec<PathBuf>> {
     let mut failed: Vec<(PathBuf, anyhow::Error)> = Vec::new();
     let mut explained = Vec::new();
     for path in images {
-        match predict_one(&path, &loaded, &palette, &device, &args.output) {
+        match predict_one(&path, &loaded, &palette, &args.inference, &args.output) {
             Ok(files) => {
                 eprintln!("{} -> {}", path.display(), files[0].display());
                 written.extend(files);
                 if let Some(t) = explain {
                     let maps = crate::explain::explain_file(
-                        &loaded.model,
+                        &loaded.segmenter,
                         &path,
                         t,
                         &device,
@@ -271,6 +285,7 @@ mod tests {
             output: output.clone(),
             device: DeviceArgs::default(),
             explain: Default::default(),
+            inference: InferenceArgs::default(),
         };
         let err = format!("{:#}", run(&args).unwrap_err());
         assert!(err.contains("1 of 3 images"), "{err}");

@@ -13,7 +13,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use reco_data::{Loader, SegDataset, ValLoaderConfig};
 use reco_loss::{ClassMeanAccumulator, ClassRelation};
 use reco_models::ops::resize_bilinear;
-use reco_models::DeepLabV3Plus;
+use reco_models::Network;
 
 use crate::metrics::{ConfusionMatrix, SegMetrics};
 
@@ -22,7 +22,7 @@ pub(crate) const RELATION_FILE: &str = "relation.png";
 /// The validation metrics and, from the same forward passes, the class-relation matrix
 /// of the representations (`temp`: the ReCo temperature).
 pub fn evaluate_with_relation(
-    model: &DeepLabV3Plus,
+    model: &Network,
     ds: Arc<dyn SegDataset>,
     ids: Vec<String>,
     device: &Device,

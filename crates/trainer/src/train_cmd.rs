@@ -34,6 +34,10 @@ pub struct TrainArgs {
     /// Add the ReCo loss (`--reco false` to turn it off).
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub reco: Option<bool>,
+    /// deeplabv3p (the paper's) or deeplabv2 (the original's ResNet-101 at output stride 8;
+    /// set --output-stride 8 for that, any backbone and stride are allowed).
+    #[arg(long)]
+    pub network: Option<String>,
     /// resnet18, resnet34, resnet50, resnet101 or resnet152.
     #[arg(long)]
     pub backbone: Option<String>,
@@ -112,6 +116,7 @@ impl TrainArgs {
             mode,
             mix,
             reco,
+            network,
             backbone,
             output_stride,
             iters,
@@ -168,7 +173,7 @@ pub fn train(cfg: TrainConfig, resume: bool) -> anyhow::Result<RunSummary> {
 pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     let cfg = args.resolve()?;
     eprintln!(
-        "training {} on {} ({}{}), {} OS{}, {} iterations, output in {}",
+        "training {} on {} ({}{}), {} {} OS{}, {} iterations, output in {}",
         match (cfg.mode, cfg.reco) {
             (TrainMode::Sup, false) => "supervised".to_string(),
             (TrainMode::Sup, true) => "supervised + ReCo".to_string(),
@@ -183,6 +188,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         cfg.partial
             .map(|p| format!(", partial {p:?}"))
             .unwrap_or_default(),
+        cfg.network,
         cfg.backbone,
         cfg.output_stride,
         cfg.iters,
@@ -255,6 +261,7 @@ mod tests {
             e("mode", v("sup"), |_, c| c.mode == TrainMode::Sup),
             e("mix", v("cutmix"), |_, c| c.mix == MixMode::CutMix),
             e("reco", v("false"), |_, c| !c.reco),
+            e("network", v("deeplabv2"), |_, c| c.network == "deeplabv2"),
             e("backbone", v("resnet34"), |_, c| c.backbone == "resnet34"),
             e("output-stride", v("8"), |_, c| c.output_stride == 8),
             e("pretrained", v("w.safetensors"), |_, c| {

@@ -397,3 +397,243 @@ fn check_runs_the_loss_fixtures_and_bench_prints_its_table() {
     let bad = fails(&["bench", "--only", "inference"]);
     assert!(bad.contains("inference"), "{bad}");
 }
+
+/// The `miou` of the last evaluation line of a run's metrics.jsonl, and that of `trainer
+/// eval --json` on its last checkpoint with `extra` flags.
+fn run_and_eval_miou(run: &Path, extra: &[&str]) -> (f64, f64) {
+    let last_eval = metrics_without_timing(run)
+        .into_iter()
+        .rev()
+        .find(|v| v["kind"] == "eval")
+        .expect("an eval line");
+    let ckpt = run.join("last.safetensors");
+    let json = ok(Command::new(BIN)
+        .args(["eval", "--checkpoint", ckpt.to_str().unwrap()])
+        .args(["--val-limit", "4", "--json"])
+        .args(extra)
+        .output()
+        .unwrap());
+    let line = json
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .expect("a JSON line");
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    (
+        last_eval["miou"].as_f64().unwrap(),
+        v["miou"].as_f64().unwrap(),
+    )
+}
+
+/// Tensor names of a safetensors file, sorted (without `__metadata__`).
+fn tensor_names(path: &Path) -> Vec<String> {
+    let (shapes, _) = reco_models::meta::read_header(path).unwrap();
+    let mut names: Vec<String> = shapes.into_keys().collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn checkpoints_describe_themselves_and_deeplabv2_trains_evaluates_and_predicts() {
+    use reco_models::{read_meta, Backbone, DeepLabConfig, NetworkKind};
+    let tmp = tempfile::tempdir().unwrap();
+    let synthetic = reco_data::DatasetKind::Synthetic;
+    let class_names: Vec<String> = synthetic
+        .class_names()
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    // The state_dict keys of the original for a network, from a freshly built model.
+    let original_keys = |kind: NetworkKind, cfg: &DeepLabConfig| -> Vec<String> {
+        let vars = candle_nn::VarMap::new();
+        let vb = candle_nn::VarBuilder::from_varmap(
+            &vars,
+            candle_core::DType::F32,
+            &candle_core::Device::Cpu,
+        );
+        reco_models::Network::new(kind, cfg, vb).unwrap();
+        reco_models::checkpoint::state_dict(&vars, 0)
+            .unwrap()
+            .into_keys()
+            .collect()
+    };
+
+    for (kind, os) in [
+        (NetworkKind::DeepLabV3Plus, 16),
+        (NetworkKind::DeepLabV2, 8),
+    ] {
+        let run = tmp.path().join(kind.name());
+        let mut args = tiny_args(&run, 2);
+        args.extend(
+            ["--network", kind.name(), "--output-stride", &os.to_string()].map(String::from),
+        );
+        ok(trainer(&args));
+        let last = run.join("last.safetensors");
+        let meta = read_meta(&last)
+            .unwrap()
+            .expect("metadata in last.safetensors");
+        assert_eq!(meta.network, kind);
+        assert_eq!(meta.backbone, Backbone::ResNet18);
+        assert_eq!(meta.output_stride, os);
+        assert_eq!((meta.num_classes, meta.output_dim), (7, 16));
+        assert_eq!(meta.dataset.as_deref(), Some("synthetic"));
+        assert_eq!(meta.class_names, class_names);
+        assert_eq!(
+            read_meta(&run.join("best.safetensors")).unwrap(),
+            Some(meta.clone())
+        );
+        // Exactly the original's state_dict keys: metadata adds no tensor.
+        assert_eq!(tensor_names(&last), original_keys(kind, &meta.config()));
+
+        // eval (folded batch norm, the checkpoint copied out of its run folder so that
+        // only the metadata describes it) gives the run's own last evaluation.
+        let alone = tmp.path().join(format!("{}-alone", kind.name()));
+        std::fs::create_dir_all(&alone).unwrap();
+        std::fs::copy(&last, alone.join("last.safetensors")).unwrap();
+        std::fs::copy(run.join("metrics.jsonl"), alone.join("metrics.jsonl")).unwrap();
+        let (during, after) = run_and_eval_miou(&alone, &[]);
+        assert!(
+            (during - after).abs() < 1e-9,
+            "{kind}: training {during}, eval {after}"
+        );
+        // Sliding window and test-time augmentation run through the same flags.
+        let (_, tta) = run_and_eval_miou(
+            &alone,
+            &[
+                "--tile",
+                "32",
+                "--tile-stride",
+                "16",
+                "--scales",
+                "0.75,1",
+                "--flip",
+            ],
+        );
+        assert!((0.0..=1.0).contains(&tta), "{tta}");
+
+        let photos = tmp.path().join(format!("{}-photos", kind.name()));
+        std::fs::create_dir_all(&photos).unwrap();
+        image::RgbImage::from_fn(45, 37, |x, y| {
+            image::Rgb([(x * 5) as u8, (y * 6) as u8, 90])
+        })
+        .save(photos.join("odd.png"))
+        .unwrap();
+        let preds = tmp.path().join(format!("{}-preds", kind.name()));
+        ok(Command::new(BIN)
+            .args(["predict", "--checkpoint"])
+            .arg(alone.join("last.safetensors"))
+            .arg("--input")
+            .arg(&photos)
+            .arg("--output")
+            .arg(&preds)
+            .args(["--tile", "32", "--flip"])
+            .output()
+            .unwrap());
+        let mask = image::open(preds.join("odd_mask.png")).unwrap().into_rgb8();
+        assert_eq!(mask.dimensions(), (45, 37));
+        assert!(mask.pixels().all(|p| synthetic.palette().contains(&p.0)));
+    }
+}
+
+#[test]
+fn bad_checkpoints_images_and_inference_flags_end_in_clear_errors() {
+    use reco_models::{CheckpointMeta, DeepLabConfig, NetworkKind};
+    let tmp = tempfile::tempdir().unwrap();
+    let o = tmp.path().join("run");
+    let msg = fails(&["train", "--network", "unet", "--out", o.to_str().unwrap()]);
+    assert!(msg.contains("unet") && msg.contains("deeplabv2"), "{msg}");
+
+    // A ResNet-18 DeepLabV3+ of the synthetic dataset's 7 classes, saved with metadata
+    // written by hand (safetensors does not check it; reco-models' writer would refuse).
+    let cfg = DeepLabConfig {
+        backbone: reco_models::Backbone::ResNet18,
+        num_classes: 7,
+        output_dim: 16,
+        ..DeepLabConfig::default()
+    };
+    let vars = candle_nn::VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(
+        &vars,
+        candle_core::DType::F32,
+        &candle_core::Device::Cpu,
+    );
+    reco_models::Network::new(NetworkKind::DeepLabV3Plus, &cfg, vb).unwrap();
+    let tensors = reco_models::checkpoint::state_dict(&vars, 0).unwrap();
+    let write = |name: &str, metadata: std::collections::HashMap<String, String>| -> PathBuf {
+        let path = tmp.path().join(name);
+        let bytes = safetensors::tensor::serialize(tensors.iter(), Some(metadata)).unwrap();
+        std::fs::write(&path, bytes).unwrap();
+        path
+    };
+    let good = CheckpointMeta::new(NetworkKind::DeepLabV3Plus, &cfg);
+    let ckpt = write("good.safetensors", good.to_metadata().unwrap());
+    let lying = CheckpointMeta {
+        num_classes: 21,
+        ..good.clone()
+    };
+    let lying = write("lying.safetensors", lying.to_metadata().unwrap());
+    let mut unknown = good.to_metadata().unwrap();
+    let json = unknown["reco"].replace("deeplabv3p", "unet");
+    unknown.insert("reco".into(), json);
+    let unknown = write("unknown.safetensors", unknown);
+
+    let eval = |ckpt: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--dataset",
+            "synthetic",
+        ];
+        args.extend(extra);
+        fails(&args)
+    };
+    let msg = eval(&lying, &[]);
+    assert!(
+        msg.contains("lying.safetensors") && msg.contains("num_classes") && msg.contains("21"),
+        "{msg}"
+    );
+    let msg = eval(&unknown, &[]);
+    assert!(
+        msg.contains("unknown.safetensors") && msg.contains("unet"),
+        "{msg}"
+    );
+    let msg = eval(&ckpt, &["--output-stride", "8"]);
+    assert!(
+        msg.contains("--output-stride 8") && msg.contains("16"),
+        "{msg}"
+    );
+    let msg = eval(&ckpt, &["--tile", "16"]);
+    assert!(msg.contains("--tile 16") && msg.contains("32"), "{msg}");
+    let msg = eval(&ckpt, &["--tile-stride", "16"]);
+    assert!(msg.contains("--tile-stride needs --tile"), "{msg}");
+    let msg = eval(&ckpt, &["--scales", "1,-0.5"]);
+    assert!(msg.contains("--scales"), "{msg}");
+
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    image::RgbImage::from_fn(20, 40, |_, _| image::Rgb([10, 20, 30]))
+        .save(photos.join("tiny.png"))
+        .unwrap();
+    let predict = |extra: &[&str]| {
+        let mut args = vec![
+            "predict",
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--input",
+            photos.to_str().unwrap(),
+            "--output",
+            o.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        fails(&args)
+    };
+    let msg = predict(&[]);
+    assert!(
+        msg.contains("tiny.png") && msg.contains("20x40") && msg.contains("32"),
+        "{msg}"
+    );
+    let msg = predict(&["--tile", "8"]);
+    assert!(msg.contains("--tile 8") && msg.contains("32"), "{msg}");
+    let msg = predict(&["--max-size", "10"]);
+    assert!(msg.contains("--max-size 10"), "{msg}");
+}

@@ -15,7 +15,7 @@ use reco_loss::{
 };
 use reco_models::ops::resize_bilinear;
 use reco_models::vars::{named_vars, trainable_vars};
-use reco_models::{init_seeded, load_backbone, DeepLabV3Plus};
+use reco_models::{init_seeded, load_backbone};
 use reco_util::seed::mix_seed;
 use serde::{Deserialize, Serialize};
 
@@ -30,16 +30,17 @@ pub(crate) const TAG_MIX: u64 = 4;
 pub(crate) const TAG_RECO: u64 = 5;
 pub(crate) const TAG_PARTIAL: u64 = 6;
 
-/// A model and the VarMap that owns its variables.
+/// A model (the run's `--network`) and the VarMap that owns its variables.
 pub struct Network {
     pub vars: VarMap,
-    pub model: DeepLabV3Plus,
+    pub model: reco_models::Network,
 }
 
 impl Network {
     pub fn new(cfg: &TrainConfig, device: &Device) -> anyhow::Result<Self> {
         let vars = VarMap::new();
-        let model = DeepLabV3Plus::new(
+        let model = reco_models::Network::new(
+            cfg.network()?,
             &cfg.model_config()?,
             VarBuilder::from_varmap(&vars, DType::F32, device),
         )?;

@@ -12,7 +12,7 @@ use candle_core::Device;
 use reco_data::{
     open, Loader, PartialLabels, SegDataset, Split, Subset, TrainLoaderConfig, UnlabelledFolder,
 };
-use reco_models::export_state_dict;
+use reco_models::export_with_meta;
 use reco_util::fs::write_atomic;
 use reco_util::seed::mix_seed;
 
@@ -323,14 +323,17 @@ impl Trainer {
         self.append_metrics(&line)?;
         let out = &self.cfg.out;
         let tracked = self.step as i64;
-        export_state_dict(
+        let meta = self.cfg.checkpoint_meta()?;
+        export_with_meta(
             &self.eval_net().vars,
+            &meta,
             &out.join("last.safetensors"),
             tracked,
         )?;
         if improved {
-            export_state_dict(
+            export_with_meta(
                 &self.eval_net().vars,
+                &meta,
                 &out.join("best.safetensors"),
                 tracked,
             )?;
