@@ -64,10 +64,7 @@ pub fn formula_x(
 
 /// Fills every variable of a DeepLabV3+ VarMap with its formula values.
 pub fn fill_formula(varmap: &VarMap) -> Result<()> {
-    let vars = varmap
-        .data()
-        .lock()
-        .map_err(|_| candle_core::Error::Msg("poisoned variable map".into()))?;
+    let vars = crate::vars::named_vars(varmap)?;
     for (name, var) in vars.iter() {
         let has_rm = name
             .rsplit_once('.')
