@@ -195,8 +195,7 @@ impl DeepLabV3Plus {
     /// As [`forward_t`](Self::forward_t) without recording a graph: for evaluation,
     /// prediction and the EMA teacher (candle has no global no-grad switch).
     pub fn forward_no_grad(&self, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
-        let (p, r) = self.forward_mode(&x.detach(), Mode { train, grad: false })?;
-        Ok((p.detach(), r.detach()))
+        crate::layers::forward_without_graph(x, train, |x, mode| self.forward_mode(x, mode))
     }
 
     pub fn forward_mode(&self, x: &Tensor, mode: Mode) -> Result<(Tensor, Tensor)> {

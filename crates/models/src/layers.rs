@@ -16,6 +16,18 @@ pub struct Mode {
     pub grad: bool,
 }
 
+/// Runs a network's `forward_mode` without recording a graph (candle has no global
+/// no-grad switch): the input and both outputs are detached. One home for what
+/// every network's `forward_no_grad` does.
+pub(crate) fn forward_without_graph(
+    x: &Tensor,
+    train: bool,
+    forward_mode: impl FnOnce(&Tensor, Mode) -> Result<(Tensor, Tensor)>,
+) -> Result<(Tensor, Tensor)> {
+    let (p, r) = forward_mode(&x.detach(), Mode { train, grad: false })?;
+    Ok((p.detach(), r.detach()))
+}
+
 fn maybe_detach(t: &Tensor, grad: bool) -> Tensor {
     if grad {
         t.clone()

@@ -99,8 +99,7 @@ impl Network {
 
     /// See [`DeepLabV3Plus::forward_no_grad`].
     pub fn forward_no_grad(&self, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
-        let (p, r) = self.forward_mode(&x.detach(), Mode { train, grad: false })?;
-        Ok((p.detach(), r.detach()))
+        crate::layers::forward_without_graph(x, train, |x, mode| self.forward_mode(x, mode))
     }
 
     pub fn forward_mode(&self, x: &Tensor, mode: Mode) -> Result<(Tensor, Tensor)> {
