@@ -6,7 +6,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::layers::{BatchNorm2d, Conv2d, Conv2dConfig, ConvInit, Mode};
-use crate::ops::max_pool_3x3_s2;
+use crate::ops::{add_relu, max_pool_3x3_s2};
 
 /// The ResNet variants of torchvision.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -218,7 +218,7 @@ impl Block {
             Some(d) => d.forward(x, mode)?,
             None => x.clone(),
         };
-        (y + identity)?.relu()
+        add_relu(&y, &identity)
     }
 }
 
@@ -290,8 +290,7 @@ impl ResNet {
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<ResNetFeatures> {
         let x = self
             .bn1
-            .forward(&self.conv1.forward(x, mode)?, mode)?
-            .relu()?;
+            .forward_relu(&self.conv1.forward(x, mode)?, mode, true)?;
         let mut x = max_pool_3x3_s2(&x)?;
         let mut low_level = None;
         for (stage, blocks) in self.layers.iter().enumerate() {

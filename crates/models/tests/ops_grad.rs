@@ -3,7 +3,7 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use reco_models::ops::{
-    conv2d, max_pool_3x3_s2, max_pool_3x3_s2_composed, resize_bilinear, ConvParams,
+    add_relu, conv2d, max_pool_3x3_s2, max_pool_3x3_s2_composed, resize_bilinear, ConvParams,
 };
 use reco_util::ops_path::{with_ops_path, OpsPath};
 
@@ -400,4 +400,28 @@ fn composed_max_pool_routes_ties_like_the_cpu_kernel() {
     let ((ya, ga), (yb, gb)) = (grad_of(false), grad_of(true));
     assert_eq!(max_abs_diff(&ya, &yb), 0.0);
     assert_eq!(max_abs_diff(&ga, &gb), 0.0);
+}
+
+#[test]
+fn add_relu_matches_composition_and_finite_differences() {
+    let (a, b) = (seeded(&[2, 3, 4, 5], 31), seeded(&[2, 3, 4, 5], 32));
+    let fused = add_relu(&a, &b).unwrap();
+    let composed = (&a + &b).unwrap().relu().unwrap();
+    assert_eq!(max_abs_diff(&fused, &composed), 0.0);
+    assert!(fused.min_all().unwrap().to_scalar::<f64>().unwrap() >= 0.0);
+    // The same values through the device-generic path (candle's add and ReLU).
+    let generic = with_ops_path(OpsPath::Generic, || add_relu(&a, &b).unwrap());
+    assert_eq!(max_abs_diff(&generic, &fused), 0.0);
+    check_gradients(&[a, b], |ts| add_relu(&ts[0], &ts[1]).unwrap());
+    // f32 too, and mismatched shapes are an error rather than a broadcast.
+    let a32 = seeded(&[1, 2, 3, 3], 33).to_dtype(DType::F32).unwrap();
+    let b32 = seeded(&[1, 2, 3, 3], 34).to_dtype(DType::F32).unwrap();
+    assert_eq!(add_relu(&a32, &b32).unwrap().dims(), [1, 2, 3, 3]);
+    let err = add_relu(
+        &a32,
+        &seeded(&[1, 2, 3, 1], 35).to_dtype(DType::F32).unwrap(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("shapes"), "{err}");
 }

@@ -10,6 +10,7 @@
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use gemm::Parallelism;
+use rayon::prelude::*;
 
 use super::Real;
 
@@ -109,6 +110,11 @@ impl Dims {
     fn out_pixels(&self) -> usize {
         self.ho * self.wo
     }
+    /// No gemm runs (an empty batch, image or channel list): the result is all zeros,
+    /// which the uninitialised buffers would not give.
+    fn is_empty(&self) -> bool {
+        self.n * self.c * self.o * self.out_pixels() == 0
+    }
     /// A 1x1 stride-1 unpadded convolution reads its input as the im2col matrix itself.
     fn is_pointwise(&self, p: ConvParams) -> bool {
         self.k == 1 && p.stride == 1 && p.padding == 0
@@ -169,75 +175,95 @@ fn matmul<T: Real>(
     }
 }
 
+/// A buffer of `len` elements whose every element the caller overwrites before reading
+/// (gemm output with `accumulate == false`, an im2col buffer, col2im's target): skipping
+/// the zero fill saves a full-size memory pass per buffer.
+fn scratch<T: Real>(len: usize) -> Vec<T> {
+    let mut v = Vec::with_capacity(len);
+    // SAFETY: f32/f64 have no invalid bit patterns and every caller writes all `len`
+    // elements before reading any (see the callers' comments).
+    #[allow(clippy::uninit_vec)]
+    unsafe {
+        v.set_len(len)
+    };
+    v
+}
+
 /// Unfolds one image `[C,H,W]` into `[C·k·k, Ho·Wo]` (zeros where the kernel hangs over
-/// the padding).
+/// the padding). Writes every element of `cols`; rows in parallel.
 fn im2col<T: Real>(img: &[T], d: &Dims, p: ConvParams, cols: &mut [T]) {
     let plane = d.ho * d.wo;
-    for c in 0..d.c {
-        let src = &img[c * d.h * d.w..(c + 1) * d.h * d.w];
-        for ki in 0..d.k {
-            for kj in 0..d.k {
-                let row = (c * d.k + ki) * d.k + kj;
-                let dst = &mut cols[row * plane..(row + 1) * plane];
-                for oh in 0..d.ho {
-                    let ih = (oh * p.stride + ki * p.dilation) as isize - p.padding as isize;
-                    let out_row = &mut dst[oh * d.wo..(oh + 1) * d.wo];
-                    if ih < 0 || ih >= d.h as isize {
-                        out_row.fill(T::zero());
-                        continue;
-                    }
-                    let src_row = &src[ih as usize * d.w..(ih as usize + 1) * d.w];
-                    let offset = (kj * p.dilation) as isize - p.padding as isize;
-                    for (ow, v) in out_row.iter_mut().enumerate() {
-                        let iw = (ow * p.stride) as isize + offset;
-                        *v = if iw < 0 || iw >= d.w as isize {
-                            T::zero()
-                        } else {
-                            src_row[iw as usize]
-                        };
-                    }
+    cols[..d.cols_rows() * plane]
+        .par_chunks_mut(plane)
+        .enumerate()
+        .for_each(|(row, dst)| {
+            let (c, ki, kj) = (row / (d.k * d.k), (row / d.k) % d.k, row % d.k);
+            let src = &img[c * d.h * d.w..(c + 1) * d.h * d.w];
+            for oh in 0..d.ho {
+                let ih = (oh * p.stride + ki * p.dilation) as isize - p.padding as isize;
+                let out_row = &mut dst[oh * d.wo..(oh + 1) * d.wo];
+                if ih < 0 || ih >= d.h as isize {
+                    out_row.fill(T::zero());
+                    continue;
+                }
+                let src_row = &src[ih as usize * d.w..(ih as usize + 1) * d.w];
+                let offset = (kj * p.dilation) as isize - p.padding as isize;
+                for (ow, v) in out_row.iter_mut().enumerate() {
+                    let iw = (ow * p.stride) as isize + offset;
+                    *v = if iw < 0 || iw >= d.w as isize {
+                        T::zero()
+                    } else {
+                        src_row[iw as usize]
+                    };
                 }
             }
-        }
-    }
+        });
 }
 
 /// The adjoint of [`im2col`]: adds each column entry back to the pixel it was read from.
+/// Writes every element of `img` (zeroed first); channels in parallel, each summing its
+/// k·k rows in the same order as a sequential loop.
 fn col2im<T: Real>(cols: &[T], d: &Dims, p: ConvParams, img: &mut [T]) {
     let plane = d.ho * d.wo;
-    img.fill(T::zero());
-    for c in 0..d.c {
-        let dst = &mut img[c * d.h * d.w..(c + 1) * d.h * d.w];
-        for ki in 0..d.k {
-            for kj in 0..d.k {
-                let row = (c * d.k + ki) * d.k + kj;
-                let src = &cols[row * plane..(row + 1) * plane];
-                for oh in 0..d.ho {
-                    let ih = (oh * p.stride + ki * p.dilation) as isize - p.padding as isize;
-                    if ih < 0 || ih >= d.h as isize {
-                        continue;
-                    }
-                    let dst_row = &mut dst[ih as usize * d.w..(ih as usize + 1) * d.w];
-                    let offset = (kj * p.dilation) as isize - p.padding as isize;
-                    for (ow, &v) in src[oh * d.wo..(oh + 1) * d.wo].iter().enumerate() {
-                        let iw = (ow * p.stride) as isize + offset;
-                        if iw >= 0 && iw < d.w as isize {
-                            dst_row[iw as usize] += v;
+    img[..d.c * d.h * d.w]
+        .par_chunks_mut(d.h * d.w)
+        .enumerate()
+        .for_each(|(c, dst)| {
+            dst.fill(T::zero());
+            for ki in 0..d.k {
+                for kj in 0..d.k {
+                    let row = (c * d.k + ki) * d.k + kj;
+                    let src = &cols[row * plane..(row + 1) * plane];
+                    for oh in 0..d.ho {
+                        let ih = (oh * p.stride + ki * p.dilation) as isize - p.padding as isize;
+                        if ih < 0 || ih >= d.h as isize {
+                            continue;
+                        }
+                        let dst_row = &mut dst[ih as usize * d.w..(ih as usize + 1) * d.w];
+                        let offset = (kj * p.dilation) as isize - p.padding as isize;
+                        for (ow, &v) in src[oh * d.wo..(oh + 1) * d.wo].iter().enumerate() {
+                            let iw = (ow * p.stride) as isize + offset;
+                            if iw >= 0 && iw < d.w as isize {
+                                dst_row[iw as usize] += v;
+                            }
                         }
                     }
                 }
             }
-        }
-    }
+        });
 }
 
 fn forward<T: Real>(x: &[T], w: &[T], d: &Dims, p: ConvParams) -> Vec<T> {
     let (kk, pix) = (d.cols_rows(), d.out_pixels());
-    let mut out = vec![T::zero(); d.n * d.o * pix];
+    if d.is_empty() {
+        return vec![T::zero(); d.n * d.o * pix];
+    }
+    // Written whole by the gemms (no accumulation) and by im2col.
+    let mut out = scratch(d.n * d.o * pix);
     let mut cols = if d.is_pointwise(p) {
         Vec::new()
     } else {
-        vec![T::zero(); kk * pix]
+        scratch(kk * pix)
     };
     for n in 0..d.n {
         let img = &x[n * d.c * d.h * d.w..(n + 1) * d.c * d.h * d.w];
@@ -255,12 +281,16 @@ fn forward<T: Real>(x: &[T], w: &[T], d: &Dims, p: ConvParams) -> Vec<T> {
 
 fn input_grad<T: Real>(g: &[T], w: &[T], d: &Dims, p: ConvParams) -> Vec<T> {
     let (kk, pix) = (d.cols_rows(), d.out_pixels());
+    if d.is_empty() {
+        return vec![T::zero(); d.n * d.c * d.h * d.w];
+    }
     let img_len = d.c * d.h * d.w;
-    let mut dx = vec![T::zero(); d.n * img_len];
+    // Written whole by the gemms (no accumulation) and by col2im.
+    let mut dx = scratch(d.n * img_len);
     let mut dcols = if d.is_pointwise(p) {
         Vec::new()
     } else {
-        vec![T::zero(); kk * pix]
+        scratch(kk * pix)
     };
     for n in 0..d.n {
         let gn = &g[n * d.o * pix..(n + 1) * d.o * pix];
@@ -278,11 +308,15 @@ fn input_grad<T: Real>(g: &[T], w: &[T], d: &Dims, p: ConvParams) -> Vec<T> {
 
 fn weight_grad<T: Real>(x: &[T], g: &[T], d: &Dims, p: ConvParams) -> Vec<T> {
     let (kk, pix) = (d.cols_rows(), d.out_pixels());
-    let mut dw = vec![T::zero(); d.o * kk];
+    if d.is_empty() {
+        return vec![T::zero(); d.o * kk];
+    }
+    // The first image's gemm writes dw whole (accumulate == false), the others add.
+    let mut dw = scratch(d.o * kk);
     let mut cols = if d.is_pointwise(p) {
         Vec::new()
     } else {
-        vec![T::zero(); kk * pix]
+        scratch(kk * pix)
     };
     for n in 0..d.n {
         let img = &x[n * d.c * d.h * d.w..(n + 1) * d.c * d.h * d.w];

@@ -1,12 +1,15 @@
 //! What candle 0.11 lacks for training DeepLabV3+, each with a gradient test
 //! (finite differences in f64): convolution with fast and shape-robust gradients,
-//! the padded stem max-pool, differentiable bilinear resizing.
+//! the padded stem max-pool, differentiable bilinear resizing; and fused ops where
+//! candle's composition costs many full-size passes (the residual join).
 
+mod add_relu;
 mod batch_norm;
 mod conv;
 mod pool;
 mod resize;
 
+pub use add_relu::add_relu;
 pub use batch_norm::{batch_norm, ChannelStats, Normalize};
 pub use conv::{conv2d, conv2d_generic, ConvParams};
 pub use pool::{max_pool_3x3_s2, max_pool_3x3_s2_composed};
