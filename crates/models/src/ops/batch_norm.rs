@@ -151,26 +151,44 @@ fn slice<'a, T: Real>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
     }
 }
 
-/// Per-channel mean and biased variance of `x [N,C,HW]`, accumulated in f64.
+/// Per-channel mean and biased variance of `x [N,C,HW]`, accumulated in f64 (two
+/// passes: the variance from centred values, as PyTorch's CPU kernel does).
 fn channel_stats<T: Real>(x: &[T], n: usize, c: usize, hw: usize) -> HostStats {
     let (mean, var) = (0..c)
         .into_par_iter()
         .map(|ch| {
             let planes = (0..n).map(|i| &x[(i * c + ch) * hw..(i * c + ch + 1) * hw]);
             let count = (n * hw) as f64;
-            let sum: f64 = planes.clone().flatten().map(|&v| to_f64(v)).sum();
-            let mean = sum / count;
+            let mean = planes.clone().map(|p| lane_sum(p, |v| v)).sum::<f64>() / count;
             let sq: f64 = planes
-                .flatten()
-                .map(|v| {
-                    let d = to_f64(*v) - mean;
-                    d * d
+                .map(|p| {
+                    lane_sum(p, |v| {
+                        let d = v - mean;
+                        d * d
+                    })
                 })
                 .sum();
             (mean, sq / count)
         })
         .unzip();
     HostStats { mean, var }
+}
+
+/// Independent f64 accumulators: a strict sequential f64 sum cannot be vectorised, and
+/// one dependency chain of additions is several times slower than the memory it reads.
+const LANES: usize = 8;
+
+/// `Σ f(x)` over `xs` in f64, in [`LANES`] interleaved partial sums.
+fn lane_sum<T: Real>(xs: &[T], f: impl Fn(f64) -> f64) -> f64 {
+    let mut acc = [0f64; LANES];
+    let mut chunks = xs.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(chunk) {
+            *a += f(to_f64(v));
+        }
+    }
+    let tail: f64 = chunks.remainder().iter().map(|&v| f(to_f64(v))).sum();
+    acc.iter().sum::<f64>() + tail
 }
 
 fn to_f64<T: Real>(v: T) -> f64 {
@@ -324,47 +342,73 @@ impl BackwardCtx<'_> {
             .map(|v| 1.0 / (v + self.eps).sqrt())
             .collect();
         // The gradient reaching the normalisation, after the ReLU's mask.
-        let g_at = |i: usize| -> f64 {
-            if self.relu && y[i] <= T::zero() {
-                0.0
+        let relu = self.relu;
+        let masked = move |g: T, y: T| -> T {
+            if relu && y <= T::zero() {
+                T::zero()
             } else {
-                to_f64(g[i])
+                g
             }
         };
-        // Σ g and Σ g·x̂ per channel.
+        let plane = |p: usize| p * hw..(p + 1) * hw;
+        // Σ g and Σ g·x̂ per channel, in f64 lanes (x̂ = (x − μ)·σ⁻¹, so
+        // Σ g·x̂ = σ⁻¹·Σ g·(x − μ)).
         let (db, dw): (Vec<f64>, Vec<f64>) = (0..c)
             .into_par_iter()
             .map(|ch| {
-                let (mut sg, mut sgx) = (0.0, 0.0);
+                let mean = self.stats.mean[ch];
+                let (mut sg, mut sgc) = (0.0, 0.0);
                 for i in 0..n {
-                    let base = (i * c + ch) * hw;
-                    for (k, &xv) in x.iter().enumerate().skip(base).take(hw) {
-                        let gv = g_at(k);
-                        let xhat = (to_f64(xv) - self.stats.mean[ch]) * inv[ch];
-                        sg += gv;
-                        sgx += gv * xhat;
+                    let r = plane(i * c + ch);
+                    let (xs, ys, gs) = (&x[r.clone()], &y[r.clone()], &g[r]);
+                    let mut acc_g = [0f64; LANES];
+                    let mut acc_gc = [0f64; LANES];
+                    let mut k = 0;
+                    while k + LANES <= hw {
+                        for l in 0..LANES {
+                            let gv = to_f64(masked(gs[k + l], ys[k + l]));
+                            acc_g[l] += gv;
+                            acc_gc[l] += gv * (to_f64(xs[k + l]) - mean);
+                        }
+                        k += LANES;
                     }
+                    for k in k..hw {
+                        let gv = to_f64(masked(gs[k], ys[k]));
+                        sg += gv;
+                        sgc += gv * (to_f64(xs[k]) - mean);
+                    }
+                    sg += acc_g.iter().sum::<f64>();
+                    sgc += acc_gc.iter().sum::<f64>();
                 }
-                (sg, sgx)
+                (sg, sgc * inv[ch])
             })
             .unzip();
         let count = (n * hw) as f64;
+        // dx = γσ⁻¹·(g − mean(g) − x̂·mean(g·x̂)) = a·g − b·(x − μ) − c per channel, the
+        // coefficients in f64 and the elementwise part in the tensor's type (as PyTorch).
         let mut dx = vec![T::zero(); x.len()];
         dx.par_chunks_mut(hw).enumerate().for_each(|(p, dxp)| {
             let ch = p % c;
-            let k0 = p * hw;
             let scale = to_f64(w[ch]) * inv[ch];
-            let (mg, mgx) = (db[ch] / count, dw[ch] / count);
-            for (j, d) in dxp.iter_mut().enumerate() {
-                let k = k0 + j;
-                let gv = g_at(k);
-                let v = if self.train {
-                    let xhat = (to_f64(x[k]) - self.stats.mean[ch]) * inv[ch];
-                    scale * (gv - mg - xhat * mgx)
-                } else {
-                    scale * gv
-                };
-                *d = to_t(v);
+            let (a, b, off, mean) = if self.train {
+                let (mg, mgx) = (db[ch] / count, dw[ch] / count);
+                (
+                    scale,
+                    scale * inv[ch] * mgx,
+                    scale * mg,
+                    self.stats.mean[ch],
+                )
+            } else {
+                (scale, 0.0, 0.0, 0.0)
+            };
+            let (a, b, off, mean) = (to_t::<T>(a), to_t::<T>(b), to_t::<T>(off), to_t::<T>(mean));
+            let r = plane(p);
+            for ((d, &gv), (&yv, &xv)) in dxp
+                .iter_mut()
+                .zip(&g[r.clone()])
+                .zip(y[r.clone()].iter().zip(&x[r]))
+            {
+                *d = a * masked(gv, yv) - b * (xv - mean) - off;
             }
         });
         let cast = |v: Vec<f64>| v.into_iter().map(to_t::<T>).collect::<Vec<T>>();
