@@ -166,10 +166,31 @@ impl Trainer {
                 STATE_FILE
             );
         }
+        trainer.check_ranks_agree_on_the_step()?;
         if writer {
             trainer.write_config()?;
         }
         Ok(trainer)
+    }
+
+    /// Every rank must start at the step rank 0 starts at (a rank that could not see
+    /// `--out` would start from 0 and join the wrong collectives).
+    fn check_ranks_agree_on_the_step(&self) -> anyhow::Result<()> {
+        let group = self.group();
+        if group.world_size() == 1 {
+            return Ok(());
+        }
+        let mine = candle_core::Tensor::new(&[self.step as f64], &Device::Cpu)?;
+        let rank0 = group.broadcast_flat(&mine, 0)?.to_vec1::<f64>()?[0] as usize;
+        if rank0 != self.step {
+            bail!(
+                "rank {} starts at step {} but rank 0 at step {rank0}: every rank must see the same {} (put --out on a filesystem all ranks share)",
+                group.rank(),
+                self.step,
+                self.cfg.out.join(STATE_FILE).display()
+            );
+        }
+        Ok(())
     }
 
     fn eval_net(&self) -> &Network {
@@ -485,4 +506,57 @@ fn progress_bar(total: u64, pos: u64) -> Option<indicatif::ProgressBar> {
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     Some(bar)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Result, Tensor};
+
+    /// Rank 1 of 2 whose "rank 0" is one step ahead: broadcasts come back plus one.
+    struct AheadRankZero;
+    impl ProcessGroup for AheadRankZero {
+        fn rank(&self) -> usize {
+            1
+        }
+        fn world_size(&self) -> usize {
+            2
+        }
+        fn backend(&self) -> crate::dist::Backend {
+            crate::dist::Backend::Mpi
+        }
+        fn all_reduce_flat(&self, flat: &Tensor) -> Result<Tensor> {
+            flat * 2.0
+        }
+        fn broadcast_flat(&self, flat: &Tensor, _root: usize) -> Result<Tensor> {
+            flat + 1.0
+        }
+        fn barrier(&self) -> Result<()> {
+            Ok(())
+        }
+        fn abort(&self, code: i32) -> ! {
+            panic!("abort {code}")
+        }
+    }
+
+    #[test]
+    fn a_rank_that_would_start_elsewhere_than_rank_0_is_an_error_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("run");
+        let cfg = TrainConfig {
+            mode: TrainMode::Sup,
+            output_dim: 8,
+            out: out.clone(),
+            ..TrainConfig::default()
+        };
+        let err = Trainer::in_group(cfg, true, Arc::new(AheadRankZero))
+            .err()
+            .expect("the ranks disagree on the step");
+        let err = format!("{err:#}");
+        assert!(
+            err.contains("rank 1 starts at step 0 but rank 0 at step 1"),
+            "{err}"
+        );
+        assert!(!out.exists(), "a rank other than 0 created the run folder");
+    }
 }
