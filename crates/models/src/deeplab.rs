@@ -8,6 +8,7 @@ use candle_nn::VarBuilder;
 use crate::layers::{global_avg_pool, Conv2d, Conv2dConfig, ConvBnRelu, Mode};
 use crate::ops::resize_bilinear;
 use crate::resnet::{Backbone, ResNet};
+use crate::sync_bn::SyncBn;
 
 /// Channels of every ASPP branch and of its projection.
 const ASPP_CHANNELS: usize = 256;
@@ -144,6 +145,7 @@ pub struct DeepLabV3Plus {
     project: ConvBnRelu,
     classifier: Head,
     representation: Head,
+    sync_bn: Option<SyncBn>,
 }
 
 /// The smallest input side the network accepts (the stem and four stages must leave at
@@ -178,6 +180,7 @@ impl DeepLabV3Plus {
             project,
             classifier: Head::new(joined, cfg.num_classes, vb.pp("classifier"))?,
             representation: Head::new(joined, cfg.output_dim, vb.pp("representation"))?,
+            sync_bn: None,
         })
     }
 
@@ -185,11 +188,24 @@ impl DeepLabV3Plus {
         &self.cfg
     }
 
+    /// Train-mode forward passes synchronize batch norm over `sync`'s ranks (`None`:
+    /// local batch statistics).
+    pub fn with_sync_bn(self, sync: Option<SyncBn>) -> Self {
+        Self {
+            sync_bn: sync,
+            ..self
+        }
+    }
+
+    pub fn sync_bn(&self) -> Option<&SyncBn> {
+        self.sync_bn.as_ref()
+    }
+
     /// `(prediction [B, num_classes, h, w], representation [B, output_dim, h, w])` at
     /// the layer1 resolution (stride 4: h = ⌈⌈H/2⌉/2⌉). `train` selects batch statistics
     /// for batch norm (and updates the running statistics); the graph is recorded.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
-        self.forward_mode(x, Mode { train, grad: true })
+        self.forward_mode(x, Mode::new(train, true))
     }
 
     /// As [`forward_t`](Self::forward_t) without recording a graph: for evaluation,
@@ -206,6 +222,7 @@ impl DeepLabV3Plus {
                 x.dims()
             )
         }
+        let mode = mode.with_sync(self.sync_bn.as_ref());
         let features = self.backbone.forward(x, mode)?;
         let context = self.aspp.forward(&features.out, mode)?;
         let low = self.project.forward(&features.low_level, mode)?;

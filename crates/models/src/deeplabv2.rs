@@ -12,6 +12,7 @@ use candle_nn::VarBuilder;
 use crate::deeplab::{DeepLabConfig, MIN_INPUT_SIZE};
 use crate::layers::{Conv2d, Conv2dConfig, Mode};
 use crate::resnet::ResNet;
+use crate::sync_bn::SyncBn;
 
 /// Dilation (and padding) of the four classifier branches.
 pub const DEEPLABV2_RATES: [usize; 4] = [6, 12, 18, 24];
@@ -25,6 +26,7 @@ pub struct DeepLabV2 {
     backbone: ResNet,
     classifier: Vec<Conv2d>,
     representation: Conv2d,
+    sync_bn: Option<SyncBn>,
 }
 
 impl DeepLabV2 {
@@ -63,6 +65,7 @@ impl DeepLabV2 {
             backbone,
             classifier,
             representation,
+            sync_bn: None,
         })
     }
 
@@ -70,10 +73,23 @@ impl DeepLabV2 {
         &self.cfg
     }
 
+    /// Train-mode forward passes synchronize batch norm over `sync`'s ranks (`None`:
+    /// local batch statistics).
+    pub fn with_sync_bn(self, sync: Option<SyncBn>) -> Self {
+        Self {
+            sync_bn: sync,
+            ..self
+        }
+    }
+
+    pub fn sync_bn(&self) -> Option<&SyncBn> {
+        self.sync_bn.as_ref()
+    }
+
     /// `(prediction [B, num_classes, h, w], representation [B, output_dim, h, w])` at the
     /// layer4 resolution (h = ⌈H/output_stride⌉ up to the stem's rounding).
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
-        self.forward_mode(x, Mode { train, grad: true })
+        self.forward_mode(x, Mode::new(train, true))
     }
 
     /// As [`forward_t`](Self::forward_t) without recording a graph.
@@ -89,6 +105,7 @@ impl DeepLabV2 {
                 x.dims()
             )
         }
+        let mode = mode.with_sync(self.sync_bn.as_ref());
         let features = self.backbone.forward(x, mode)?.out;
         let mut prediction = self.classifier[0].forward(&features, mode)?;
         for branch in &self.classifier[1..] {

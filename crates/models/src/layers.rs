@@ -6,14 +6,42 @@ use candle_core::{Result, Tensor, Var, D};
 use candle_nn::{Init, VarBuilder};
 
 use crate::ops::{batch_norm, conv2d, ConvParams, Normalize};
+use crate::sync_bn::{sync_batch_norm, GlobalStats, SyncBn};
 
-/// Whether a forward pass normalises with batch statistics and whether it records a graph.
+/// Whether a forward pass normalises with batch statistics, whether it records a graph,
+/// and with which ranks batch norm shares its statistics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Mode {
+pub struct Mode<'a> {
     /// Batch norm uses batch statistics and updates its running statistics.
     pub train: bool,
     /// Record the graph so that `backward` reaches the weights and the input.
     pub grad: bool,
+    /// Synchronized batch norm (data-parallel training with `--sync-bn`): in train mode
+    /// every batch-norm layer uses the statistics of the batch over all ranks of this
+    /// group. `None`: the local batch (and the single-process code path).
+    pub sync: Option<&'a SyncBn>,
+}
+
+impl<'a> Mode<'a> {
+    /// A mode without synchronized batch norm.
+    pub fn new(train: bool, grad: bool) -> Self {
+        Self {
+            train,
+            grad,
+            sync: None,
+        }
+    }
+
+    /// This mode with `sync` as the batch-norm group, unless it already has one.
+    pub fn with_sync<'b>(self, sync: Option<&'b SyncBn>) -> Mode<'b>
+    where
+        'a: 'b,
+    {
+        Mode {
+            sync: self.sync.or(sync),
+            ..self
+        }
+    }
 }
 
 /// Runs a network's `forward_mode` without recording a graph (candle has no global
@@ -24,7 +52,7 @@ pub(crate) fn forward_without_graph(
     train: bool,
     forward_mode: impl FnOnce(&Tensor, Mode) -> Result<(Tensor, Tensor)>,
 ) -> Result<(Tensor, Tensor)> {
-    let (p, r) = forward_mode(&x.detach(), Mode { train, grad: false })?;
+    let (p, r) = forward_mode(&x.detach(), Mode::new(train, false))?;
     Ok((p.detach(), r.detach()))
 }
 
@@ -189,6 +217,9 @@ impl BatchNorm2d {
 
     /// Batch norm, followed by ReLU when `relu` (fused into one op on the CPU).
     pub fn forward_relu(&self, x: &Tensor, mode: Mode, relu: bool) -> Result<Tensor> {
+        if let (true, Some(sync)) = (mode.train, mode.sync) {
+            return self.forward_sync(x, mode.grad, sync, relu);
+        }
         let x = maybe_detach(x, mode.grad);
         let weight = maybe_detach(&self.weight, mode.grad);
         let bias = maybe_detach(&self.bias, mode.grad);
@@ -219,6 +250,31 @@ impl BatchNorm2d {
             )?;
         }
         Ok(y)
+    }
+
+    /// Train-mode batch norm with the statistics of the batch over every rank of `sync`;
+    /// the running statistics follow the global mean and unbiased variance (the GLOBAL
+    /// count), so they are the same on every rank.
+    fn forward_sync(&self, x: &Tensor, grad: bool, sync: &SyncBn, relu: bool) -> Result<Tensor> {
+        let x = maybe_detach(x, grad);
+        let weight = maybe_detach(&self.weight, grad);
+        let bias = maybe_detach(&self.bias, grad);
+        let (y, stats) = sync_batch_norm(&x, &weight, &bias, sync.reducer(), BN_EPS, relu)?;
+        self.update_running(&stats)?;
+        Ok(y)
+    }
+
+    fn update_running(&self, stats: &GlobalStats) -> Result<()> {
+        let running_mean = self.running_mean.as_detached_tensor();
+        let running_var = self.running_var.as_detached_tensor();
+        let (dtype, dev) = (running_mean.dtype(), running_mean.device());
+        let c = stats.mean.len();
+        let mean = Tensor::from_slice(&stats.mean, c, dev)?.to_dtype(dtype)?;
+        let var = Tensor::from_slice(&stats.unbiased_var(), c, dev)?.to_dtype(dtype)?;
+        self.running_mean
+            .set(&((running_mean * (1.0 - BN_MOMENTUM))? + (mean * BN_MOMENTUM)?)?)?;
+        self.running_var
+            .set(&((running_var * (1.0 - BN_MOMENTUM))? + (var * BN_MOMENTUM)?)?)
     }
 }
 

@@ -35,4 +35,5 @@ pub use meta::{resolve_meta, MetaFallback};
 pub use network::{Network, NetworkKind};
 pub use resnet::Backbone;
 pub use segment::{PredictOptions, Prediction, RgbImage, SegmentError, Segmenter, SlidingWindow};
+pub use sync_bn::SyncBn;
 pub use vars::{is_running_stat, is_trainable, named_vars, trainable_vars};

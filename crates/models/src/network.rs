@@ -7,6 +7,7 @@ use candle_nn::VarBuilder;
 use crate::deeplab::{DeepLabConfig, DeepLabV3Plus};
 use crate::deeplabv2::DeepLabV2;
 use crate::layers::Mode;
+use crate::sync_bn::SyncBn;
 
 /// Which network: the names are those stored in checkpoint metadata and used on the
 /// command line.
@@ -92,9 +93,25 @@ impl Network {
         }
     }
 
+    /// Train-mode forward passes (of the student, and of the teacher's pseudo-labelling
+    /// pass) use synchronized batch norm over `sync`'s ranks; `None` turns it off.
+    pub fn with_sync_bn(self, sync: Option<SyncBn>) -> Self {
+        match self {
+            Network::DeepLabV3Plus(n) => Network::DeepLabV3Plus(n.with_sync_bn(sync)),
+            Network::DeepLabV2(n) => Network::DeepLabV2(n.with_sync_bn(sync)),
+        }
+    }
+
+    pub fn sync_bn(&self) -> Option<&SyncBn> {
+        match self {
+            Network::DeepLabV3Plus(n) => n.sync_bn(),
+            Network::DeepLabV2(n) => n.sync_bn(),
+        }
+    }
+
     /// See [`DeepLabV3Plus::forward_t`].
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
-        self.forward_mode(x, Mode { train, grad: true })
+        self.forward_mode(x, Mode::new(train, true))
     }
 
     /// See [`DeepLabV3Plus::forward_no_grad`].

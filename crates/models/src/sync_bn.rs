@@ -31,6 +31,37 @@ pub trait StatsAllReduce: Send + Sync {
     fn all_reduce_sum(&self, t: &Tensor) -> Result<Tensor>;
 }
 
+/// The group a model's batch-norm layers synchronize over: one reducer shared by every
+/// layer (a model holds it, see [`crate::Network::with_sync_bn`], and hands it down the
+/// forward pass in [`crate::Mode::sync`]).
+#[derive(Clone)]
+pub struct SyncBn(Arc<dyn StatsAllReduce>);
+
+impl SyncBn {
+    pub fn new(reducer: Arc<dyn StatsAllReduce>) -> Self {
+        Self(reducer)
+    }
+
+    pub fn reducer(&self) -> Arc<dyn StatsAllReduce> {
+        self.0.clone()
+    }
+}
+
+impl std::fmt::Debug for SyncBn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SyncBn")
+    }
+}
+
+/// The same group: the same reducer.
+impl PartialEq for SyncBn {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for SyncBn {}
+
 /// Training-mode batch norm (optionally followed by ReLU) over `x [N,C,H,W]` with the
 /// statistics of the global batch across the ranks of `group`. Returns the output and
 /// the global batch statistics (biased variance), which are the same on every rank, for

@@ -223,3 +223,172 @@ fn bad_shapes_are_errors() {
     let err = sync_batch_norm(&one, &w, &w, Arc::new(Identity), 1e-5, false).unwrap_err();
     assert!(err.to_string().contains("more than one value"), "{err}");
 }
+
+/// A whole network with synchronized batch norm (every BN layer of a ResNet-18
+/// DeepLabV3+, sharing one group) on 2 simulated ranks equals the network on the full
+/// batch: outputs, running statistics and the parameter gradients summed over ranks.
+mod network {
+    use super::*;
+    use candle_nn::{VarBuilder, VarMap};
+    use reco_models::{
+        init_seeded, named_vars, Backbone, DeepLabConfig, Network, NetworkKind, SyncBn,
+    };
+    use std::collections::BTreeMap;
+
+    const B: usize = 2;
+    const SIDE: usize = 40;
+
+    struct Out {
+        pred: Vec<f64>,
+        rep: Vec<f64>,
+        /// Every variable after the forward (running statistics updated), by name.
+        vars: BTreeMap<String, Vec<f64>>,
+        /// The gradient of every trainable variable, by name.
+        grads: BTreeMap<String, Vec<f64>>,
+    }
+
+    fn flat(t: &Tensor) -> Vec<f64> {
+        t.flatten_all().unwrap().to_vec1().unwrap()
+    }
+
+    /// Loss `Σ pred·r + Σ rep·s` over the images `lo..lo+n` of the fixed batch.
+    fn run(lo: usize, n: usize, sync: Option<SyncBn>) -> Out {
+        let dev = Device::Cpu;
+        let vm = VarMap::new();
+        let cfg = DeepLabConfig {
+            backbone: Backbone::ResNet18,
+            output_stride: 16,
+            num_classes: 3,
+            output_dim: 4,
+        };
+        let net = Network::new(
+            NetworkKind::DeepLabV3Plus,
+            &cfg,
+            VarBuilder::from_varmap(&vm, DType::F64, &dev),
+        )
+        .unwrap()
+        .with_sync_bn(sync);
+        init_seeded(&vm, 7).unwrap();
+        let per = 3 * SIDE * SIDE;
+        let all = random(2 * B * per, 11, 0.0, 1.0);
+        let x = Tensor::from_vec(
+            all[lo * per..(lo + n) * per].to_vec(),
+            (n, 3, SIDE, SIDE),
+            &dev,
+        )
+        .unwrap();
+        let (pred, rep) = net.forward_t(&x, true).unwrap();
+        let weights = |t: &Tensor, seed: u64| {
+            let (_, c, h, w) = t.dims4().unwrap();
+            let per = c * h * w;
+            let all = random(2 * B * per, seed, 0.0, 1.0);
+            Tensor::from_vec(all[lo * per..(lo + n) * per].to_vec(), t.shape(), &dev).unwrap()
+        };
+        let loss = (pred.mul(&weights(&pred, 12)).unwrap().sum_all().unwrap()
+            + rep.mul(&weights(&rep, 13)).unwrap().sum_all().unwrap())
+        .unwrap();
+        let grads = loss.backward().unwrap();
+        let named = named_vars(&vm).unwrap();
+        Out {
+            pred: flat(&pred),
+            rep: flat(&rep),
+            vars: named
+                .iter()
+                .map(|(k, v)| (k.clone(), flat(v.as_tensor())))
+                .collect(),
+            grads: named
+                .iter()
+                .filter_map(|(k, v)| grads.get(v.as_tensor()).map(|g| (k.clone(), flat(g))))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn two_ranks_with_sync_bn_equal_one_rank_with_the_whole_batch() {
+        let want = run(0, 2 * B, None);
+        let shared = Arc::new(Shared {
+            slots: Mutex::new(vec![None; 2]),
+            barrier: Barrier::new(2),
+            calls: AtomicUsize::new(0),
+        });
+        let got: Vec<Out> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..2)
+                .map(|rank| {
+                    let reducer: Arc<dyn StatsAllReduce> = Arc::new(FakeRank {
+                        rank,
+                        shared: shared.clone(),
+                    });
+                    s.spawn(move || run(rank * B, B, Some(SyncBn::new(reducer))))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        // Every BN layer all-reduces once forward and once backward.
+        let bn_layers = want
+            .vars
+            .keys()
+            .filter(|k| k.ends_with("running_mean"))
+            .count();
+        assert_eq!(shared.calls.load(Ordering::SeqCst), 2 * 2 * bn_layers);
+
+        let cat = |f: fn(&Out) -> &Vec<f64>| got.iter().flat_map(f).copied().collect::<Vec<_>>();
+        assert_close("prediction", &cat(|o| &o.pred), &want.pred, 1e-10);
+        assert_close("representation", &cat(|o| &o.rep), &want.rep, 1e-10);
+        for (name, value) in &want.vars {
+            for o in &got {
+                assert_close(name, &o.vars[name], value, 1e-10);
+            }
+        }
+        assert!(!want.grads.is_empty());
+        for (name, g) in &want.grads {
+            let summed: Vec<f64> = (0..g.len())
+                .map(|i| got.iter().map(|o| o.grads[name][i]).sum())
+                .collect();
+            assert_close(&format!("gradient of {name}"), &summed, g, 1e-10);
+        }
+        // Without the group each rank normalises with its own statistics: different.
+        let alone = run(0, B, None);
+        let diff = alone
+            .pred
+            .iter()
+            .zip(&want.pred)
+            .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+        assert!(diff > 1e-6, "local and global statistics coincide: {diff}");
+    }
+
+    #[test]
+    fn evaluation_mode_never_calls_the_group() {
+        let shared = Arc::new(Shared {
+            slots: Mutex::new(vec![None; 1]),
+            barrier: Barrier::new(1),
+            calls: AtomicUsize::new(0),
+        });
+        let reducer: Arc<dyn StatsAllReduce> = Arc::new(FakeRank {
+            rank: 0,
+            shared: shared.clone(),
+        });
+        let vm = VarMap::new();
+        let cfg = DeepLabConfig {
+            backbone: Backbone::ResNet18,
+            output_stride: 16,
+            num_classes: 3,
+            output_dim: 4,
+        };
+        let dev = Device::Cpu;
+        let net = Network::new(
+            NetworkKind::DeepLabV2,
+            &cfg,
+            VarBuilder::from_varmap(&vm, DType::F32, &dev),
+        )
+        .unwrap()
+        .with_sync_bn(Some(SyncBn::new(reducer)));
+        let x = Tensor::zeros((1, 3, SIDE, SIDE), DType::F32, &dev).unwrap();
+        net.forward_no_grad(&x, false).unwrap();
+        net.forward_t(&x, false).unwrap();
+        assert_eq!(shared.calls.load(Ordering::SeqCst), 0);
+        // Train mode does (one rank: its own statistics, through the group).
+        net.forward_no_grad(&x, true).unwrap();
+        assert!(shared.calls.load(Ordering::SeqCst) > 0);
+        assert!(net.sync_bn().is_some());
+    }
+}

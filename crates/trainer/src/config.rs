@@ -78,6 +78,9 @@ pub struct TrainConfig {
     pub val_limit: usize,
     /// Data loader threads (0 = one per core).
     pub num_threads: usize,
+    /// Synchronized batch norm over the ranks of a data-parallel run (docs/distributed.md):
+    /// the batch statistics of the global batch instead of each rank's.
+    pub sync_bn: bool,
 }
 
 impl Default for TrainConfig {
@@ -131,6 +134,7 @@ impl TrainConfig {
             output_dim: 256,
             val_limit: 0,
             num_threads: 0,
+            sync_bn: false,
         };
         match dataset {
             DatasetKind::Cityscapes => cfg.num_labels = 20,

@@ -1,12 +1,17 @@
-//! `trainer train` (and the bare `trainer`): flags → [`TrainConfig`] → [`Trainer`].
+//! `trainer train` (and the bare `trainer`): flags → [`TrainConfig`] → [`Trainer`], as
+//! one process or as one rank of a data-parallel run (`mpirun -np N trainer train ...`,
+//! docs/distributed.md).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use anyhow::Context;
 use reco_data::{DatasetKind, MixMode, Partial};
 use reco_loss::ThresholdSchedule;
 
 use crate::cli_args::{DataArgs, DeviceArgs, ValArgs};
 use crate::config::{TrainConfig, TrainMode};
+use crate::dist::{self, Backend, Launch, ProcessGroup};
 use crate::train::{RunSummary, Trainer};
 
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -96,6 +101,14 @@ pub struct TrainArgs {
     pub output_dim: Option<usize>,
     #[command(flatten)]
     pub val: ValArgs,
+    /// Process group of a data-parallel run: single, mpi or nccl (default single; under
+    /// mpirun or torchrun-style RANK/WORLD_SIZE: mpi on the CPU, nccl on CUDA). The
+    /// batch size is per rank. See docs/distributed.md.
+    #[arg(long)]
+    pub dist_backend: Option<Backend>,
+    /// Synchronized batch norm: statistics of the batch over all ranks (needs several).
+    #[arg(long)]
+    pub sync_bn: bool,
 }
 
 impl TrainArgs {
@@ -160,18 +173,91 @@ impl TrainArgs {
         if self.pretrained.is_some() {
             c.pretrained = self.pretrained.clone();
         }
+        if self.sync_bn {
+            c.sync_bn = true;
+        }
         c.validate()?;
         Ok(c)
     }
 }
 
+/// Trains in this process alone.
 pub fn train(cfg: TrainConfig, resume: bool) -> anyhow::Result<RunSummary> {
     let mut trainer = Trainer::new(cfg, resume)?;
-    trainer.run(&mut |line| eprintln!("{line}"))
+    trainer
+        .run(&mut |line| eprintln!("{line}"))?
+        .context("a single-process run ends with a summary")
+}
+
+/// Trains as one rank of `group`; the summary comes back on rank 0. Every rank waits for
+/// the others before returning, so that none finalises its process group while a peer
+/// still trains.
+pub fn train_in_group(
+    cfg: TrainConfig,
+    resume: bool,
+    group: Arc<dyn ProcessGroup>,
+) -> anyhow::Result<Option<RunSummary>> {
+    let mut trainer = Trainer::in_group(cfg, resume, group.clone())?;
+    let summary = trainer.run(&mut |line| eprintln!("{line}"))?;
+    group
+        .barrier()
+        .context("waiting for the other ranks at the end")?;
+    Ok(summary)
+}
+
+/// The process group of this launch: the backend from `--dist-backend`, or the one the
+/// launch suggests ([`Backend::default_for`]).
+pub fn open_group(
+    launch: &Launch,
+    backend: Option<Backend>,
+    device: &str,
+) -> anyhow::Result<Arc<dyn ProcessGroup>> {
+    let backend = backend.unwrap_or_else(|| Backend::default_for(launch, device));
+    dist::init(launch, backend).with_context(|| {
+        format!(
+            "cannot start the {} process group (rank {} of {})",
+            backend.name(),
+            launch.rank,
+            launch.world_size
+        )
+    })
 }
 
 pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
-    let cfg = args.resolve()?;
+    let mut cfg = args.resolve()?;
+    let launch = Launch::from_env()?;
+    let group = open_group(&launch, args.dist_backend, &cfg.device)?;
+    // From here an error on one rank must end every rank (no peer left waiting).
+    dist::run_or_abort(group.as_ref(), || {
+        dist::check_sync_bn(cfg.sync_bn, group.world_size())?;
+        cfg.device = launch.device_name(&cfg.device);
+        run_in_group(cfg, args.resume, group.clone())
+    })
+}
+
+fn run_in_group(
+    cfg: TrainConfig,
+    resume: bool,
+    group: Arc<dyn ProcessGroup>,
+) -> anyhow::Result<()> {
+    if group.rank() != 0 {
+        train_in_group(cfg, resume, group)?;
+        return Ok(());
+    }
+    if group.world_size() > 1 {
+        eprintln!(
+            "data-parallel training on {} ranks ({}{}): batch {} per rank, {} in all",
+            group.world_size(),
+            group.backend().name(),
+            if cfg.sync_bn {
+                ", synchronized batch norm"
+            } else {
+                ""
+            },
+            cfg.batch_size,
+            cfg.batch_size * group.world_size()
+        );
+    }
     eprintln!(
         "training {} on {} ({}{}), {} {} OS{}, {} iterations, output in {}",
         match (cfg.mode, cfg.reco) {
@@ -200,7 +286,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         .as_ref()
         .map(|root| format!(" --data-root {}", root.display()))
         .unwrap_or_default();
-    let s = train(cfg, args.resume)?;
+    let s = train_in_group(cfg, resume, group)?.context("rank 0 ends with a summary")?;
     let names: Vec<&str> = s.class_names.iter().map(String::as_str).collect();
     println!("\n{}", s.last.table(&names));
     println!(
@@ -295,6 +381,11 @@ mod tests {
             e("output-dim", v("12"), |_, c| c.output_dim == 12),
             e("val-limit", v("4"), |_, c| c.val_limit == 4),
             e("num-threads", v("3"), |_, c| c.num_threads == 3),
+            // Not a setting of the run (like --device, it may change on resume).
+            e("dist-backend", v("mpi"), |a, _| {
+                a.dist_backend == Some(Backend::Mpi)
+            }),
+            e("sync-bn", String::new(), |_, c| c.sync_bn),
         ]
     }
 

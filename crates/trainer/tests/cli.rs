@@ -637,3 +637,68 @@ fn bad_checkpoints_images_and_inference_flags_end_in_clear_errors() {
     let msg = predict(&["--max-size", "10"]);
     assert!(msg.contains("--max-size 10"), "{msg}");
 }
+
+/// `trainer train` with environment variables set (a launcher's), expected to fail
+/// without a panic; returns its output.
+fn fails_with_env(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run trainer");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !out.status.success(),
+        "trainer {args:?} {env:?} should fail:\n{text}"
+    );
+    assert!(
+        !text.contains("panicked"),
+        "trainer {args:?} panicked:\n{text}"
+    );
+    text
+}
+
+#[test]
+fn distributed_flags_that_cannot_work_end_in_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = tmp.path().join("run");
+    let o = o.to_str().unwrap();
+    let msg = fails(&["train", "--sync-bn", "--out", o]);
+    assert!(msg.contains("--sync-bn needs a process group"), "{msg}");
+    let msg = fails(&["train", "--dist-backend", "gloo", "--out", o]);
+    assert!(
+        msg.contains("gloo") && msg.contains("single, mpi or nccl"),
+        "{msg}"
+    );
+    // The default build has neither backend (the `mpi` test build has MPI).
+    if !cfg!(feature = "nccl") {
+        let msg = fails(&["train", "--dist-backend", "nccl", "--out", o]);
+        assert!(msg.contains("--features nccl"), "{msg}");
+    }
+    // A torchrun-style launch of two ranks told to run alone.
+    let torchrun = [("RANK", "1"), ("WORLD_SIZE", "2")];
+    let msg = fails_with_env(
+        &["train", "--dist-backend", "single", "--out", o],
+        &torchrun,
+    );
+    assert!(msg.contains("launched as 2 ranks"), "{msg}");
+    // The same launch without the flag: mpi on the CPU, which torchrun cannot start.
+    let msg = fails_with_env(&["train", "--out", o], &torchrun);
+    assert!(
+        msg.contains("--features mpi") || msg.contains("mpirun"),
+        "{msg}"
+    );
+    let msg = fails_with_env(
+        &["train", "--out", o],
+        &[("RANK", "2"), ("WORLD_SIZE", "2")],
+    );
+    assert!(msg.contains("not below the world size 2"), "{msg}");
+    assert!(
+        !tmp.path().join("run").exists(),
+        "a run that could not start wrote its folder"
+    );
+}

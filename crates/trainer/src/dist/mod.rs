@@ -17,7 +17,7 @@ mod single;
 
 use std::sync::Arc;
 
-use candle_core::{DType, Result, Tensor};
+use candle_core::{backprop::GradStore, DType, Result, Tensor, Var};
 
 pub use check::{check_resume_world_size, check_sync_bn, split_global_batch, DistError};
 pub use launch::{Launch, LaunchSource};
@@ -45,6 +45,18 @@ impl Backend {
             Backend::Single => "single",
             Backend::Mpi => "mpi",
             Backend::Nccl => "nccl",
+        }
+    }
+
+    /// The backend when `--dist-backend` is not given: `single` for one process; under a
+    /// multi-rank launch `nccl` on GPUs (`device` `cuda` or `cuda:K`), `mpi` otherwise.
+    pub fn default_for(launch: &Launch, device: &str) -> Self {
+        if !launch.is_distributed() {
+            Backend::Single
+        } else if device.starts_with("cuda") {
+            Backend::Nccl
+        } else {
+            Backend::Mpi
         }
     }
 
@@ -189,6 +201,59 @@ pub fn average(group: &dyn ProcessGroup, grads: &[Tensor]) -> Result<Vec<Tensor>
     sums.into_iter().map(|g| g / n).collect()
 }
 
+/// Replaces, in `grads`, the gradients of `vars` by their average over the ranks of
+/// `group`, all-reduced in the order of `vars` (every rank must pass the same variables
+/// in the same order: sorted by name). One process: returns at once, touching nothing.
+///
+/// A variable may lack a gradient on some ranks only (a loss term that found nothing to
+/// contrast on one rank's batch): it then counts as zeros there, so every rank reduces
+/// the same list. One that lacks it on every rank stays without, as in one process
+/// (SGD skips it). Knowing which is which costs one small all-reduce of flags.
+pub fn average_grads(group: &dyn ProcessGroup, vars: &[Var], grads: &mut GradStore) -> Result<()> {
+    if group.world_size() == 1 {
+        return Ok(());
+    }
+    let first = match vars.first() {
+        Some(v) => v,
+        None => return Ok(()),
+    };
+    let present: Vec<f64> = vars
+        .iter()
+        .map(|v| f64::from(u8::from(grads.get(v.as_tensor()).is_some())))
+        .collect();
+    let present = Tensor::from_vec(present, vars.len(), first.device())?;
+    let anywhere: Vec<f64> = group.all_reduce_flat(&present)?.to_vec1()?;
+    let mut reduced_vars = Vec::new();
+    let mut local = Vec::new();
+    for (v, n) in vars.iter().zip(anywhere) {
+        if n == 0.0 {
+            continue;
+        }
+        local.push(match grads.get(v.as_tensor()) {
+            Some(g) => g.detach(),
+            None => v.as_detached_tensor().zeros_like()?,
+        });
+        reduced_vars.push(v);
+    }
+    for (v, g) in reduced_vars.into_iter().zip(average(group, &local)?) {
+        grads.insert(v.as_tensor(), g);
+    }
+    Ok(())
+}
+
+/// Sets every variable of `vars` to rank 0's value (initial weights), in the order given
+/// (sorted by name on every rank).
+pub fn broadcast_vars(group: &dyn ProcessGroup, vars: &[Var]) -> Result<()> {
+    if group.world_size() == 1 {
+        return Ok(());
+    }
+    let tensors: Vec<Tensor> = vars.iter().map(|v| v.as_detached_tensor()).collect();
+    for (v, t) in vars.iter().zip(group.broadcast(&tensors)?) {
+        v.set(&t)?;
+    }
+    Ok(())
+}
+
 /// A process group as the statistics reducer of synchronized batch norm
 /// (`reco_models::sync_bn`).
 pub struct SyncBnGroup(pub Arc<dyn ProcessGroup>);
@@ -237,6 +302,40 @@ pub fn init(
         Backend::Nccl => Ok(Arc::new(nccl::NcclGroup::init(launch)?)),
         #[allow(unreachable_patterns)]
         other => Err(DistError::NotCompiled(other)),
+    }
+}
+
+/// A stand-in for a group of ranks that all hold what this one holds: all-reduce
+/// multiplies by the world size, broadcast returns its input. For unit tests of code
+/// that must behave differently with several ranks.
+#[cfg(test)]
+pub(crate) struct Mirrored {
+    pub rank: usize,
+    pub world_size: usize,
+}
+
+#[cfg(test)]
+impl ProcessGroup for Mirrored {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+    fn world_size(&self) -> usize {
+        self.world_size
+    }
+    fn backend(&self) -> Backend {
+        Backend::Mpi
+    }
+    fn all_reduce_flat(&self, flat: &Tensor) -> Result<Tensor> {
+        flat * self.world_size as f64
+    }
+    fn broadcast_flat(&self, flat: &Tensor, _root: usize) -> Result<Tensor> {
+        Ok(flat.clone())
+    }
+    fn barrier(&self) -> Result<()> {
+        Ok(())
+    }
+    fn abort(&self, code: i32) -> ! {
+        panic!("abort {code}")
     }
 }
 
@@ -328,6 +427,100 @@ mod tests {
             .all_reduce_sum(&[Tensor::new(&[1u32], &Device::Cpu).unwrap()])
             .unwrap_err();
         assert!(err.to_string().contains("f32 or f64"), "{err}");
+    }
+
+    #[test]
+    fn gradients_are_averaged_in_place_and_missing_ones_count_as_zeros() {
+        let dev = Device::Cpu;
+        let a = Var::new(&[1f32, 2.], &dev).unwrap();
+        let b = Var::new(&[3f32], &dev).unwrap();
+        let c = Var::new(&[4f32], &dev).unwrap();
+        let loss = (a.as_tensor().sum_all().unwrap() * 2.0).unwrap();
+        let mut grads = loss.backward().unwrap();
+        assert!(grads.get(b.as_tensor()).is_none());
+        // `Doubling` multiplies by 3 and has 2 ranks: the "average" is 1.5 x local.
+        // Its flag all-reduce says b and c have gradients elsewhere (3 x 0 = 0 would
+        // not): a flag of 0 stays 0, so b and c keep no gradient here.
+        average_grads(&Doubling, &[a.clone(), b.clone(), c.clone()], &mut grads).unwrap();
+        assert_eq!(
+            grads.get(a.as_tensor()).unwrap().to_vec1::<f32>().unwrap(),
+            vec![3., 3.]
+        );
+        assert!(grads.get(b.as_tensor()).is_none());
+        assert!(grads.get(c.as_tensor()).is_none());
+
+        // A group whose flags say every variable has a gradient on some rank.
+        struct AllPresent;
+        impl ProcessGroup for AllPresent {
+            fn rank(&self) -> usize {
+                1
+            }
+            fn world_size(&self) -> usize {
+                2
+            }
+            fn backend(&self) -> Backend {
+                Backend::Single
+            }
+            fn all_reduce_flat(&self, flat: &Tensor) -> Result<Tensor> {
+                // Flags (f64) become "present somewhere"; gradients (f32) double.
+                match flat.dtype() {
+                    DType::F64 => flat.ones_like(),
+                    _ => flat * 2.0,
+                }
+            }
+            fn broadcast_flat(&self, flat: &Tensor, _root: usize) -> Result<Tensor> {
+                flat.zeros_like()
+            }
+            fn barrier(&self) -> Result<()> {
+                Ok(())
+            }
+            fn abort(&self, code: i32) -> ! {
+                panic!("abort {code}")
+            }
+        }
+        let mut grads = loss.backward().unwrap();
+        average_grads(&AllPresent, &[a.clone(), b.clone()], &mut grads).unwrap();
+        assert_eq!(
+            grads.get(a.as_tensor()).unwrap().to_vec1::<f32>().unwrap(),
+            vec![2., 2.]
+        );
+        // b had none here: zeros went into the all-reduce, and b now has a gradient.
+        assert_eq!(
+            grads.get(b.as_tensor()).unwrap().to_vec1::<f32>().unwrap(),
+            vec![0.]
+        );
+        // Broadcast sets the variables to "rank 0's" values (zeros here).
+        broadcast_vars(&AllPresent, std::slice::from_ref(&a)).unwrap();
+        assert_eq!(a.as_tensor().to_vec1::<f32>().unwrap(), vec![0., 0.]);
+    }
+
+    #[test]
+    fn one_process_leaves_gradients_and_variables_alone() {
+        let dev = Device::Cpu;
+        let a = Var::new(&[1f32, 2.], &dev).unwrap();
+        let mut grads = a.as_tensor().sum_all().unwrap().backward().unwrap();
+        let before = grads.get(a.as_tensor()).unwrap().id();
+        average_grads(&SingleProcess, std::slice::from_ref(&a), &mut grads).unwrap();
+        // The very same tensor: nothing was flattened, copied or replaced.
+        assert_eq!(grads.get(a.as_tensor()).unwrap().id(), before);
+        broadcast_vars(&SingleProcess, std::slice::from_ref(&a)).unwrap();
+        assert_eq!(a.as_tensor().to_vec1::<f32>().unwrap(), vec![1., 2.]);
+    }
+
+    #[test]
+    fn the_default_backend_follows_the_launch_and_the_device() {
+        let one = Launch::single();
+        assert_eq!(Backend::default_for(&one, "cuda"), Backend::Single);
+        let two = Launch {
+            source: LaunchSource::Mpi,
+            rank: 1,
+            world_size: 2,
+            local_rank: 1,
+            rendezvous: None,
+        };
+        assert_eq!(Backend::default_for(&two, "cpu"), Backend::Mpi);
+        assert_eq!(Backend::default_for(&two, "cuda"), Backend::Nccl);
+        assert_eq!(Backend::default_for(&two, "cuda:3"), Backend::Nccl);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! supervised-only variant.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use candle_core::{backprop::GradStore, DType, Device, Tensor, Var, D};
@@ -15,11 +16,13 @@ use reco_loss::{
 };
 use reco_models::ops::resize_bilinear;
 use reco_models::vars::{named_vars, trainable_vars};
-use reco_models::{init_seeded, load_backbone};
+use reco_models::{init_seeded, load_backbone, SyncBn};
 use reco_util::seed::mix_seed;
 use serde::{Deserialize, Serialize};
 
+use super::seeds::RankSeeds;
 use crate::config::{TrainConfig, TrainMode};
+use crate::dist::{self, ProcessGroup, SingleProcess, SyncBnGroup};
 use crate::optim::{Ema, Sgd};
 
 /// Stream tags of the per-run and per-step seeds, one per kind of random decision.
@@ -38,12 +41,22 @@ pub struct Network {
 
 impl Network {
     pub fn new(cfg: &TrainConfig, device: &Device) -> anyhow::Result<Self> {
+        Self::with_sync_bn(cfg, device, None)
+    }
+
+    /// A network whose train-mode batch norm is synchronized over `sync`'s ranks.
+    pub fn with_sync_bn(
+        cfg: &TrainConfig,
+        device: &Device,
+        sync: Option<SyncBn>,
+    ) -> anyhow::Result<Self> {
         let vars = VarMap::new();
         let model = reco_models::Network::new(
             cfg.network()?,
             &cfg.model_config()?,
             VarBuilder::from_varmap(&vars, DType::F32, device),
-        )?;
+        )?
+        .with_sync_bn(sync);
         Ok(Self { vars, model })
     }
 
@@ -76,9 +89,10 @@ pub struct Teacher {
 }
 
 impl Teacher {
-    /// A copy of `student` whose trainable variables then follow it with `decay`.
+    /// A copy of `student` whose trainable variables then follow it with `decay`. It
+    /// synchronizes batch norm like the student (its train-mode pseudo-labelling pass).
     fn follow(student: &Network, cfg: &TrainConfig, device: &Device) -> anyhow::Result<Self> {
-        let net = Network::new(cfg, device)?;
+        let net = Network::with_sync_bn(cfg, device, student.model.sync_bn().cloned())?;
         net.copy_from(student)?;
         let s = student.named_vars()?;
         let pairs = net
@@ -122,13 +136,43 @@ pub struct Learner {
     pub student: Network,
     pub regime: Regime,
     pub(crate) sgd: Sgd,
+    /// The ranks this learner trains with (one process: [`SingleProcess`]).
+    group: Arc<dyn ProcessGroup>,
+    /// This rank's step seeds (mixing, ReCo sampling).
+    seeds: RankSeeds,
+    /// The student's trainable variables sorted by name: the order of the gradient
+    /// all-reduce, the same on every rank.
+    grad_vars: Vec<Var>,
 }
 
 impl Learner {
     /// The student initialised from the seed (and the pretrained backbone, if any), its
     /// optimiser, and in semi-supervised mode a teacher that starts as its copy.
     pub fn new(cfg: TrainConfig, device: Device) -> anyhow::Result<Self> {
-        let student = Network::new(&cfg, &device)?;
+        Self::in_group(cfg, device, Arc::new(SingleProcess))
+    }
+
+    /// As [`Learner::new`], as one rank of `group` (docs/distributed.md): the initial
+    /// weights are rank 0's, gradients are averaged over the ranks before SGD, and with
+    /// `cfg.sync_bn` batch norm uses the statistics of the batch over all ranks.
+    pub fn in_group(
+        cfg: TrainConfig,
+        device: Device,
+        group: Arc<dyn ProcessGroup>,
+    ) -> anyhow::Result<Self> {
+        dist::check_sync_bn(cfg.sync_bn, group.world_size())?;
+        if cfg.sync_bn && !device.is_cpu() {
+            bail!(
+                "--sync-bn runs on the CPU only for now (its batch-norm kernel is CPU code, docs/distributed.md): drop --sync-bn on {}",
+                cfg.device
+            );
+        }
+        let sync = cfg.sync_bn.then(|| {
+            let reducer: Arc<dyn reco_models::sync_bn::StatsAllReduce> =
+                Arc::new(SyncBnGroup(group.clone()));
+            SyncBn::new(reducer)
+        });
+        let student = Network::with_sync_bn(&cfg, &device, sync)?;
         init_seeded(&student.vars, mix_seed(&[cfg.seed, TAG_INIT]))?;
         if let Some(path) = &cfg.pretrained {
             if !path.is_file() {
@@ -146,6 +190,13 @@ impl Learner {
                 )
             })?;
         }
+        // Equal already when every rank seeds alike and reads the same file; the
+        // broadcast makes it a guarantee (another file or build on one machine).
+        let all: Vec<Var> = student.named_vars()?.into_values().collect();
+        dist::broadcast_vars(group.as_ref(), &all)
+            .context("broadcasting rank 0's initial weights")?;
+        let grad_vars = student.trainable_vars()?.into_values().collect();
+        let seeds = RankSeeds::new(cfg.seed, group.rank(), group.world_size());
         let sgd = Sgd::new(
             student.trainable_vars()?.into_iter().collect(),
             cfg.momentum,
@@ -163,7 +214,20 @@ impl Learner {
             student,
             regime,
             sgd,
+            group,
+            seeds,
+            grad_vars,
         })
+    }
+
+    /// The ranks this learner trains with.
+    pub fn group(&self) -> &Arc<dyn ProcessGroup> {
+        &self.group
+    }
+
+    /// This rank's seeds.
+    pub fn seeds(&self) -> RankSeeds {
+        self.seeds
     }
 
     /// The teacher, in semi-supervised mode.
@@ -210,11 +274,15 @@ impl Learner {
         self.finish_step(losses, step, lr)
     }
 
-    /// The method's last three steps: backward, SGD, EMA.
+    /// The method's last steps: backward, the average of the gradients over the ranks
+    /// (nothing with one process), SGD, EMA. Every rank then holds the same weights, so
+    /// the teachers stay equal without communication.
     fn finish_step(&mut self, losses: Losses, step: usize, lr: f64) -> anyhow::Result<StepLosses> {
         let numbers = losses.numbers()?;
         self.check_finite(&numbers, step)?;
-        let grads = backward(&losses.total)?;
+        let mut grads = backward(&losses.total)?;
+        dist::average_grads(self.group.as_ref(), &self.grad_vars, &mut grads)
+            .context("averaging the gradients over the ranks")?;
         self.sgd_step(&grads, lr)?;
         drop(grads);
         self.ema_update()?;
@@ -254,9 +322,9 @@ impl Learner {
         Ok(resize_bilinear(pred, h, w, true)?)
     }
 
-    /// The ReCo loss of step `step`, its draws seeded by (run seed, step).
+    /// The ReCo loss of step `step`, its draws seeded by (run seed, rank, step).
     fn reco_term(&self, rep: &Tensor, t: &ReCoTargets, step: usize) -> anyhow::Result<Tensor> {
-        let seed = mix_seed(&[self.cfg.seed, TAG_RECO, step as u64]);
+        let seed = self.seeds.at_step(TAG_RECO, step);
         Ok(reco_loss(
             rep,
             &t.label,
@@ -298,7 +366,7 @@ impl Learner {
         let pseudo = prob.argmax(1)?.to_dtype(DType::I64)?;
         // 2. Rescale + crop, mix, photometric augmentation.
         let ucfg = self.cfg.unsup_aug_config();
-        let mix_seed_ = mix_seed(&[self.cfg.seed, TAG_MIX, step as u64]);
+        let mix_seed_ = self.seeds.at_step(TAG_MIX, step);
         let mixed = unsup_transform(&xu, &pseudo, &confidence, &ucfg, mix_seed_)?;
         // 3. Student on both batches (two forward passes, as the original).
         let (pred_l, rep_l) = self.student.model.forward_t(&xl, true)?;
@@ -371,4 +439,46 @@ impl Losses {
 
 fn backward(total: &Tensor) -> anyhow::Result<GradStore> {
     Ok(total.backward()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dist::Mirrored;
+
+    fn tiny(mode: TrainMode, sync_bn: bool) -> TrainConfig {
+        TrainConfig {
+            mode,
+            sync_bn,
+            num_classes: 3,
+            output_dim: 8,
+            ..TrainConfig::default()
+        }
+    }
+
+    #[test]
+    fn sync_bn_without_a_group_is_refused() {
+        let err = Learner::new(tiny(TrainMode::Sup, true), Device::Cpu)
+            .err()
+            .expect("--sync-bn on one process must fail")
+            .to_string();
+        assert!(err.contains("--sync-bn needs a process group"), "{err}");
+    }
+
+    #[test]
+    fn sync_bn_reaches_the_student_and_the_teacher() {
+        let group = Arc::new(Mirrored {
+            rank: 1,
+            world_size: 2,
+        });
+        let l = Learner::in_group(tiny(TrainMode::Semi, true), Device::Cpu, group).unwrap();
+        let student = l.student.model.sync_bn().expect("the student synchronizes");
+        let teacher = l.teacher().unwrap().net.model.sync_bn();
+        assert_eq!(teacher, Some(student), "one group for both networks");
+        assert_eq!(l.seeds(), RankSeeds::new(0, 1, 2));
+        // Without the flag, neither does (the single-process path).
+        let l = Learner::new(tiny(TrainMode::Semi, false), Device::Cpu).unwrap();
+        assert!(l.student.model.sync_bn().is_none());
+        assert!(l.teacher().unwrap().net.model.sync_bn().is_none());
+    }
 }

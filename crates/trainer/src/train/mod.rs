@@ -4,8 +4,10 @@
 
 pub mod learner;
 pub mod run;
+pub mod seeds;
 mod state;
 
 pub use learner::{Learner, Network, Regime, StepLosses, Teacher};
 pub(crate) use run::METRICS_FILE;
 pub use run::{RunSummary, Trainer};
+pub use seeds::RankSeeds;

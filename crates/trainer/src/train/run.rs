@@ -1,6 +1,10 @@
 //! The training run: the loop from the current step to the last, with the poly
 //! learning rate, periodic logging (metrics.jsonl, the progress bar), evaluation with
 //! atomic checkpoints (last, best, the run state) and exact resume.
+//!
+//! In a data-parallel run (docs/distributed.md) every rank runs this loop on its own
+//! batches; rank 0 alone evaluates and writes the run folder (settings, metrics, curves,
+//! relation graph, checkpoints, state), the others only train.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -19,6 +23,7 @@ use reco_util::seed::mix_seed;
 use super::learner::{Learner, Network, StepLosses, TAG_LABELLED, TAG_PARTIAL, TAG_UNLABELLED};
 use super::state::{self, Best, STATE_FILE};
 use crate::config::{parse_device, TrainConfig, TrainMode};
+use crate::dist::{ProcessGroup, SingleProcess};
 use crate::metrics::SegMetrics;
 use crate::optim::poly_lr;
 use crate::relation::{draw_relation, evaluate_with_relation, RELATION_FILE};
@@ -53,10 +58,24 @@ pub struct Trainer {
     step: usize,
     best: Option<Best>,
     last: Option<SegMetrics>,
+    /// Rank 0 (or the only process): evaluates and writes the run folder.
+    writer: bool,
 }
 
 impl Trainer {
-    pub fn new(mut cfg: TrainConfig, resume: bool) -> anyhow::Result<Self> {
+    pub fn new(cfg: TrainConfig, resume: bool) -> anyhow::Result<Self> {
+        Self::in_group(cfg, resume, Arc::new(SingleProcess))
+    }
+
+    /// As [`Trainer::new`], as one rank of `group`. Every rank reads `--out` when
+    /// resuming (the state file must be on a filesystem they all see); rank 0 alone
+    /// writes it.
+    pub fn in_group(
+        mut cfg: TrainConfig,
+        resume: bool,
+        group: Arc<dyn ProcessGroup>,
+    ) -> anyhow::Result<Self> {
+        let writer = group.rank() == 0;
         cfg.validate()?;
         let device = parse_device(&cfg.device)?;
         // The data crate's error already says how to fetch the dataset.
@@ -82,12 +101,14 @@ impl Trainer {
                         root.display()
                     )
                 })?;
-                eprintln!(
-                    "unlabelled images: {} from {} ({} unreadable files skipped)",
-                    folder.len(),
-                    root.display(),
-                    folder.skipped_count()
-                );
+                if writer {
+                    eprintln!(
+                        "unlabelled images: {} from {} ({} unreadable files skipped)",
+                        folder.len(),
+                        root.display(),
+                        folder.skipped_count()
+                    );
+                }
                 Some(Arc::new(folder))
             }
         };
@@ -101,7 +122,7 @@ impl Trainer {
         if cfg.mode == TrainMode::Semi && split.unlabelled.is_empty() && unlabelled.is_none() {
             bail!("semi-supervised training needs unlabelled images, but the split labels every image: lower --num-labels or use --mode sup");
         }
-        let learner = Learner::new(cfg.clone(), device.clone())?;
+        let learner = Learner::in_group(cfg.clone(), device.clone(), group)?;
         let mut trainer = Self {
             cfg,
             device,
@@ -112,21 +133,26 @@ impl Trainer {
             step: 0,
             best: None,
             last: None,
+            writer,
         };
-        std::fs::create_dir_all(&trainer.cfg.out).with_context(|| {
-            format!(
-                "cannot create the output folder {}",
-                trainer.cfg.out.display()
-            )
-        })?;
+        if writer {
+            std::fs::create_dir_all(&trainer.cfg.out).with_context(|| {
+                format!(
+                    "cannot create the output folder {}",
+                    trainer.cfg.out.display()
+                )
+            })?;
+        }
         let state = trainer.cfg.out.join(STATE_FILE);
         if resume {
             if state.is_file() {
                 let resumed = state::load(&mut trainer.learner, &trainer.cfg, &state)?;
                 trainer.step = resumed.step;
                 trainer.best = resumed.best;
-                state::truncate_metrics(&trainer.cfg.out.join(METRICS_FILE), resumed.step)?;
-            } else {
+                if writer {
+                    state::truncate_metrics(&trainer.cfg.out.join(METRICS_FILE), resumed.step)?;
+                }
+            } else if writer {
                 eprintln!(
                     "--resume: no {} in {}, starting from step 0",
                     STATE_FILE,
@@ -140,20 +166,57 @@ impl Trainer {
                 STATE_FILE
             );
         }
-        trainer.write_config()?;
+        trainer.check_ranks_agree_on_the_step()?;
+        if writer {
+            trainer.write_config()?;
+        }
         Ok(trainer)
+    }
+
+    /// Every rank must start at the step rank 0 starts at (a rank that could not see
+    /// `--out` would start from 0 and join the wrong collectives).
+    fn check_ranks_agree_on_the_step(&self) -> anyhow::Result<()> {
+        let group = self.group();
+        if group.world_size() == 1 {
+            return Ok(());
+        }
+        let mine = candle_core::Tensor::new(&[self.step as f64], &Device::Cpu)?;
+        let rank0 = group.broadcast_flat(&mine, 0)?.to_vec1::<f64>()?[0] as usize;
+        if rank0 != self.step {
+            bail!(
+                "rank {} starts at step {} but rank 0 at step {rank0}: every rank must see the same {} (put --out on a filesystem all ranks share)",
+                group.rank(),
+                self.step,
+                self.cfg.out.join(STATE_FILE).display()
+            );
+        }
+        Ok(())
     }
 
     fn eval_net(&self) -> &Network {
         self.learner.eval_net()
     }
 
+    /// The networks and the optimiser (to compare ranks, or to look at the weights).
+    pub fn learner(&self) -> &Learner {
+        &self.learner
+    }
+
+    fn group(&self) -> &dyn ProcessGroup {
+        self.learner.group().as_ref()
+    }
+
     fn write_config(&self) -> anyhow::Result<()> {
+        let group = self.group();
         let json = serde_json::json!({
             "config": self.cfg,
             "split": self.split,
             "class_names": self.ds.class_names(),
             "unlabelled": self.unlabelled.as_ref().map(|u| u.summary()),
+            "distributed": {
+                "world_size": group.world_size(),
+                "backend": group.backend().name(),
+            },
             "versions": {
                 "trainer": env!("CARGO_PKG_VERSION"),
                 "candle": "0.11",
@@ -170,7 +233,9 @@ impl Trainer {
             mode,
             seed: mix_seed(&[c.seed, TAG_PARTIAL]),
         });
-        let mut lcfg = TrainLoaderConfig::labelled(c.dataset, mix_seed(&[c.seed, TAG_LABELLED]));
+        // Each rank draws its own batches; the split and partial labels are shared.
+        let seeds = self.learner.seeds();
+        let mut lcfg = TrainLoaderConfig::labelled(c.dataset, seeds.stream(TAG_LABELLED));
         lcfg.batch_size = match c.mode {
             TrainMode::Sup => 2 * c.batch_size,
             TrainMode::Semi => c.batch_size,
@@ -184,7 +249,7 @@ impl Trainer {
             TrainMode::Sup => None,
             TrainMode::Semi => {
                 let mut ucfg =
-                    TrainLoaderConfig::unlabelled(c.dataset, mix_seed(&[c.seed, TAG_UNLABELLED]));
+                    TrainLoaderConfig::unlabelled(c.dataset, seeds.stream(TAG_UNLABELLED));
                 ucfg.batch_size = c.batch_size;
                 ucfg.aug = c.unlabelled_crop_config();
                 ucfg.num_threads = c.num_threads;
@@ -199,10 +264,16 @@ impl Trainer {
     }
 
     /// Runs from the current step to `iters`, evaluating every `eval_every` steps.
-    pub fn run(&mut self, log: &mut dyn FnMut(&str)) -> anyhow::Result<RunSummary> {
+    /// Returns the summary on rank 0 (or the only process); other ranks, which neither
+    /// evaluate nor log, return `None`.
+    pub fn run(&mut self, log: &mut dyn FnMut(&str)) -> anyhow::Result<Option<RunSummary>> {
         let (mut labelled, mut unlabelled) = self.loaders()?;
         let total = self.cfg.iters;
-        let bar = progress_bar(total as u64, self.step as u64);
+        let ranks = self.group().world_size();
+        let bar = match self.writer {
+            true => progress_bar(total as u64, self.step as u64),
+            false => None,
+        };
         let mut window = Instant::now();
         let mut window_images = 0usize;
         let mut acc = StepLosses::default();
@@ -241,19 +312,25 @@ impl Trainer {
             }
             if self.step.is_multiple_of(self.cfg.log_every) || self.step == total {
                 let secs = window.elapsed().as_secs_f64();
+                // The ranks' mean, counted over the window of every rank.
+                let mean = mean_over_ranks(self.group(), acc)?;
                 let n = acc_n as f64;
+                // Every rank trains on as many images per step.
+                let images = window_images * ranks;
                 let line = serde_json::json!({
                     "kind": "train", "step": self.step, "lr": lr,
                     "strong_threshold": self.cfg.strong_threshold.value_at(self.step - 1),
-                    "loss": acc.total / n, "sup": acc.sup / n, "unsup": acc.unsup / n, "reco": acc.reco / n,
-                    "images_per_s": window_images as f64 / secs.max(1e-9),
+                    "loss": mean.total / n, "sup": mean.sup / n, "unsup": mean.unsup / n, "reco": mean.reco / n,
+                    "images_per_s": images as f64 / secs.max(1e-9),
                 });
-                self.append_metrics(&line)?;
-                if bar.is_none() {
+                if self.writer {
+                    self.append_metrics(&line)?;
+                }
+                if self.writer && bar.is_none() {
                     log(&format!(
                         "step {}/{} loss {:.4} (sup {:.4} unsup {:.4} reco {:.4}) lr {:.2e} {:.1} img/s",
-                        self.step, total, acc.total / n, acc.sup / n, acc.unsup / n, acc.reco / n, lr,
-                        window_images as f64 / secs.max(1e-9)
+                        self.step, total, mean.total / n, mean.sup / n, mean.unsup / n, mean.reco / n, lr,
+                        images as f64 / secs.max(1e-9)
                     ));
                 }
                 window = Instant::now();
@@ -261,12 +338,16 @@ impl Trainer {
                 acc = StepLosses::default();
                 acc_n = 0;
             }
-            if self.step.is_multiple_of(self.cfg.eval_every) || self.step == total {
+            let eval_step = self.step.is_multiple_of(self.cfg.eval_every) || self.step == total;
+            if eval_step && self.writer {
                 self.evaluate_and_save(log, bar.as_ref())?;
             }
         }
         if let Some(b) = bar {
             b.finish_and_clear();
+        }
+        if !self.writer {
+            return Ok(None);
         }
         let last = match &self.last {
             Some(m) => m.clone(),
@@ -277,14 +358,14 @@ impl Trainer {
             }
         };
         let best = self.best.clone().context("no evaluation")?;
-        Ok(RunSummary {
+        Ok(Some(RunSummary {
             last,
             last_step: self.step,
             best_miou: best.miou,
             best_step: best.step,
             out: self.cfg.out.clone(),
             class_names: self.ds.class_names(),
-        })
+        }))
     }
 
     fn val_ids(&self) -> Vec<String> {
@@ -388,6 +469,24 @@ impl Trainer {
     }
 }
 
+/// The losses summed over a logging window, averaged over the ranks (one small
+/// all-reduce at each log line; nothing with one process).
+fn mean_over_ranks(group: &dyn ProcessGroup, acc: StepLosses) -> anyhow::Result<StepLosses> {
+    let n = group.world_size();
+    if n == 1 {
+        return Ok(acc);
+    }
+    let local = candle_core::Tensor::new(&[acc.sup, acc.unsup, acc.reco, acc.total], &Device::Cpu)?;
+    let sum: Vec<f64> = group.all_reduce_flat(&local)?.to_vec1()?;
+    let n = n as f64;
+    Ok(StepLosses {
+        sup: sum[0] / n,
+        unsup: sum[1] / n,
+        reco: sum[2] / n,
+        total: sum[3] / n,
+    })
+}
+
 fn next_batch(loader: &mut Loader, which: &str) -> anyhow::Result<reco_data::Batch> {
     loader
         .next()
@@ -407,4 +506,57 @@ fn progress_bar(total: u64, pos: u64) -> Option<indicatif::ProgressBar> {
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     Some(bar)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Result, Tensor};
+
+    /// Rank 1 of 2 whose "rank 0" is one step ahead: broadcasts come back plus one.
+    struct AheadRankZero;
+    impl ProcessGroup for AheadRankZero {
+        fn rank(&self) -> usize {
+            1
+        }
+        fn world_size(&self) -> usize {
+            2
+        }
+        fn backend(&self) -> crate::dist::Backend {
+            crate::dist::Backend::Mpi
+        }
+        fn all_reduce_flat(&self, flat: &Tensor) -> Result<Tensor> {
+            flat * 2.0
+        }
+        fn broadcast_flat(&self, flat: &Tensor, _root: usize) -> Result<Tensor> {
+            flat + 1.0
+        }
+        fn barrier(&self) -> Result<()> {
+            Ok(())
+        }
+        fn abort(&self, code: i32) -> ! {
+            panic!("abort {code}")
+        }
+    }
+
+    #[test]
+    fn a_rank_that_would_start_elsewhere_than_rank_0_is_an_error_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("run");
+        let cfg = TrainConfig {
+            mode: TrainMode::Sup,
+            output_dim: 8,
+            out: out.clone(),
+            ..TrainConfig::default()
+        };
+        let err = Trainer::in_group(cfg, true, Arc::new(AheadRankZero))
+            .err()
+            .expect("the ranks disagree on the step");
+        let err = format!("{err:#}");
+        assert!(
+            err.contains("rank 1 starts at step 0 but rank 0 at step 1"),
+            "{err}"
+        );
+        assert!(!out.exists(), "a rank other than 0 created the run folder");
+    }
 }

@@ -32,6 +32,14 @@ struct StateMeta {
     best_miou: Option<f64>,
     best_step: Option<usize>,
     config: String,
+    /// Ranks of the run that wrote it (absent in states from before data-parallel
+    /// training: one).
+    #[serde(default = "one")]
+    world_size: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// The step and best evaluation of a resumed run.
@@ -70,6 +78,7 @@ pub(crate) fn save(
         best_miou: best.map(|b| b.miou),
         best_step: best.map(|b| b.step),
         config: serde_json::to_string(cfg)?,
+        world_size: learner.group().world_size(),
     };
     let mut md = std::collections::HashMap::new();
     md.insert(META_KEY.to_string(), serde_json::to_string(&meta)?);
@@ -80,7 +89,8 @@ pub(crate) fn save(
 }
 
 /// Loads the state in `path` into `learner`, after checking that it was saved with the
-/// same settings as `cfg` (folder, device and threads may differ).
+/// same settings as `cfg` (folder, device and threads may differ) and by as many ranks as
+/// `learner` has (the ranks' data streams continue only then).
 pub(crate) fn load(
     learner: &mut Learner,
     cfg: &TrainConfig,
@@ -95,6 +105,8 @@ pub(crate) fn load(
         .and_then(|m| m.get(META_KEY))
         .context("state file without run metadata")
         .and_then(|s| serde_json::from_str(s).context("bad run metadata"))
+        .with_context(|| format!("cannot resume from {}", path.display()))?;
+    crate::dist::check_resume_world_size(meta.world_size, learner.group().world_size())
         .with_context(|| format!("cannot resume from {}", path.display()))?;
     let saved: TrainConfig = serde_json::from_str(&meta.config)?;
     let comparable = |c: &TrainConfig| TrainConfig {
@@ -161,4 +173,51 @@ pub(crate) fn truncate_metrics(path: &Path, step: usize) -> anyhow::Result<()> {
         out.push('\n');
     }
     write_atomic(path, out.as_bytes()).with_context(|| format!("cannot rewrite {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::TrainMode;
+    use crate::dist::Mirrored;
+
+    #[test]
+    fn a_state_resumes_only_with_the_world_size_that_wrote_it() {
+        let cfg = TrainConfig {
+            mode: TrainMode::Sup,
+            num_classes: 3,
+            output_dim: 8,
+            ..TrainConfig::default()
+        };
+        let two = Arc::new(Mirrored {
+            rank: 0,
+            world_size: 2,
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STATE_FILE);
+        let mut learner = Learner::in_group(cfg.clone(), Device::Cpu, two.clone()).unwrap();
+        save(&learner, &cfg, 4, None, &path).unwrap();
+        let resumed = load(&mut learner, &cfg, &path).unwrap();
+        assert_eq!(resumed.step, 4);
+        let mut alone = Learner::new(cfg.clone(), Device::Cpu).unwrap();
+        let err = format!("{:#}", load(&mut alone, &cfg, &path).err().unwrap());
+        assert!(
+            err.contains("written by 2 rank(s) but this run has 1"),
+            "{err}"
+        );
+        // A single-process state refuses two ranks the same way.
+        save(&alone, &cfg, 4, None, &path).unwrap();
+        let err = format!("{:#}", load(&mut learner, &cfg, &path).err().unwrap());
+        assert!(
+            err.contains("written by 1 rank(s) but this run has 2"),
+            "{err}"
+        );
+        // States from before data-parallel training hold no world size: one process.
+        let old: StateMeta =
+            serde_json::from_str(r#"{"step": 3, "ema_updates": 0, "best_miou": null, "best_step": null, "config": "{}"}"#)
+                .unwrap();
+        assert_eq!(old.world_size, 1);
+    }
 }
