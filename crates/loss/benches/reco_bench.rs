@@ -240,6 +240,8 @@ fn dump(name: &str, path: &str) -> candle_core::Result<()> {
 }
 
 fn main() -> candle_core::Result<()> {
+    // As the trainer: candle's element-wise ops on the calling thread (reco_util::threads).
+    reco_util::threads::single_candle_elementwise_pool();
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| a != "--bench")

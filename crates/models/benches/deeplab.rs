@@ -91,6 +91,8 @@ fn measure(args: &Args, what: &str) -> (f64, f64, f64) {
 }
 
 fn main() {
+    // As the trainer: candle's element-wise ops on the calling thread (reco_util::threads).
+    reco_util::threads::single_candle_elementwise_pool();
     let args = parse_args();
     if let Some(what) = &args.only {
         let (med, min, mb) = measure(&args, what);

@@ -36,6 +36,7 @@ enum Commands {
 }
 
 fn main() -> anyhow::Result<()> {
+    reco_util::threads::single_candle_elementwise_pool();
     match Cli::parse().command {
         None => {
             // The bare command never fails on an earlier default run: it takes the next
