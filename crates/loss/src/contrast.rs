@@ -59,6 +59,10 @@ fn group_by_pixel(negatives: &[u32], num_pixels: usize) -> (Vec<u32>, Vec<u32>) 
     (start, order)
 }
 
+/// Key rows with entries to fetch ahead of the one in use: the walk skips pixels (the
+/// chunk's own classes, masked pixels), which breaks the hardware prefetcher's stream.
+const PREFETCH_ROWS: usize = 4;
+
 /// Calls `f(key_row, entries)` for every pixel that has entries, in pixel order.
 fn for_each_key(
     table: &[f32],
@@ -67,9 +71,26 @@ fn for_each_key(
     order: &[u32],
     mut f: impl FnMut(&[f32], &[u32]),
 ) {
+    let has_entries = |p: usize| start[p] < start[p + 1];
+    let num_pixels = start.len() - 1;
+    // `ahead` runs PREFETCH_ROWS pixels-with-entries in front of the walk.
+    let mut ahead = 0;
+    let advance = |ahead: &mut usize| {
+        while *ahead < num_pixels && !has_entries(*ahead) {
+            *ahead += 1;
+        }
+        if *ahead < num_pixels {
+            crate::simd::prefetch(&table[*ahead * d..(*ahead + 1) * d]);
+            *ahead += 1;
+        }
+    };
+    for _ in 0..PREFETCH_ROWS {
+        advance(&mut ahead);
+    }
     for (p, bounds) in start.windows(2).enumerate() {
         let (a, b) = (bounds[0] as usize, bounds[1] as usize);
         if a < b {
+            advance(&mut ahead);
             f(&table[p * d..(p + 1) * d], &order[a..b]);
         }
     }
@@ -311,7 +332,7 @@ pub(crate) fn host_table(
     // channel is read as a contiguous run of BLOCK values.
     const BLOCK: usize = 32;
     let simd = Simd::detect();
-    let mut table = vec![0f32; b * p * d];
+    let mut table = crate::buffers::zeroed_f32(b * p * d);
     let partial: Vec<Vec<f64>> = table
         .par_chunks_mut(p * d)
         .enumerate()

@@ -7,6 +7,7 @@
 //! buffer per step.
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
+use rayon::prelude::*;
 
 /// Query pixels (flat `b*h*w + y*w + x`) to gather from a `[B, D, P]` tensor.
 struct GatherQueries {
@@ -55,14 +56,28 @@ impl CustomOp1 for GatherQueries {
         grad_res: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
         let grad = grad_res.to_dtype(DType::F32)?.contiguous()?;
-        let d = self.dim;
-        let mut out = vec![0f32; arg.elem_count()];
+        let (d, plane) = (self.dim, self.plane);
+        // Rows of each image, in row order (duplicates add up in that order, as a serial
+        // scatter would, so the result does not depend on the thread count).
+        let images = arg.elem_count() / (d * plane).max(1);
+        let mut by_image: Vec<Vec<(usize, usize)>> = vec![Vec::new(); images];
+        for (r, &pix) in self.pixels.iter().enumerate() {
+            let (bi, s) = (pix as usize / plane, pix as usize % plane);
+            by_image[bi].push((s, r));
+        }
+        // One zeroed allocation (fresh pages: the zeros cost nothing until touched), then
+        // every feature plane filled by one task in address order, so the first-touch page
+        // faults are spread over the threads and sequential instead of random.
+        let mut out = crate::buffers::zeroed_f32(arg.elem_count());
         crate::contrast::with_cpu_f32(&grad, |g| {
-            for (row, &pix) in g.chunks(d).zip(&self.pixels) {
-                for (k, &v) in row.iter().enumerate() {
-                    out[self.offset(pix, k)] += v;
-                }
-            }
+            out.par_chunks_mut(plane)
+                .enumerate()
+                .for_each(|(i, out_plane)| {
+                    let (bi, k) = (i / d, i % d);
+                    for &(s, r) in &by_image[bi] {
+                        out_plane[s] += g[r * d + k];
+                    }
+                });
         })?;
         Ok(Some(Tensor::from_vec(out, arg.shape(), arg.device())?))
     }

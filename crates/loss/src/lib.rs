@@ -30,6 +30,7 @@
 //! # }
 //! ```
 
+mod buffers;
 mod ce;
 mod check;
 mod config;

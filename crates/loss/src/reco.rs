@@ -102,10 +102,11 @@ pub(crate) fn prototypes(sums: &[f64], counts: &[usize], d: usize) -> (Vec<f32>,
     (protos, cos)
 }
 
-/// Class code and hard flag of every pixel from the per-class valid and hard masks
-/// (indexed like `[B, C, P]`), failing on pixels valid for several classes.
+/// Class code and hard flag of every pixel from the per-class valid and hard masks,
+/// failing on pixels valid for several classes. The masks are called with the element
+/// index `i` in `[B, C, P]` and the pixel index `b*P + s` (no divisions in the loop).
 fn codes_from_masks(
-    is_valid: impl Fn(usize) -> bool,
+    is_valid: impl Fn(usize, usize) -> bool,
     is_hard: impl Fn(usize) -> bool,
     s: &Shapes,
 ) -> candle_core::Result<(Vec<u32>, Vec<bool>)> {
@@ -117,10 +118,10 @@ fn codes_from_masks(
         for ci in 0..c {
             for s_ in 0..p {
                 let i = (bi * c + ci) * p + s_;
-                if !is_valid(i) {
+                let pix = bi * p + s_;
+                if !is_valid(i, pix) {
                     continue;
                 }
-                let pix = bi * p + s_;
                 if class[pix] != NO_CLASS {
                     let (y, x) = (s_ / w, s_ % w);
                     candle_core::bail!(
@@ -161,11 +162,7 @@ fn cpu_view(
     let (class_code, hard) = contrast::with_cpu_f32(&label, |l| {
         contrast::with_cpu_f32(&mask, |m| {
             contrast::with_cpu_f32(&prob, |pr| {
-                codes_from_masks(
-                    |i| l[i] * m[(i / (c * p)) * p + i % p] != 0.0,
-                    |i| pr[i] < threshold,
-                    s,
-                )
+                codes_from_masks(|i, pix| l[i] * m[pix] != 0.0, |i| pr[i] < threshold, s)
             })
         })
     })????;
