@@ -65,6 +65,10 @@ fn measure(args: &Args, what: &str) -> (f64, f64, f64) {
         &Device::Cpu,
     )
     .unwrap();
+    let folded = (what == "folded").then(|| {
+        let meta = reco_models::CheckpointMeta::new(reco_models::NetworkKind::DeepLabV3Plus, &cfg);
+        reco_models::Segmenter::from_varmap(&varmap, meta).unwrap()
+    });
     let mut times = Vec::new();
     for i in 0..=args.runs {
         let t = Instant::now();
@@ -77,6 +81,12 @@ fn measure(args: &Args, what: &str) -> (f64, f64, f64) {
             }
             "eval" => {
                 let (p, _) = model.forward_no_grad(&x, false).unwrap();
+                drop(p);
+            }
+            "folded" => {
+                // The inference library's network: batch norm folded into the
+                // convolutions, class head only (no representation head).
+                let p = folded.as_ref().expect("folded network").logits(&x).unwrap();
                 drop(p);
             }
             _ => unreachable!(),
@@ -111,7 +121,7 @@ fn main() {
     );
     println!("| measurement | median (s) | min (s) | peak RSS (MB) |");
     println!("| --- | --- | --- | --- |");
-    for what in ["train", "eval"] {
+    for what in ["train", "eval", "folded"] {
         let out = Command::new(&exe)
             .args([
                 "--backbone",
@@ -135,10 +145,10 @@ fn main() {
         if v.len() != 3 {
             panic!("child failed: {}", String::from_utf8_lossy(&out.stderr));
         }
-        let label = if what == "train" {
-            "train step (fwd+bwd, batch stats)"
-        } else {
-            "eval forward (no graph)"
+        let label = match what {
+            "train" => "train step (fwd+bwd, batch stats)",
+            "eval" => "eval forward (no graph)",
+            _ => "eval forward, batch norm folded (Segmenter::logits)",
         };
         println!("| {label} | {:.3} | {:.3} | {:.0} |", v[0], v[1], v[2]);
     }
