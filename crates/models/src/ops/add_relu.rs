@@ -63,7 +63,39 @@ fn backward<T: Real>(y: &[T], g: &[T]) -> Vec<T> {
         .collect()
 }
 
+/// An element-wise map of two equally shaped tensors, written once per float type.
+trait Elementwise2 {
+    const WHAT: &'static str;
+    fn map<T: Real>(a: &[T], b: &[T]) -> Vec<T>;
+}
+
+/// Runs `E::map` on two f32 or two f64 storages.
+fn dispatch<E: Elementwise2>(
+    s1: &CpuStorage,
+    l1: &Layout,
+    s2: &CpuStorage,
+    l2: &Layout,
+) -> Result<(CpuStorage, Shape)> {
+    let out = match (s1, s2) {
+        (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+            CpuStorage::F32(E::map(slice::<f32>(s1, l1)?, slice::<f32>(s2, l2)?))
+        }
+        (CpuStorage::F64(_), CpuStorage::F64(_)) => {
+            CpuStorage::F64(E::map(slice::<f64>(s1, l1)?, slice::<f64>(s2, l2)?))
+        }
+        _ => candle_core::bail!("{}: both inputs must be f32 or both f64", E::WHAT),
+    };
+    Ok((out, l1.shape().clone()))
+}
+
 struct AddRelu;
+
+impl Elementwise2 for AddRelu {
+    const WHAT: &'static str = "residual add";
+    fn map<T: Real>(a: &[T], b: &[T]) -> Vec<T> {
+        forward(a, b)
+    }
+}
 
 impl CustomOp2 for AddRelu {
     fn name(&self) -> &'static str {
@@ -77,16 +109,7 @@ impl CustomOp2 for AddRelu {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let out = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                CpuStorage::F32(forward(slice::<f32>(s1, l1)?, slice::<f32>(s2, l2)?))
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                CpuStorage::F64(forward(slice::<f64>(s1, l1)?, slice::<f64>(s2, l2)?))
-            }
-            _ => candle_core::bail!("residual add: both inputs must be f32 or both f64"),
-        };
-        Ok((out, l1.shape().clone()))
+        dispatch::<Self>(s1, l1, s2, l2)
     }
 
     fn bwd(
@@ -105,6 +128,13 @@ impl CustomOp2 for AddRelu {
 /// `(y, g) → g·[y > 0]`, the backward of [`AddRelu`] as an op of its own.
 struct ReluMask;
 
+impl Elementwise2 for ReluMask {
+    const WHAT: &'static str = "residual add backward";
+    fn map<T: Real>(y: &[T], g: &[T]) -> Vec<T> {
+        backward(y, g)
+    }
+}
+
 impl CustomOp2 for ReluMask {
     fn name(&self) -> &'static str {
         "reco-relu-mask"
@@ -117,15 +147,6 @@ impl CustomOp2 for ReluMask {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let out = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                CpuStorage::F32(backward(slice::<f32>(s1, l1)?, slice::<f32>(s2, l2)?))
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                CpuStorage::F64(backward(slice::<f64>(s1, l1)?, slice::<f64>(s2, l2)?))
-            }
-            _ => candle_core::bail!("residual add backward: expected f32 or f64"),
-        };
-        Ok((out, l1.shape().clone()))
+        dispatch::<Self>(s1, l1, s2, l2)
     }
 }
