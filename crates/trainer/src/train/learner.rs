@@ -325,14 +325,24 @@ impl Learner {
     /// The ReCo loss of step `step`, its draws seeded by (run seed, rank, step).
     fn reco_term(&self, rep: &Tensor, t: &ReCoTargets, step: usize) -> anyhow::Result<Tensor> {
         let seed = self.seeds.at_step(TAG_RECO, step);
-        Ok(reco_loss(
+        let loss = reco_loss(
             rep,
             &t.label,
             &t.mask,
             &t.prob,
             &self.cfg.reco_config_at(step),
             seed,
-        )?)
+        )?;
+        // With synchronized batch norm every rank must run the same collectives in its
+        // backward pass. A ReCo loss that is a constant on this rank (fewer than two
+        // classes, no hard query) would leave the representation head out of this rank's
+        // backward while the others all-reduce its batch-norm gradients: mismatched
+        // all-reduces, which MPI does not detect (it corrupts memory). A zero-weighted
+        // term keeps the head in the graph with a zero gradient.
+        if self.cfg.sync_bn && !loss.track_op() {
+            return Ok((loss + (rep.sum_all()? * 0.0)?)?);
+        }
+        Ok(loss)
     }
 
     fn sup_losses(&self, lb: &reco_data::Batch, step: usize) -> anyhow::Result<Losses> {
