@@ -338,9 +338,11 @@ impl Learner {
         // classes, no hard query) would leave the representation head out of this rank's
         // backward while the others all-reduce its batch-norm gradients: mismatched
         // all-reduces, which MPI does not detect (it corrupts memory). A zero-weighted
-        // term keeps the head in the graph with a zero gradient.
+        // term keeps the head in the graph with a zero gradient (a product with a zero
+        // tensor: candle drops `x * 0.0`, an affine op, from the backward graph).
         if self.cfg.sync_bn && !loss.track_op() {
-            return Ok((loss + (rep.sum_all()? * 0.0)?)?);
+            let zero = Tensor::zeros((), rep.dtype(), rep.device())?;
+            return Ok((loss + rep.sum_all()?.mul(&zero)?)?);
         }
         Ok(loss)
     }
