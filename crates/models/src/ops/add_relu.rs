@@ -37,32 +37,6 @@ fn slice<'a, T: Real>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
     }
 }
 
-fn forward<T: Real>(a: &[T], b: &[T]) -> Vec<T> {
-    // An indexed collect writes each element once: no zero-filled buffer first.
-    a.par_iter()
-        .zip(b)
-        .with_min_len(MIN_LEN)
-        .map(|(&a, &b)| {
-            let v = a + b;
-            if v > T::zero() {
-                v
-            } else {
-                T::zero()
-            }
-        })
-        .collect()
-}
-
-/// The gradient reaching `a + b`: `g` where the output is positive, 0 elsewhere (as
-/// PyTorch's ReLU backward, which also sends nothing through an exact 0).
-fn backward<T: Real>(y: &[T], g: &[T]) -> Vec<T> {
-    y.par_iter()
-        .zip(g)
-        .with_min_len(MIN_LEN)
-        .map(|(&y, &g)| if y > T::zero() { g } else { T::zero() })
-        .collect()
-}
-
 /// An element-wise map of two equally shaped tensors, written once per float type.
 trait Elementwise2 {
     const WHAT: &'static str;
@@ -93,7 +67,19 @@ struct AddRelu;
 impl Elementwise2 for AddRelu {
     const WHAT: &'static str = "residual add";
     fn map<T: Real>(a: &[T], b: &[T]) -> Vec<T> {
-        forward(a, b)
+        // An indexed collect writes each element once: no zero-filled buffer first.
+        a.par_iter()
+            .zip(b)
+            .with_min_len(MIN_LEN)
+            .map(|(&a, &b)| {
+                let v = a + b;
+                if v > T::zero() {
+                    v
+                } else {
+                    T::zero()
+                }
+            })
+            .collect()
     }
 }
 
@@ -125,13 +111,19 @@ impl CustomOp2 for AddRelu {
     }
 }
 
-/// `(y, g) → g·[y > 0]`, the backward of [`AddRelu`] as an op of its own.
+/// `(y, g) → g·[y > 0]`, the backward of [`AddRelu`] as an op of its own: the gradient
+/// reaching `a + b` is `g` where the output is positive and 0 elsewhere (as PyTorch's ReLU
+/// backward, which also sends nothing through an exact 0).
 struct ReluMask;
 
 impl Elementwise2 for ReluMask {
     const WHAT: &'static str = "residual add backward";
     fn map<T: Real>(y: &[T], g: &[T]) -> Vec<T> {
-        backward(y, g)
+        y.par_iter()
+            .zip(g)
+            .with_min_len(MIN_LEN)
+            .map(|(&y, &g)| if y > T::zero() { g } else { T::zero() })
+            .collect()
     }
 }
 
