@@ -6,9 +6,9 @@
 //! kernels, and candle's own matmul, run on rayon's global pool. On a machine where both
 //! pools have a thread per core, a worker of one pool spins (25 000 iterations after each
 //! op) while the other pool's workers wait for a core, so every element-wise op slows the
-//! gemm that follows it. Measured on 2 cores (docs/benchmarks.md, issue 15): the ResNet-18
-//! default-run step is ~15 % faster and the ResNet-101 step ~5 % faster with candle's
-//! element-wise ops on the calling thread. The binaries call [`single_candle_elementwise_pool`]
+//! gemm that follows it. An A/B on 2 cores while other work ran (issue 15, 2026-11-29; not a
+//! benchmark): the ResNet-18 default-run step ~15 % faster and the ResNet-101 step ~5 %
+//! faster with candle's element-wise ops on the calling thread. The binaries call [`single_candle_elementwise_pool`]
 //! first thing; a user who sets `CANDLE_NUM_THREADS` keeps their choice.
 
 /// Makes candle run its element-wise ops on the calling thread (`CANDLE_NUM_THREADS=1`)
