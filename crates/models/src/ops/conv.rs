@@ -46,6 +46,26 @@ pub fn conv2d(x: &Tensor, w: &Tensor, p: ConvParams) -> Result<Tensor> {
     x.apply_op2(&w, Conv2dFwd(p))
 }
 
+/// The input gradient of [`conv2d`] on the CPU, `dX [N,C,H,W]` for the output gradient
+/// `grad` and an input of `input_hw`, without recording a graph (what the backward pass
+/// runs; public for the per-layer benchmark, `benches/conv_layers.rs`).
+pub fn conv2d_input_grad(
+    grad: &Tensor,
+    w: &Tensor,
+    p: ConvParams,
+    input_hw: (usize, usize),
+) -> Result<Tensor> {
+    grad.contiguous()?
+        .apply_op2_no_bwd(&w.contiguous()?, &ConvInputGrad { p, input_hw })
+}
+
+/// The weight gradient of [`conv2d`] on the CPU, `dW [O,C,k,k]` for the input `x` and the
+/// output gradient `grad`, without recording a graph (as [`conv2d_input_grad`]).
+pub fn conv2d_weight_grad(x: &Tensor, grad: &Tensor, p: ConvParams, k: usize) -> Result<Tensor> {
+    x.contiguous()?
+        .apply_op2_no_bwd(&grad.contiguous()?, &ConvWeightGrad { p, k })
+}
+
 /// The device-generic convolution: candle's `conv2d` and its backward, on any device.
 ///
 /// candle 0.11 derives the input gradient's transposed convolution `output_padding` from
@@ -386,24 +406,13 @@ impl CustomOp2 for Conv2dFwd {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let grad = grad.contiguous()?;
         let dx = if x.track_op() {
-            let op = ConvInputGrad {
-                p: self.0,
-                input_hw: (x.dim(2)?, x.dim(3)?),
-            };
-            Some(grad.apply_op2_no_bwd(w, &op)?)
+            Some(conv2d_input_grad(grad, w, self.0, (x.dim(2)?, x.dim(3)?))?)
         } else {
             None
         };
         let dw = if w.track_op() {
-            Some(x.apply_op2_no_bwd(
-                &grad,
-                &ConvWeightGrad {
-                    p: self.0,
-                    k: w.dim(2)?,
-                },
-            )?)
+            Some(conv2d_weight_grad(x, grad, self.0, w.dim(2)?)?)
         } else {
             None
         };

@@ -11,7 +11,7 @@ mod resize;
 
 pub use add_relu::add_relu;
 pub use batch_norm::{batch_norm, ChannelStats, Normalize};
-pub use conv::{conv2d, conv2d_generic, ConvParams};
+pub use conv::{conv2d, conv2d_generic, conv2d_input_grad, conv2d_weight_grad, ConvParams};
 pub use pool::{max_pool_3x3_s2, max_pool_3x3_s2_composed};
 pub use resize::{interpolation_matrix, resize_bilinear};
 
