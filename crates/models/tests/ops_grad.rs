@@ -382,6 +382,72 @@ fn generic_conv_matches_cpu_kernel_when_h_and_w_differ_in_parity() {
 }
 
 #[test]
+fn large_convolutions_match_candle() {
+    // Shapes that take the CPU kernel's other paths: the per-tap forward and input
+    // gradient (stride 1, at least 4096 outputs and 256 channels) and the sliced weight
+    // gradient (at least 1024 outputs per image; 1024-pixel slices, so a ragged last one),
+    // against candle's convolution and its backward (`conv2d_generic`).
+    for &(c, o, k, s, p, d, [h, w]) in &[
+        (256, 3, 3, 1, 1, 1, [66, 64]),
+        (256, 2, 3, 1, 2, 2, [65, 66]),
+        (4, 3, 3, 2, 1, 1, [70, 65]),
+        (5, 3, 1, 1, 0, 1, [40, 33]),
+        (3, 4, 7, 2, 3, 1, [67, 70]),
+    ] {
+        let x = seeded(&[2, c, h, w], 37);
+        let wt = seeded(&[o, c, k, k], 38);
+        let params = ConvParams {
+            stride: s,
+            padding: p,
+            dilation: d,
+        };
+        let cpu = conv_value_and_grads(&x, &wt, params, false);
+        let generic = conv_value_and_grads(&x, &wt, params, true);
+        for (what, a, b) in [
+            ("output", &generic[0], &cpu[0]),
+            ("input gradient", &generic[1], &cpu[1]),
+            ("weight gradient", &generic[2], &cpu[2]),
+        ] {
+            assert_eq!(a.dims(), b.dims(), "{what}, case c{c} k{k} s{s} p{p} d{d}");
+            // Sums of up to ~10^4 products of O(1) terms, in a different order.
+            assert!(
+                max_abs_diff(a, b) < 1e-9,
+                "{what}, case c{c} k{k} s{s} p{p} d{d} {h}x{w}: {}",
+                max_abs_diff(a, b)
+            );
+        }
+    }
+}
+
+#[test]
+fn sliced_weight_gradient_does_not_depend_on_the_thread_count() {
+    // 3 slices of 1024 output pixels per image: with 1, 2 or 3 threads the partial
+    // gradients must be added in the same order, bit for bit.
+    let x = seeded(&[2, 3, 60, 50], 39);
+    let g = seeded(&[2, 4, 60, 50], 40);
+    let p = ConvParams {
+        stride: 1,
+        padding: 1,
+        dilation: 1,
+    };
+    let dw_with = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| reco_models::ops::conv2d_weight_grad(&x, &g, p, 3))
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap()
+    };
+    let one = dw_with(1);
+    assert_eq!(one, dw_with(2));
+    assert_eq!(one, dw_with(3));
+}
+
+#[test]
 fn composed_max_pool_routes_ties_like_the_cpu_kernel() {
     // Repeated values (as after a ReLU): both paths must pick the same first maximum.
     let v: Vec<f64> = (0..2 * 2 * 7 * 6).map(|i| ((i * 7) % 5) as f64).collect();

@@ -14,6 +14,9 @@ use rayon::prelude::*;
 
 use super::Real;
 
+mod taps;
+mod weight_grad;
+
 /// Geometry of a square-kernel convolution (the network only uses square ones).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvParams {
@@ -156,28 +159,33 @@ fn parallelism() -> Parallelism {
 }
 
 /// `dst[m,n] = (accumulate ? dst : 0) + lhs[m,k] · rhs[k,n]`, with each operand given by
-/// its row and column strides so that transposes cost nothing.
+/// its row and column strides so that transposes and interleaved outputs cost nothing.
 #[allow(clippy::too_many_arguments)]
 fn matmul<T: Real>(
     (m, n, k): (usize, usize, usize),
     dst: &mut [T],
+    (dst_rs, dst_cs): (usize, usize),
     accumulate: bool,
     lhs: &[T],
     (lhs_rs, lhs_cs): (usize, usize),
     rhs: &[T],
     (rhs_rs, rhs_cs): (usize, usize),
+    parallelism: Parallelism,
 ) {
-    debug_assert!(dst.len() >= m * n);
+    debug_assert!(m * n == 0 || dst.len() > (m - 1) * dst_rs + (n - 1) * dst_cs);
+    debug_assert!(m * k == 0 || lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs);
+    debug_assert!(k * n == 0 || rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs);
     // SAFETY: the slices cover every index the strides reach (checked by the callers'
-    // shape arithmetic; debug-asserted above for dst), and dst does not alias lhs or rhs.
+    // shape arithmetic; debug-asserted above), the strides give distinct dst elements
+    // distinct indices, and dst does not alias lhs or rhs.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
             dst.as_mut_ptr(),
-            1,
-            n as isize,
+            dst_cs as isize,
+            dst_rs as isize,
             accumulate,
             lhs.as_ptr(),
             lhs_cs as isize,
@@ -190,7 +198,7 @@ fn matmul<T: Real>(
             false,
             false,
             false,
-            parallelism(),
+            parallelism,
         )
     }
 }
@@ -278,6 +286,9 @@ fn forward<T: Real>(x: &[T], w: &[T], d: &Dims, p: ConvParams) -> Vec<T> {
     if d.is_empty() {
         return vec![T::zero(); d.n * d.o * pix];
     }
+    if taps::applies(d, p) {
+        return taps::forward(x, w, d, p);
+    }
     // Written whole by the gemms (no accumulation) and by im2col.
     let mut out = scratch(d.n * d.o * pix);
     let mut cols = if d.is_pointwise(p) {
@@ -294,15 +305,40 @@ fn forward<T: Real>(x: &[T], w: &[T], d: &Dims, p: ConvParams) -> Vec<T> {
             &cols
         };
         let dst = &mut out[n * d.o * pix..(n + 1) * d.o * pix];
-        matmul((d.o, pix, kk), dst, false, w, (kk, 1), rhs, (pix, 1));
+        matmul(
+            (d.o, pix, kk),
+            dst,
+            (pix, 1),
+            false,
+            w,
+            (kk, 1),
+            rhs,
+            (pix, 1),
+            parallelism(),
+        );
     }
     out
+}
+
+/// `W [O, C·k·k]` transposed to `[C·k·k, O]`: the per-tap input gradient's left operand,
+/// read with its inner dimension contiguous.
+fn transposed<T: Real>(w: &[T], o: usize, kk: usize) -> Vec<T> {
+    let mut wt = scratch(o * kk);
+    wt.par_chunks_mut(o).enumerate().for_each(|(r, dst)| {
+        for (j, v) in dst.iter_mut().enumerate() {
+            *v = w[j * kk + r];
+        }
+    });
+    wt
 }
 
 fn input_grad<T: Real>(g: &[T], w: &[T], d: &Dims, p: ConvParams) -> Vec<T> {
     let (kk, pix) = (d.cols_rows(), d.out_pixels());
     if d.is_empty() {
         return vec![T::zero(); d.n * d.c * d.h * d.w];
+    }
+    if taps::applies(d, p) {
+        return taps::input_grad(g, &transposed(w, d.o, kk), d, p);
     }
     let img_len = d.c * d.h * d.w;
     // Written whole by the gemms (no accumulation) and by col2im.
@@ -315,11 +351,25 @@ fn input_grad<T: Real>(g: &[T], w: &[T], d: &Dims, p: ConvParams) -> Vec<T> {
     for n in 0..d.n {
         let gn = &g[n * d.o * pix..(n + 1) * d.o * pix];
         let dxn = &mut dx[n * img_len..(n + 1) * img_len];
-        // Wᵀ [kk, O] read through strides: row stride 1, column stride kk.
-        if d.is_pointwise(p) {
-            matmul((kk, pix, d.o), dxn, false, w, (1, kk), gn, (pix, 1));
+        let dst = if d.is_pointwise(p) {
+            &mut dxn[..]
         } else {
-            matmul((kk, pix, d.o), &mut dcols, false, w, (1, kk), gn, (pix, 1));
+            &mut dcols[..]
+        };
+        // Wᵀ [kk, O] read through strides: row stride 1, column stride kk (measured faster
+        // here than a transposed copy, unlike in the per-tap path).
+        matmul(
+            (kk, pix, d.o),
+            dst,
+            (pix, 1),
+            false,
+            w,
+            (1, kk),
+            gn,
+            (pix, 1),
+            parallelism(),
+        );
+        if !d.is_pointwise(p) {
             col2im(&dcols, d, p, dxn);
         }
     }
@@ -331,6 +381,10 @@ fn weight_grad<T: Real>(x: &[T], g: &[T], d: &Dims, p: ConvParams) -> Vec<T> {
     if d.is_empty() {
         return vec![T::zero(); d.o * kk];
     }
+    if weight_grad::applies(d) {
+        return weight_grad::weight_grad(x, g, d, p);
+    }
+    // Few output pixels per image: one gemm per image, split over gemm's threads.
     // The first image's gemm writes dw whole (accumulate == false), the others add.
     let mut dw = scratch(d.o * kk);
     let mut cols = if d.is_pointwise(p) {
@@ -351,11 +405,13 @@ fn weight_grad<T: Real>(x: &[T], g: &[T], d: &Dims, p: ConvParams) -> Vec<T> {
         matmul(
             (d.o, kk, pix),
             &mut dw,
+            (kk, 1),
             n > 0,
             gn,
             (pix, 1),
             colsn,
             (1, pix),
+            parallelism(),
         );
     }
     dw
