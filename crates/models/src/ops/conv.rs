@@ -15,6 +15,7 @@ use rayon::prelude::*;
 use super::Real;
 
 mod taps;
+mod valid_taps;
 mod weight_grad;
 
 /// Geometry of a square-kernel convolution (the network only uses square ones).
@@ -286,6 +287,9 @@ fn forward<T: Real>(x: &[T], w: &[T], d: &Dims, p: ConvParams) -> Vec<T> {
     if d.is_empty() {
         return vec![T::zero(); d.n * d.o * pix];
     }
+    if valid_taps::applies(d, p) {
+        return valid_taps::forward(x, w, d, p);
+    }
     if taps::applies(d, p) {
         return taps::forward(x, w, d, p);
     }
@@ -332,10 +336,46 @@ fn transposed<T: Real>(w: &[T], o: usize, kk: usize) -> Vec<T> {
     wt
 }
 
+/// `W [O, C, k·k]` reordered to `[O, k·k, C]`: tap `t`'s `[O, C]` slice then has rows of
+/// C contiguous values (row stride k·k·C). The per-tap paths multiply by one slice per
+/// gemm, and gemm packs contiguous rows much faster than values k·k apart.
+fn tap_major<T: Real>(w: &[T], o: usize, c: usize, kk: usize) -> Vec<T> {
+    let mut out = scratch(o * kk * c);
+    out.par_chunks_mut(kk * c)
+        .zip(w.par_chunks(c * kk))
+        .for_each(|(dst, src)| {
+            for (ci, taps) in src.chunks(kk).enumerate() {
+                for (t, &v) in taps.iter().enumerate() {
+                    dst[t * c + ci] = v;
+                }
+            }
+        });
+    debug_assert_eq!(out.len(), o * kk * c);
+    out
+}
+
+/// The inverse of [`tap_major`]: `[O, k·k, C]` back to `[O, C, k·k]`.
+fn from_tap_major<T: Real>(wt: &[T], c: usize, kk: usize) -> Vec<T> {
+    let mut out = scratch(wt.len());
+    out.par_chunks_mut(c * kk)
+        .zip(wt.par_chunks(kk * c))
+        .for_each(|(dst, src)| {
+            for (t, row) in src.chunks(c).enumerate() {
+                for (ci, &v) in row.iter().enumerate() {
+                    dst[ci * kk + t] = v;
+                }
+            }
+        });
+    out
+}
+
 fn input_grad<T: Real>(g: &[T], w: &[T], d: &Dims, p: ConvParams) -> Vec<T> {
     let (kk, pix) = (d.cols_rows(), d.out_pixels());
     if d.is_empty() {
         return vec![T::zero(); d.n * d.c * d.h * d.w];
+    }
+    if valid_taps::applies(d, p) {
+        return valid_taps::input_grad(g, w, d, p);
     }
     if taps::applies(d, p) {
         return taps::input_grad(g, &transposed(w, d.o, kk), d, p);
@@ -380,6 +420,9 @@ fn weight_grad<T: Real>(x: &[T], g: &[T], d: &Dims, p: ConvParams) -> Vec<T> {
     let (kk, pix) = (d.cols_rows(), d.out_pixels());
     if d.is_empty() {
         return vec![T::zero(); d.o * kk];
+    }
+    if valid_taps::applies_to_weight_grad(d, p) {
+        return valid_taps::weight_grad(x, g, d, p);
     }
     if weight_grad::applies(d) {
         return weight_grad::weight_grad(x, g, d, p);

@@ -20,7 +20,7 @@
 
 use rayon::prelude::*;
 
-use super::{matmul, parallelism, scratch, Dims};
+use super::{matmul, parallelism, scratch, tap_major, Dims};
 use crate::ops::{ConvParams, Real};
 
 /// Whether the per-tap path is used: stride 1, a kernel larger than 1x1, and at most a
@@ -118,6 +118,7 @@ pub(super) fn forward<T: Real>(x: &[T], w: &[T], d: &Dims, p: ConvParams) -> Vec
     // Written whole by `pad` and by the first tap's gemm (no accumulation).
     let mut xp = scratch(g.padded_len(d));
     let mut wide = scratch(d.o * wide_len);
+    let wt = tap_major(w, d.o, d.c, kk);
     for n in 0..d.n {
         pad(
             &x[n * d.c * d.h * d.w..(n + 1) * d.c * d.h * d.w],
@@ -127,14 +128,14 @@ pub(super) fn forward<T: Real>(x: &[T], w: &[T], d: &Dims, p: ConvParams) -> Vec
             &mut xp,
         );
         for (t, &off) in g.offsets.iter().enumerate() {
-            // W[:, :, tap] is [O, C] with row stride C·k·k and column stride k·k.
+            // W[:, :, tap] [O, C]: rows of C in the tap-major copy, row stride k·k·C.
             matmul(
                 (d.o, wide_len, d.c),
                 &mut wide,
                 (wide_len, 1),
                 t > 0,
-                &w[t..],
-                (d.c * kk, kk),
+                &wt[t * d.c..],
+                (kk * d.c, 1),
                 &xp[off..],
                 (plane, 1),
                 parallelism(),

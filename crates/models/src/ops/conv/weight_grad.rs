@@ -18,7 +18,7 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::{matmul, scratch, Dims};
+use super::{from_tap_major, matmul, scratch, Dims};
 use crate::ops::{ConvParams, Real};
 
 /// Whether the sliced path is used: at least [`MIN_PIXELS`] output pixels per image. With
@@ -133,15 +133,5 @@ pub(super) fn weight_grad<T: Real>(x: &[T], g: &[T], d: &Dims, p: ConvParams) ->
     // `weight_grad` runs only with at least one image and one slice.
     let sum = sum.unwrap_or_else(|| vec![T::zero(); d.o * row_len]);
     // [O, k·k, C] → [O, C, k, k].
-    let mut dw = scratch(d.o * row_len);
-    dw.par_chunks_mut(row_len)
-        .zip(sum.par_chunks(row_len))
-        .for_each(|(dst, src)| {
-            for c in 0..d.c {
-                for t in 0..kk {
-                    dst[c * kk + t] = src[t * d.c + c];
-                }
-            }
-        });
-    dw
+    from_tap_major(&sum, d.c, kk)
 }
