@@ -239,6 +239,11 @@ fn dump(name: &str, path: &str) -> candle_core::Result<()> {
     Ok(())
 }
 
+/// Large buffers on transparent huge pages (`reco_util::alloc`; measured in
+/// docs/benchmarks.md, issue 15).
+#[global_allocator]
+static ALLOCATOR: reco_util::alloc::HugePageAlloc = reco_util::alloc::HugePageAlloc;
+
 fn main() -> candle_core::Result<()> {
     // As the trainer: candle's element-wise ops on the calling thread (reco_util::threads).
     reco_util::threads::single_candle_elementwise_pool();

@@ -100,6 +100,11 @@ fn measure(args: &Args, what: &str) -> (f64, f64, f64) {
     (median(times), min, peak_rss_mb().unwrap_or(f64::NAN))
 }
 
+/// Large buffers on transparent huge pages (`reco_util::alloc`; measured in
+/// docs/benchmarks.md, issue 15).
+#[global_allocator]
+static ALLOCATOR: reco_util::alloc::HugePageAlloc = reco_util::alloc::HugePageAlloc;
+
 fn main() {
     // As the trainer: candle's element-wise ops on the calling thread (reco_util::threads).
     reco_util::threads::single_candle_elementwise_pool();

@@ -386,13 +386,15 @@ fn large_convolutions_match_candle() {
     // Shapes that take the CPU kernel's other paths: the per-tap forward and input
     // gradient (stride 1, at least 4096 outputs and 256 channels), the sliced weight
     // gradient (at least 1024 outputs per image; 1024-pixel slices, so a ragged last one)
-    // and the valid-rectangle taps (dilation large against the image, as in the ASPP:
-    // some taps read only padding, one case is not "same"-padded), against candle's
+    // and the valid-rectangle taps (at least 256 outputs, dilation large against the
+    // image as in the ASPP: some taps read only padding, the third case only in the
+    // forward and input gradient, the fourth is not "same"-padded), against candle's
     // convolution and its backward (`conv2d_generic`).
     for &(c, o, k, s, p, d, [h, w]) in &[
-        (6, 3, 3, 1, 6, 6, [9, 11]),
-        (5, 4, 3, 1, 12, 12, [10, 9]),
-        (4, 3, 3, 1, 3, 4, [10, 12]),
+        (6, 3, 3, 1, 12, 12, [18, 17]),
+        (5, 4, 3, 1, 20, 20, [16, 17]),
+        (4, 3, 3, 1, 5, 5, [17, 16]),
+        (4, 3, 3, 1, 4, 6, [20, 22]),
         (256, 3, 3, 1, 1, 1, [66, 64]),
         (256, 2, 3, 1, 2, 2, [65, 66]),
         (4, 3, 3, 2, 1, 1, [70, 65]),

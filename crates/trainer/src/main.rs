@@ -35,6 +35,11 @@ enum Commands {
     Split(split_cmd::SplitArgs),
 }
 
+/// Large buffers on transparent huge pages (`reco_util::alloc`; measured in
+/// docs/benchmarks.md, issue 15).
+#[global_allocator]
+static ALLOCATOR: reco_util::alloc::HugePageAlloc = reco_util::alloc::HugePageAlloc;
+
 fn main() -> anyhow::Result<()> {
     reco_util::threads::single_candle_elementwise_pool();
     match Cli::parse().command {
