@@ -330,6 +330,25 @@ fn conv_value_and_grads(x: &Tensor, wt: &Tensor, p: ConvParams, generic: bool) -
     ]
 }
 
+/// The CPU kernel's output and both gradients equal those of `conv2d_generic` (candle's
+/// convolution and its backward) to `tol`.
+fn assert_cpu_matches_generic(x: &Tensor, wt: &Tensor, params: ConvParams, tol: f64, case: &str) {
+    let cpu = conv_value_and_grads(x, wt, params, false);
+    let generic = conv_value_and_grads(x, wt, params, true);
+    for (what, a, b) in [
+        ("output", &generic[0], &cpu[0]),
+        ("input gradient", &generic[1], &cpu[1]),
+        ("weight gradient", &generic[2], &cpu[2]),
+    ] {
+        assert_eq!(a.dims(), b.dims(), "{what}, case {case}");
+        assert!(
+            max_abs_diff(a, b) < tol,
+            "{what}, case {case}: {}",
+            max_abs_diff(a, b)
+        );
+    }
+}
+
 #[test]
 fn generic_conv_matches_cpu_kernel_when_h_and_w_differ_in_parity() {
     // candle's own conv2d backward fails for these (docs/design.md, candle gap 3);
@@ -350,24 +369,8 @@ fn generic_conv_matches_cpu_kernel_when_h_and_w_differ_in_parity() {
             padding: p,
             dilation: d,
         };
-        let cpu = conv_value_and_grads(&x, &wt, params, false);
-        let generic = conv_value_and_grads(&x, &wt, params, true);
-        for (what, a, b) in [
-            ("output", &generic[0], &cpu[0]),
-            ("input gradient", &generic[1], &cpu[1]),
-            ("weight gradient", &generic[2], &cpu[2]),
-        ] {
-            assert_eq!(
-                a.dims(),
-                b.dims(),
-                "{what}, case k{k} s{s} p{p} d{d} {h}x{w}"
-            );
-            assert!(
-                max_abs_diff(a, b) < 1e-12,
-                "{what}, case k{k} s{s} p{p} d{d} {h}x{w}: {}",
-                max_abs_diff(a, b)
-            );
-        }
+        let case = format!("k{k} s{s} p{p} d{d} {h}x{w}");
+        assert_cpu_matches_generic(&x, &wt, params, 1e-12, &case);
     }
     // And against finite differences, independent of either implementation.
     let params = ConvParams {
@@ -408,21 +411,9 @@ fn large_convolutions_match_candle() {
             padding: p,
             dilation: d,
         };
-        let cpu = conv_value_and_grads(&x, &wt, params, false);
-        let generic = conv_value_and_grads(&x, &wt, params, true);
-        for (what, a, b) in [
-            ("output", &generic[0], &cpu[0]),
-            ("input gradient", &generic[1], &cpu[1]),
-            ("weight gradient", &generic[2], &cpu[2]),
-        ] {
-            assert_eq!(a.dims(), b.dims(), "{what}, case c{c} k{k} s{s} p{p} d{d}");
-            // Sums of up to ~10^4 products of O(1) terms, in a different order.
-            assert!(
-                max_abs_diff(a, b) < 1e-9,
-                "{what}, case c{c} k{k} s{s} p{p} d{d} {h}x{w}: {}",
-                max_abs_diff(a, b)
-            );
-        }
+        // Sums of up to ~10^4 products of O(1) terms, in a different order.
+        let case = format!("c{c} k{k} s{s} p{p} d{d} {h}x{w}");
+        assert_cpu_matches_generic(&x, &wt, params, 1e-9, &case);
     }
 }
 
