@@ -34,6 +34,9 @@ const MIN_PIXELS: usize = 1024;
 /// that a slice's patch rows stay a few MB.
 const SLICE_PIXELS: usize = 1024;
 
+/// Memory the slices in flight may hold at once.
+const IN_FLIGHT_BYTES: usize = 256 << 20;
+
 /// One image's input, zero-padded and channels-last: `[(H + 2p)·(W + 2p), C]`.
 fn padded_channels_last<T: Real>(img: &[T], d: &Dims, pad: usize) -> Vec<T> {
     let (hp, wp) = (d.h + 2 * pad, d.w + 2 * pad);
@@ -81,9 +84,14 @@ fn patch_rows<T: Real>(
 pub(super) fn weight_grad<T: Real>(x: &[T], g: &[T], d: &Dims, p: ConvParams) -> Vec<T> {
     let (kk, pix) = (d.k * d.k, d.out_pixels());
     let row_len = kk * d.c;
-    // As many slices in flight as threads; their partial gradients are added to `sum` in
-    // slice order whatever the thread count, so the result does not depend on it.
-    let in_flight = rayon::current_num_threads().max(1);
+    // As many slices in flight as threads, within IN_FLIGHT_BYTES of patch rows and
+    // partial sums (a many-core host would otherwise hold one set per core); the partial
+    // gradients are added to `sum` in slice order whatever the count, so the result does
+    // not depend on it.
+    let per_slice = (SLICE_PIXELS + d.o) * row_len * std::mem::size_of::<T>();
+    let in_flight = rayon::current_num_threads()
+        .min(IN_FLIGHT_BYTES / per_slice.max(1))
+        .max(1);
     let slices: Vec<std::ops::Range<usize>> = (0..pix)
         .step_by(SLICE_PIXELS)
         .map(|a| a..(a + SLICE_PIXELS).min(pix))
