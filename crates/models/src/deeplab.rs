@@ -152,6 +152,19 @@ pub struct DeepLabV3Plus {
 /// least one pixel).
 pub const MIN_INPUT_SIZE: usize = 32;
 
+/// The networks' input check: `[B, 3, H, W]` with H, W >= [`MIN_INPUT_SIZE`], else an
+/// error naming `network` and the shape.
+pub(crate) fn check_image_batch(x: &Tensor, network: &str) -> Result<()> {
+    let (_, c, h, w) = x.dims4()?;
+    if c != 3 || h < MIN_INPUT_SIZE || w < MIN_INPUT_SIZE {
+        candle_core::bail!(
+            "{network} expects images [B, 3, H, W] with H, W >= {MIN_INPUT_SIZE}, got {:?}",
+            x.dims()
+        )
+    }
+    Ok(())
+}
+
 impl DeepLabV3Plus {
     pub fn new(cfg: &DeepLabConfig, vb: VarBuilder) -> Result<Self> {
         if cfg.num_classes == 0 || cfg.output_dim == 0 {
@@ -215,13 +228,7 @@ impl DeepLabV3Plus {
     }
 
     pub fn forward_mode(&self, x: &Tensor, mode: Mode) -> Result<(Tensor, Tensor)> {
-        let (_, c, h, w) = x.dims4()?;
-        if c != 3 || h < MIN_INPUT_SIZE || w < MIN_INPUT_SIZE {
-            candle_core::bail!(
-                "DeepLabV3+ expects images [B, 3, H, W] with H, W >= {MIN_INPUT_SIZE}, got {:?}",
-                x.dims()
-            )
-        }
+        check_image_batch(x, "DeepLabV3+")?;
         let mode = mode.with_sync(self.sync_bn.as_ref());
         let features = self.backbone.forward(x, mode)?;
         let context = self.aspp.forward(&features.out, mode)?;

@@ -9,7 +9,7 @@
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::deeplab::{DeepLabConfig, MIN_INPUT_SIZE};
+use crate::deeplab::{check_image_batch, DeepLabConfig};
 use crate::layers::{Conv2d, Conv2dConfig, Mode};
 use crate::resnet::ResNet;
 use crate::sync_bn::SyncBn;
@@ -98,13 +98,7 @@ impl DeepLabV2 {
     }
 
     pub fn forward_mode(&self, x: &Tensor, mode: Mode) -> Result<(Tensor, Tensor)> {
-        let (_, c, h, w) = x.dims4()?;
-        if c != 3 || h < MIN_INPUT_SIZE || w < MIN_INPUT_SIZE {
-            candle_core::bail!(
-                "DeepLabV2 expects images [B, 3, H, W] with H, W >= {MIN_INPUT_SIZE}, got {:?}",
-                x.dims()
-            )
-        }
+        check_image_batch(x, "DeepLabV2")?;
         let mode = mode.with_sync(self.sync_bn.as_ref());
         let features = self.backbone.forward(x, mode)?.out;
         let mut prediction = self.classifier[0].forward(&features, mode)?;
