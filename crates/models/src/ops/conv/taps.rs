@@ -118,7 +118,7 @@ pub(super) fn forward<T: Real>(x: &[T], w: &[T], d: &Dims, p: ConvParams) -> Vec
     // Written whole by `pad` and by the first tap's gemm (no accumulation).
     let mut xp = scratch(g.padded_len(d));
     let mut wide = scratch(d.o * wide_len);
-    let wt = tap_major(w, d.o, d.c, kk);
+    let wt = tap_major(w, d.c, kk);
     for n in 0..d.n {
         pad(
             &x[n * d.c * d.h * d.w..(n + 1) * d.c * d.h * d.w],
@@ -153,9 +153,9 @@ pub(super) fn forward<T: Real>(x: &[T], w: &[T], d: &Dims, p: ConvParams) -> Vec
     out
 }
 
-/// `wt` is the weight transposed to `[C·k·k, O]`.
-pub(super) fn input_grad<T: Real>(gy: &[T], wt: &[T], d: &Dims, p: ConvParams) -> Vec<T> {
+pub(super) fn input_grad<T: Real>(gy: &[T], w: &[T], d: &Dims, p: ConvParams) -> Vec<T> {
     let (g, kk) = (Planes::new(d, p), d.k * d.k);
+    let wt = tap_major(w, d.c, kk);
     let (plane, wide_len, pix) = (g.plane(), g.wide(d), d.out_pixels());
     let img_len = d.c * d.h * d.w;
     // Written whole by the crop below.
@@ -169,14 +169,14 @@ pub(super) fn input_grad<T: Real>(gy: &[T], wt: &[T], d: &Dims, p: ConvParams) -
             dxp.fill(T::zero());
         }
         for (t, &off) in g.offsets.iter().enumerate() {
-            // W[:, :, tap]ᵀ is [C, O] with row stride k·k·O and column stride 1.
+            // W[:, :, tap]ᵀ [C, O]: row stride 1, column stride k·k·C in the tap-major copy.
             matmul(
                 (d.c, wide_len, d.o),
                 &mut dxp[off..],
                 (plane, 1),
                 true,
-                &wt[t * d.o..],
-                (kk * d.o, 1),
+                &wt[t * d.c..],
+                (1, kk * d.c),
                 &gw,
                 (wide_len, 1),
                 parallelism(),

@@ -57,15 +57,15 @@ impl Rect {
     fn len(&self) -> usize {
         self.rows.len() * self.cols.len()
     }
-    /// Input index (within one channel plane) of the `r`-th output of the rectangle.
-    fn input_at(&self, d: &Dims, r: usize) -> usize {
-        let (oh, ow) = self.output(r);
-        (oh as isize + self.dy) as usize * d.w + (ow as isize + self.dx) as usize
+    /// Where the rectangle's `r`-th row starts in an input plane `[H·W]`.
+    fn input_row(&self, d: &Dims, r: usize) -> usize {
+        let ih = (self.rows.start + r) as isize + self.dy;
+        let iw = self.cols.start as isize + self.dx;
+        (ih * d.w as isize + iw) as usize
     }
-    /// `(oh, ow)` of the `r`-th output of the rectangle, row-major.
-    fn output(&self, r: usize) -> (usize, usize) {
-        let w = self.cols.len();
-        (self.rows.start + r / w, self.cols.start + r % w)
+    /// Where the rectangle's `r`-th row starts in an output plane `[Ho·Wo]`.
+    fn output_row(&self, d: &Dims, r: usize) -> usize {
+        (self.rows.start + r) * d.wo + self.cols.start
     }
 }
 
@@ -97,35 +97,39 @@ fn rects(d: &Dims, p: ConvParams) -> Vec<Rect> {
     out
 }
 
-/// `dst [C, |R|]` = the rectangle's inputs of `img [C, H·W]`.
-fn gather<T: Real>(img: &[T], d: &Dims, rect: &Rect, dst: &mut [T]) {
-    let len = rect.len();
-    dst[..d.c * len]
-        .par_chunks_mut(len)
-        .zip(img.par_chunks(d.h * d.w))
-        .for_each(|(dst, plane)| {
-            for (seg, r) in dst.chunks_mut(rect.cols.len()).zip(0..) {
-                let start = rect.input_at(d, r * rect.cols.len());
-                seg.copy_from_slice(&plane[start..start + seg.len()]);
+/// `dst [ch, |R|]` = the rectangle of each plane of `src [ch, plane]`, whose `r`-th row
+/// starts at `row(r)` in a plane.
+fn gather<T: Real>(
+    src: &[T],
+    plane: usize,
+    rect: &Rect,
+    row: impl Fn(usize) -> usize + Sync,
+    dst: &mut [T],
+) {
+    dst.par_chunks_mut(rect.len())
+        .zip(src.par_chunks(plane))
+        .for_each(|(dst, src)| {
+            for (r, seg) in dst.chunks_mut(rect.cols.len()).enumerate() {
+                let start = row(r);
+                seg.copy_from_slice(&src[start..start + seg.len()]);
             }
         });
 }
 
-/// Adds `src [ch, |R|]` into the rectangle of `dst [ch, plane]`, where the `r`-th row
-/// segment of the rectangle starts at `at(r)` in a plane.
+/// The adjoint of [`gather`]: adds `src [ch, |R|]` into the rectangle of each plane of
+/// `dst [ch, plane]`.
 fn scatter_add<T: Real>(
     src: &[T],
     rect: &Rect,
+    row: impl Fn(usize) -> usize + Sync,
     dst: &mut [T],
     plane: usize,
-    at: impl Fn(usize) -> usize + Sync,
 ) {
-    let len = rect.len();
     dst.par_chunks_mut(plane)
-        .zip(src.par_chunks(len))
+        .zip(src.par_chunks(rect.len()))
         .for_each(|(dst, src)| {
-            for (seg, r) in src.chunks(rect.cols.len()).zip(0..) {
-                let start = at(r);
+            for (r, seg) in src.chunks(rect.cols.len()).enumerate() {
+                let start = row(r);
                 for (a, &b) in dst[start..start + seg.len()].iter_mut().zip(seg) {
                     *a += b;
                 }
@@ -134,18 +138,24 @@ fn scatter_add<T: Real>(
 }
 
 pub(super) fn forward<T: Real>(x: &[T], w: &[T], d: &Dims, p: ConvParams) -> Vec<T> {
-    let (kk, pix) = (d.k * d.k, d.out_pixels());
+    let (kk, pix, plane) = (d.k * d.k, d.out_pixels(), d.h * d.w);
     let rects = rects(d, p);
     let most = rects.iter().map(Rect::len).max().unwrap_or(0);
-    let wt = tap_major(w, d.o, d.c, kk);
+    let wt = tap_major(w, d.c, kk);
     let mut out = vec![T::zero(); d.n * d.o * pix];
     let (mut xs, mut ys) = (scratch(d.c * most), scratch(d.o * most));
     for n in 0..d.n {
-        let img = &x[n * d.c * d.h * d.w..(n + 1) * d.c * d.h * d.w];
+        let img = &x[n * d.c * plane..(n + 1) * d.c * plane];
         let outn = &mut out[n * d.o * pix..(n + 1) * d.o * pix];
         for rect in &rects {
             let len = rect.len();
-            gather(img, d, rect, &mut xs);
+            gather(
+                img,
+                plane,
+                rect,
+                |r| rect.input_row(d, r),
+                &mut xs[..d.c * len],
+            );
             // W[:, :, tap] [O, C]: rows of C in the tap-major copy, row stride k·k·C.
             matmul(
                 (d.o, len, d.c),
@@ -158,10 +168,7 @@ pub(super) fn forward<T: Real>(x: &[T], w: &[T], d: &Dims, p: ConvParams) -> Vec
                 (len, 1),
                 parallelism(),
             );
-            scatter_add(&ys[..d.o * len], rect, outn, pix, |r| {
-                let (oh, ow) = rect.output(r * rect.cols.len());
-                oh * d.wo + ow
-            });
+            scatter_add(&ys[..d.o * len], rect, |r| rect.output_row(d, r), outn, pix);
         }
     }
     out
@@ -171,7 +178,7 @@ pub(super) fn input_grad<T: Real>(g: &[T], w: &[T], d: &Dims, p: ConvParams) -> 
     let (kk, pix, plane) = (d.k * d.k, d.out_pixels(), d.h * d.w);
     let rects = rects(d, p);
     let most = rects.iter().map(Rect::len).max().unwrap_or(0);
-    let wt = tap_major(w, d.o, d.c, kk);
+    let wt = tap_major(w, d.c, kk);
     let mut dx = vec![T::zero(); d.n * d.c * plane];
     let (mut gs, mut xs) = (scratch(d.o * most), scratch(d.c * most));
     for n in 0..d.n {
@@ -179,7 +186,13 @@ pub(super) fn input_grad<T: Real>(g: &[T], w: &[T], d: &Dims, p: ConvParams) -> 
         let dxn = &mut dx[n * d.c * plane..(n + 1) * d.c * plane];
         for rect in &rects {
             let len = rect.len();
-            gather_outputs(gn, d, rect, &mut gs);
+            gather(
+                gn,
+                pix,
+                rect,
+                |r| rect.output_row(d, r),
+                &mut gs[..d.o * len],
+            );
             // W[:, :, tap]ᵀ [C, O]: row stride 1, column stride k·k·C in the tap-major copy.
             matmul(
                 (d.c, len, d.o),
@@ -192,28 +205,38 @@ pub(super) fn input_grad<T: Real>(g: &[T], w: &[T], d: &Dims, p: ConvParams) -> 
                 (len, 1),
                 parallelism(),
             );
-            scatter_add(&xs[..d.c * len], rect, dxn, plane, |r| {
-                rect.input_at(d, r * rect.cols.len())
-            });
+            scatter_add(&xs[..d.c * len], rect, |r| rect.input_row(d, r), dxn, plane);
         }
     }
     dx
 }
 
 pub(super) fn weight_grad<T: Real>(x: &[T], g: &[T], d: &Dims, p: ConvParams) -> Vec<T> {
-    let (kk, pix) = (d.k * d.k, d.out_pixels());
+    let (kk, pix, plane) = (d.k * d.k, d.out_pixels(), d.h * d.w);
     let rects = rects(d, p);
     let most = rects.iter().map(Rect::len).max().unwrap_or(0);
     // Tap-major `[O, k·k, C]`; taps that never read the image keep a zero gradient.
     let mut dwt = vec![T::zero(); d.o * kk * d.c];
     let (mut gs, mut xs) = (scratch(d.o * most), scratch(d.c * most));
     for n in 0..d.n {
-        let img = &x[n * d.c * d.h * d.w..(n + 1) * d.c * d.h * d.w];
+        let img = &x[n * d.c * plane..(n + 1) * d.c * plane];
         let gn = &g[n * d.o * pix..(n + 1) * d.o * pix];
         for rect in &rects {
             let len = rect.len();
-            gather(img, d, rect, &mut xs);
-            gather_outputs(gn, d, rect, &mut gs);
+            gather(
+                img,
+                plane,
+                rect,
+                |r| rect.input_row(d, r),
+                &mut xs[..d.c * len],
+            );
+            gather(
+                gn,
+                pix,
+                rect,
+                |r| rect.output_row(d, r),
+                &mut gs[..d.o * len],
+            );
             // dW[:, :, tap] [O, C] += gs [O, |R|] · xsᵀ [|R|, C].
             matmul(
                 (d.o, d.c, len),
@@ -229,19 +252,4 @@ pub(super) fn weight_grad<T: Real>(x: &[T], g: &[T], d: &Dims, p: ConvParams) ->
         }
     }
     from_tap_major(&dwt, d.c, kk)
-}
-
-/// `dst [O, |R|]` = the rectangle's outputs of `g [O, Ho·Wo]`.
-fn gather_outputs<T: Real>(g: &[T], d: &Dims, rect: &Rect, dst: &mut [T]) {
-    let len = rect.len();
-    dst[..d.o * len]
-        .par_chunks_mut(len)
-        .zip(g.par_chunks(d.out_pixels()))
-        .for_each(|(dst, plane)| {
-            for (seg, r) in dst.chunks_mut(rect.cols.len()).zip(0..) {
-                let (oh, ow) = rect.output(r * rect.cols.len());
-                let start = oh * d.wo + ow;
-                seg.copy_from_slice(&plane[start..start + seg.len()]);
-            }
-        });
 }
