@@ -5,7 +5,9 @@
 //! the key table's walks miss the TLB on every new page. Asking for 2 MiB pages
 //! (`madvise(MADV_HUGEPAGE)`, honoured when `/sys/kernel/mm/transparent_hugepage/enabled`
 //! is `always` or `madvise`) makes that 67 faults and keeps the whole table in the TLB.
-//! Elsewhere, or when the kernel declines, this is a plain zeroed `Vec`.
+//! Elsewhere, or when the kernel declines, this is a plain zeroed `Vec`. (Binaries that
+//! install `reco_util::alloc::HugePageAlloc` get this for every buffer of 32 MiB and more;
+//! the library does not rely on it.)
 
 /// Buffers below this size stay on ordinary pages (not worth a system call).
 const MIN_HUGE_BYTES: usize = 8 << 20;
@@ -15,34 +17,10 @@ pub(crate) fn zeroed_f32(n: usize) -> Vec<f32> {
     // A large `calloc` is a fresh anonymous mapping whose pages are not touched yet.
     let v = vec![0f32; n];
     if n * std::mem::size_of::<f32>() >= MIN_HUGE_BYTES {
-        advise_huge(v.as_ptr().cast(), n * std::mem::size_of::<f32>());
+        reco_util::alloc::advise_huge_pages(&v);
     }
     v
 }
-
-#[cfg(target_os = "linux")]
-fn advise_huge(ptr: *const u8, len: usize) {
-    const HUGE: usize = 2 << 20;
-    /// `MADV_HUGEPAGE` from `<sys/mman.h>`.
-    const MADV_HUGEPAGE: i32 = 14;
-    extern "C" {
-        fn madvise(addr: *mut std::ffi::c_void, len: usize, advice: i32) -> i32;
-    }
-    // The 2 MiB-aligned interior of the buffer; the ragged ends keep small pages.
-    let start = (ptr as usize).next_multiple_of(HUGE);
-    let end = (ptr as usize + len) / HUGE * HUGE;
-    if end > start {
-        // SAFETY: the range lies inside an allocation this process owns; MADV_HUGEPAGE
-        // only changes how the kernel backs it and never its contents. A failure (an old
-        // kernel, THP disabled) leaves ordinary pages, which is fine.
-        unsafe {
-            madvise(start as *mut std::ffi::c_void, end - start, MADV_HUGEPAGE);
-        }
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn advise_huge(_ptr: *const u8, _len: usize) {}
 
 #[cfg(test)]
 mod tests {

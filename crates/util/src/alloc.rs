@@ -74,6 +74,26 @@ unsafe impl GlobalAlloc for HugePageAlloc {
     }
 }
 
+/// Asks the kernel to back the 2 MiB-aligned interior of `buf` with huge pages (advice
+/// only: where THP is off or none are free, the pages stay ordinary). For buffers a library
+/// allocates itself, whatever allocator the binary chose; call it before the pages are
+/// first touched.
+pub fn advise_huge_pages<T>(buf: &[T]) {
+    #[cfg(target_os = "linux")]
+    {
+        let ptr = buf.as_ptr() as usize;
+        let start = ptr.next_multiple_of(HUGE_PAGE);
+        let end = (ptr + std::mem::size_of_val(buf)) / HUGE_PAGE * HUGE_PAGE;
+        if end > start {
+            // SAFETY: the range lies inside `buf`, memory this process owns;
+            // MADV_HUGEPAGE changes how the kernel backs it, never its contents.
+            unsafe {
+                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
+            }
+        }
+    }
+}
+
 #[cfg(target_os = "linux")]
 mod huge {
     use super::HUGE_PAGE;
@@ -107,8 +127,7 @@ mod huge {
         if tail > 0 {
             libc::munmap((aligned + len) as *mut libc::c_void, tail);
         }
-        // Advice only: a refusal (THP disabled) leaves ordinary pages.
-        libc::madvise(aligned as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
+        super::advise_huge_pages(std::slice::from_raw_parts(aligned as *const u8, len));
         aligned as *mut u8
     }
 
