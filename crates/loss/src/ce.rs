@@ -64,13 +64,12 @@ pub fn unsupervised_loss(
     strong_threshold: f64,
 ) -> candle_core::Result<Tensor> {
     let (ce, valid) = pixel_cross_entropy(pred, target, "unsupervised_loss")?;
-    if confidence.dims() != target.dims() {
-        candle_core::bail!(
-            "unsupervised_loss: confidence shape {:?} must equal target shape {:?}",
-            confidence.dims(),
-            target.dims()
-        );
-    }
+    check::same_dims(
+        confidence,
+        target,
+        "unsupervised_loss",
+        ("confidence", "target"),
+    )?;
     check::float(confidence, "unsupervised_loss: confidence")?;
     let b = ce.dim(0)?;
     // The comparison happens in the confidence's dtype, as in PyTorch (f32 vs 0.97f32).

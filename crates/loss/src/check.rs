@@ -18,6 +18,26 @@ pub(crate) fn dims<const N: usize>(
     Ok(out)
 }
 
+/// Fails unless `t` has the shape of `like` (`context: t_name shape .. must equal
+/// like_name shape ..`).
+pub(crate) fn same_dims(
+    t: &Tensor,
+    like: &Tensor,
+    context: &str,
+    names: (&str, &str),
+) -> candle_core::Result<()> {
+    if t.dims() != like.dims() {
+        candle_core::bail!(
+            "{context}: {} shape {:?} must equal {} shape {:?}",
+            names.0,
+            t.dims(),
+            names.1,
+            like.dims()
+        );
+    }
+    Ok(())
+}
+
 /// Fails unless `t` is a float tensor.
 pub(crate) fn float(t: &Tensor, what: &str) -> candle_core::Result<()> {
     if !t.dtype().is_float() {

@@ -19,6 +19,22 @@ struct HostView {
     table: Option<Vec<f32>>,
 }
 
+/// The four tensors the loss reads, handed together to the checks and to both views.
+#[derive(Clone, Copy)]
+struct Inputs<'a> {
+    rep: &'a Tensor,
+    label: &'a Tensor,
+    mask: &'a Tensor,
+    prob: &'a Tensor,
+}
+
+impl<'a> Inputs<'a> {
+    /// `(rep, label, mask, prob)`.
+    fn parts(self) -> (&'a Tensor, &'a Tensor, &'a Tensor, &'a Tensor) {
+        (self.rep, self.label, self.mask, self.prob)
+    }
+}
+
 /// Checked shapes of the four inputs.
 struct Shapes {
     b: usize,
@@ -28,12 +44,8 @@ struct Shapes {
     w: usize,
 }
 
-fn check_inputs(
-    rep: &Tensor,
-    label: &Tensor,
-    mask: &Tensor,
-    prob: &Tensor,
-) -> candle_core::Result<Shapes> {
+fn check_inputs(inputs: Inputs) -> candle_core::Result<Shapes> {
+    let (rep, label, mask, prob) = inputs.parts();
     let [b, d, h, w] = check::dims::<4>(rep, "reco_loss: rep", "[B,D,h,w]")?;
     let [lb, c, lh, lw] = check::dims::<4>(label, "reco_loss: label", "[B,C,h,w] one-hot")?;
     let mdims = check::dims::<4>(mask, "reco_loss: mask", "[B,1,h,w]")?;
@@ -147,14 +159,8 @@ fn class_counts(pixels: &ClassPixels) -> Vec<usize> {
 /// A pixel is valid for class `c` when `label * mask` is non-zero there (as the
 /// original's `.bool()`), and hard when additionally `prob[c] < strong_threshold`
 /// (compared in f32, like PyTorch compares an f32 tensor with a Python float).
-fn cpu_view(
-    rep: &Tensor,
-    label: &Tensor,
-    mask: &Tensor,
-    prob: &Tensor,
-    s: &Shapes,
-    threshold: f64,
-) -> candle_core::Result<HostView> {
+fn cpu_view(inputs: Inputs, s: &Shapes, threshold: f64) -> candle_core::Result<HostView> {
+    let (rep, label, mask, prob) = inputs.parts();
     let Shapes { b, d, c, h, w } = *s;
     let p = h * w;
     let threshold = threshold as f32;
@@ -191,14 +197,8 @@ fn cpu_view(
 /// Portable path: masks and prototype sums with tensor ops on the device, then one small
 /// copy to the host: three numbers per pixel (how many classes it is valid for, which,
 /// and whether it is hard) and the `[C, D]` prototype sums.
-fn device_view(
-    rep: &Tensor,
-    label: &Tensor,
-    mask: &Tensor,
-    prob: &Tensor,
-    s: &Shapes,
-    threshold: f64,
-) -> candle_core::Result<HostView> {
+fn device_view(inputs: Inputs, s: &Shapes, threshold: f64) -> candle_core::Result<HostView> {
+    let (rep, label, mask, prob) = inputs.parts();
     let Shapes { b, d, c, h, w } = *s;
     let p = h * w;
     let valid = label.broadcast_mul(mask)?.ne(0.0)?.to_dtype(DType::F32)?;
@@ -331,16 +331,22 @@ pub fn reco_loss_parts(
     seed: u64,
 ) -> candle_core::Result<ReCoParts> {
     cfg.validate()?;
-    let shapes = check_inputs(rep, label, mask, prob)?;
+    let inputs = Inputs {
+        rep,
+        label,
+        mask,
+        prob,
+    };
+    let shapes = check_inputs(inputs)?;
     let fast = cfg.kernel == ContrastKernel::Auto
         && !crate::config::use_generic_path(rep.device())
         && [rep, label, mask, prob]
             .iter()
             .all(|t| t.device().is_cpu() && t.dtype() == DType::F32);
     let view = if fast {
-        cpu_view(rep, label, mask, prob, &shapes, cfg.strong_threshold)?
+        cpu_view(inputs, &shapes, cfg.strong_threshold)?
     } else {
-        device_view(rep, label, mask, prob, &shapes, cfg.strong_threshold)?
+        device_view(inputs, &shapes, cfg.strong_threshold)?
     };
     let draws = sampler::draw(&view.pixels, &view.proto_cos, cfg, seed)?;
     let zero = Tensor::zeros((), rep.dtype(), rep.device())?;

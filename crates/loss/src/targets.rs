@@ -130,13 +130,12 @@ pub fn reco_targets(
     }
     check_labels_like(labels_l, b, "reco_targets: labels_l")?;
     check_labels_like(pseudo_u, bu, "reco_targets: pseudo_u")?;
-    if confidence_u.dims() != pseudo_u.dims() {
-        candle_core::bail!(
-            "reco_targets: confidence_u shape {:?} must equal pseudo_u shape {:?}",
-            confidence_u.dims(),
-            pseudo_u.dims()
-        );
-    }
+    check::same_dims(
+        confidence_u,
+        pseudo_u,
+        "reco_targets",
+        ("confidence_u", "pseudo_u"),
+    )?;
     check::float(confidence_u, "reco_targets: confidence_u")?;
     let labels_l = check::labels(labels_l, c, "reco_targets: labels_l")?;
     let pseudo_u = check::labels(pseudo_u, c, "reco_targets: pseudo_u")?;

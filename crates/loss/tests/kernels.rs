@@ -94,12 +94,13 @@ fn fused_kernel_matches_portable_path_across_chunks() {
         cfg.kernel = ContrastKernel::Portable;
         let (l2, g2) = with_ops_path(OpsPath::Generic, || loss_and_grad(&inputs, &cfg, seed));
         assert!(l1 > 0.0);
-        assert!(
-            (l1 - l2).abs() <= 1e-5 * l1,
-            "τ {temp}: fused {l1} vs portable {l2}"
+        common::assert_same_loss_and_grad(
+            &format!("τ {temp}"),
+            ("fused", "portable"),
+            (l1, &g1),
+            (l2, &g2),
+            1e-5,
         );
-        let err = common::rel_l2(&g1, &g2);
-        assert!(err < 1e-5, "τ {temp}: gradient rel difference {err}");
     }
 }
 

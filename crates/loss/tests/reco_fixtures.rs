@@ -168,12 +168,13 @@ fn portable_kernel_matches_fused_kernel() {
             c.cfg.kernel = ContrastKernel::Portable;
             c.cfg.chunk_rows = 5; // several chunks, the last one partial
             let (l2, g2) = with_ops_path(OpsPath::Generic, || run(&c, seed));
-            assert!(
-                (l1 - l2).abs() <= 1e-5 * l1.abs(),
-                "{name}: fused {l1} vs portable {l2}"
+            common::assert_same_loss_and_grad(
+                name,
+                ("fused", "portable"),
+                (l1, &g1),
+                (l2, &g2),
+                1e-5,
             );
-            let err = common::rel_l2(&g2, &g1);
-            assert!(err < 1e-5, "{name}: gradient rel difference {err}");
         }
     }
 }
@@ -293,12 +294,7 @@ fn generic_f64_path_matches_fused_f32_path() {
             cfg: c.cfg.clone(),
         };
         let (l64, g64) = run(&c64, 5);
-        assert!(
-            (l32 - l64).abs() <= 1e-5 * l32.abs(),
-            "{name}: f32 {l32} vs f64 {l64}"
-        );
-        let err = common::rel_l2(&g32, &g64);
-        assert!(err < 1e-5, "{name}: gradient rel difference {err}");
+        common::assert_same_loss_and_grad(name, ("f32", "f64"), (l32, &g32), (l64, &g64), 1e-5);
     }
 }
 

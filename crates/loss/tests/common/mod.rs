@@ -42,3 +42,22 @@ pub fn rel_l2(a: &[f64], b: &[f64]) -> f64 {
     let den: f64 = b.iter().map(|y| y * y).sum();
     (num / den).sqrt()
 }
+
+/// Asserts that two runs of a loss agree to `tol`: the loss relative to the reference
+/// run `a`, the gradient as ‖g_b − g_a‖ / ‖g_a‖. `names` label the runs in the message.
+pub fn assert_same_loss_and_grad(
+    case: &str,
+    names: (&str, &str),
+    (la, ga): (f64, &[f64]),
+    (lb, gb): (f64, &[f64]),
+    tol: f64,
+) {
+    assert!(
+        (la - lb).abs() <= tol * la.abs(),
+        "{case}: {} {la} vs {} {lb}",
+        names.0,
+        names.1
+    );
+    let err = rel_l2(gb, ga);
+    assert!(err < tol, "{case}: gradient rel difference {err}");
+}
