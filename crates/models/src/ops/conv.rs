@@ -140,6 +140,13 @@ impl Dims {
     fn is_empty(&self) -> bool {
         self.n * self.c * self.o * self.out_pixels() == 0
     }
+    /// Errors unless `g_dims` is the shape of this convolution's output (its gradient).
+    fn check_output_grad(&self, g_dims: &[usize]) -> Result<()> {
+        if g_dims != [self.n, self.o, self.ho, self.wo] {
+            candle_core::bail!("conv2d backward: gradient {g_dims:?} does not fit {self:?}")
+        }
+        Ok(())
+    }
     /// A 1x1 stride-1 unpadded convolution reads its input as the im2col matrix itself.
     fn is_pointwise(&self, p: ConvParams) -> bool {
         self.k == 1 && p.stride == 1 && p.padding == 0
@@ -514,9 +521,7 @@ impl CustomOp2 for ConvInputGrad {
         let (g_dims, w_dims) = (l1.dims(), l2.dims());
         let (h, w) = self.input_hw;
         let d = Dims::new(&[g_dims[0], w_dims[1], h, w], w_dims, self.p)?;
-        if g_dims != [d.n, d.o, d.ho, d.wo] {
-            candle_core::bail!("conv2d backward: gradient {g_dims:?} does not fit {d:?}")
-        }
+        d.check_output_grad(g_dims)?;
         let out = with_real_slices!("conv2d backward", |g = (s1, l1), w = (s2, l2)| storage(
             input_grad(g, w, &d, self.p)
         ));
@@ -544,9 +549,7 @@ impl CustomOp2 for ConvWeightGrad {
     ) -> Result<(CpuStorage, Shape)> {
         let (x_dims, g_dims) = (l1.dims(), l2.dims());
         let d = Dims::new(x_dims, &[g_dims[1], x_dims[1], self.k, self.k], self.p)?;
-        if g_dims != [d.n, d.o, d.ho, d.wo] {
-            candle_core::bail!("conv2d backward: gradient {g_dims:?} does not fit {d:?}")
-        }
+        d.check_output_grad(g_dims)?;
         let out = with_real_slices!("conv2d backward", |x = (s1, l1), g = (s2, l2)| storage(
             weight_grad(x, g, &d, self.p)
         ));
