@@ -5,10 +5,10 @@
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
+pub use crate::deeplab_base::{DeepLab, DeepLabConfig, DeepLabHeads, MIN_INPUT_SIZE};
 use crate::layers::{global_avg_pool, Conv2d, Conv2dConfig, ConvBnRelu, Mode};
 use crate::ops::resize_bilinear;
-use crate::resnet::{Backbone, ResNet};
-use crate::sync_bn::SyncBn;
+use crate::resnet::ResNetFeatures;
 
 /// Channels of every ASPP branch and of its projection.
 const ASPP_CHANNELS: usize = 256;
@@ -16,41 +16,6 @@ const ASPP_CHANNELS: usize = 256;
 const LOW_LEVEL_CHANNELS: usize = 48;
 /// Channels of the hidden 3x3 layer of each head.
 const HEAD_CHANNELS: usize = 256;
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DeepLabConfig {
-    pub backbone: Backbone,
-    /// 8, 16 or 32.
-    pub output_stride: usize,
-    pub num_classes: usize,
-    /// Channels of the representation head (ReCo's feature dimension).
-    pub output_dim: usize,
-}
-
-/// The paper's network: ResNet-101, output stride 16, 21 classes (Pascal VOC), D = 256.
-impl Default for DeepLabConfig {
-    fn default() -> Self {
-        Self {
-            backbone: Backbone::ResNet101,
-            output_stride: 16,
-            num_classes: 21,
-            output_dim: 256,
-        }
-    }
-}
-
-impl DeepLabConfig {
-    /// ASPP atrous rates for the output stride.
-    pub fn aspp_rates(&self) -> Result<[usize; 3]> {
-        match self.output_stride {
-            8 => Ok([12, 24, 36]),
-            16 => Ok([6, 12, 18]),
-            // The original defines no rates for 32; torchvision's DeepLab halves again.
-            32 => Ok([3, 6, 9]),
-            s => candle_core::bail!("output stride must be 8, 16 or 32, got {s}"),
-        }
-    }
-}
 
 #[derive(Clone, Debug)]
 struct Aspp {
@@ -137,44 +102,23 @@ impl Head {
     }
 }
 
+/// DeepLabV3+: the ResNet encoder with [`DeepLabV3PlusHeads`].
+pub type DeepLabV3Plus = DeepLab<DeepLabV3PlusHeads>;
+
+/// What DeepLabV3+ puts after the encoder: the ASPP, the decoder's layer1 projection,
+/// and the classifier and representation heads on the joined features.
 #[derive(Clone, Debug)]
-pub struct DeepLabV3Plus {
-    cfg: DeepLabConfig,
-    backbone: ResNet,
+pub struct DeepLabV3PlusHeads {
     aspp: Aspp,
     project: ConvBnRelu,
     classifier: Head,
     representation: Head,
-    sync_bn: Option<SyncBn>,
 }
 
-/// The smallest input side the network accepts (the stem and four stages must leave at
-/// least one pixel).
-pub const MIN_INPUT_SIZE: usize = 32;
+impl DeepLabHeads for DeepLabV3PlusHeads {
+    const NAME: &'static str = "DeepLabV3+";
 
-/// The networks' input check: `[B, 3, H, W]` with H, W >= [`MIN_INPUT_SIZE`], else an
-/// error naming `network` and the shape.
-pub(crate) fn check_image_batch(x: &Tensor, network: &str) -> Result<()> {
-    let (_, c, h, w) = x.dims4()?;
-    if c != 3 || h < MIN_INPUT_SIZE || w < MIN_INPUT_SIZE {
-        candle_core::bail!(
-            "{network} expects images [B, 3, H, W] with H, W >= {MIN_INPUT_SIZE}, got {:?}",
-            x.dims()
-        )
-    }
-    Ok(())
-}
-
-impl DeepLabV3Plus {
-    pub fn new(cfg: &DeepLabConfig, vb: VarBuilder) -> Result<Self> {
-        if cfg.num_classes == 0 || cfg.output_dim == 0 {
-            candle_core::bail!(
-                "num_classes and output_dim must be positive, got {} and {}",
-                cfg.num_classes,
-                cfg.output_dim
-            )
-        }
-        let backbone = ResNet::new(cfg.backbone, cfg.output_stride, vb.clone())?;
+    fn new(cfg: &DeepLabConfig, vb: VarBuilder) -> Result<Self> {
         let aspp = Aspp::new(
             cfg.backbone.out_channels(),
             cfg.aspp_rates()?,
@@ -187,50 +131,14 @@ impl DeepLabV3Plus {
         )?;
         let joined = ASPP_CHANNELS + LOW_LEVEL_CHANNELS;
         Ok(Self {
-            cfg: cfg.clone(),
-            backbone,
             aspp,
             project,
             classifier: Head::new(joined, cfg.num_classes, vb.pp("classifier"))?,
             representation: Head::new(joined, cfg.output_dim, vb.pp("representation"))?,
-            sync_bn: None,
         })
     }
 
-    pub fn config(&self) -> &DeepLabConfig {
-        &self.cfg
-    }
-
-    /// Train-mode forward passes synchronize batch norm over `sync`'s ranks (`None`:
-    /// local batch statistics).
-    pub fn with_sync_bn(self, sync: Option<SyncBn>) -> Self {
-        Self {
-            sync_bn: sync,
-            ..self
-        }
-    }
-
-    pub fn sync_bn(&self) -> Option<&SyncBn> {
-        self.sync_bn.as_ref()
-    }
-
-    /// `(prediction [B, num_classes, h, w], representation [B, output_dim, h, w])` at
-    /// the layer1 resolution (stride 4: h = ⌈⌈H/2⌉/2⌉). `train` selects batch statistics
-    /// for batch norm (and updates the running statistics); the graph is recorded.
-    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
-        self.forward_mode(x, Mode::new(train, true))
-    }
-
-    /// As [`forward_t`](Self::forward_t) without recording a graph: for evaluation,
-    /// prediction and the EMA teacher (candle has no global no-grad switch).
-    pub fn forward_no_grad(&self, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
-        crate::layers::forward_without_graph(x, train, |x, mode| self.forward_mode(x, mode))
-    }
-
-    pub fn forward_mode(&self, x: &Tensor, mode: Mode) -> Result<(Tensor, Tensor)> {
-        check_image_batch(x, "DeepLabV3+")?;
-        let mode = mode.with_sync(self.sync_bn.as_ref());
-        let features = self.backbone.forward(x, mode)?;
+    fn forward(&self, features: &ResNetFeatures, mode: Mode) -> Result<(Tensor, Tensor)> {
         let context = self.aspp.forward(&features.out, mode)?;
         let low = self.project.forward(&features.low_level, mode)?;
         let (_, _, lh, lw) = low.dims4()?;

@@ -7,6 +7,7 @@
 
 pub mod checkpoint;
 pub mod deeplab;
+pub mod deeplab_base;
 pub mod deeplabv2;
 pub mod init;
 pub mod layers;
@@ -27,6 +28,7 @@ pub use checkpoint::{
     read_tensors, CheckpointError,
 };
 pub use deeplab::{DeepLabConfig, DeepLabV3Plus, MIN_INPUT_SIZE};
+pub use deeplab_base::DeepLab;
 pub use deeplabv2::{DeepLabV2, DEEPLABV2_OUTPUT_STRIDE, DEEPLABV2_RATES};
 pub use init::init_seeded;
 pub use layers::Mode;

@@ -221,41 +221,29 @@ impl CheckpointMeta {
 
     /// Errors when the metadata disagrees with the architecture the tensors describe.
     pub fn check_against(&self, arch: &ShapeArchitecture, path: &Path) -> Result<(), MetaError> {
-        let mismatch = |field: &'static str, meta: String, weights: String| {
-            Err(MetaError::Contradiction {
+        // Compared as their display forms, which name each value uniquely.
+        macro_rules! field {
+            ($meta:ident, $arch:ident, $name:ident) => {
+                (
+                    stringify!($name),
+                    $meta.$name.to_string(),
+                    $arch.$name.to_string(),
+                )
+            };
+        }
+        let fields = [
+            field!(self, arch, network),
+            field!(self, arch, backbone),
+            field!(self, arch, num_classes),
+            field!(self, arch, output_dim),
+        ];
+        if let Some((field, metadata, weights)) = fields.into_iter().find(|(_, m, w)| m != w) {
+            return Err(MetaError::Contradiction {
                 path: path.to_path_buf(),
                 field,
-                metadata: meta,
+                metadata,
                 weights,
-            })
-        };
-        if self.network != arch.network {
-            return mismatch(
-                "network",
-                self.network.to_string(),
-                arch.network.to_string(),
-            );
-        }
-        if self.backbone != arch.backbone {
-            return mismatch(
-                "backbone",
-                self.backbone.to_string(),
-                arch.backbone.to_string(),
-            );
-        }
-        if self.num_classes != arch.num_classes {
-            return mismatch(
-                "num_classes",
-                self.num_classes.to_string(),
-                arch.num_classes.to_string(),
-            );
-        }
-        if self.output_dim != arch.output_dim {
-            return mismatch(
-                "output_dim",
-                self.output_dim.to_string(),
-                arch.output_dim.to_string(),
-            );
+            });
         }
         Ok(())
     }

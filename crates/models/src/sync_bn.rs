@@ -23,6 +23,9 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::ops::check_affine;
+use crate::ops::cpu::{storage, with_real_slices};
+
 /// The one collective synchronized batch norm needs. Implemented by the trainer's
 /// process groups; `Send + Sync` because candle custom ops must be.
 pub trait StatsAllReduce: Send + Sync {
@@ -77,13 +80,7 @@ pub fn sync_batch_norm(
     relu: bool,
 ) -> Result<(Tensor, GlobalStats)> {
     let (_, c, _, _) = x.dims4()?;
-    if weight.dims() != [c] || bias.dims() != [c] {
-        candle_core::bail!(
-            "synchronized batch norm over {c} channels got weight {:?} and bias {:?}",
-            weight.dims(),
-            bias.dims()
-        )
-    }
+    check_affine("synchronized batch norm", c, weight, bias)?;
     let stats = global_stats(x, group.as_ref())?;
     if stats.count < 2.0 {
         candle_core::bail!(
@@ -195,13 +192,6 @@ fn normalize<T: candle_core::WithDType>(
     y
 }
 
-fn slice<'a, T: candle_core::WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
-        None => candle_core::bail!("synchronized batch norm: expected a contiguous tensor"),
-    }
-}
-
 impl CustomOp3 for SyncBatchNormOp {
     fn name(&self) -> &'static str {
         "reco-sync-batch-norm"
@@ -220,33 +210,12 @@ impl CustomOp3 for SyncBatchNormOp {
         let hw = dims[2] * dims[3];
         let inv = self.inv_std();
         let mean = &self.stats.mean;
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                CpuStorage::F32(normalize::<f32>(
-                    slice(s1, l1)?,
-                    slice(s2, l2)?,
-                    slice(s3, l3)?,
-                    mean,
-                    &inv,
-                    hw,
-                    self.relu,
-                ))
+        let out = with_real_slices!(
+            "synchronized batch norm",
+            |x = (s1, l1), w = (s2, l2), b = (s3, l3)| {
+                storage(normalize(x, w, b, mean, &inv, hw, self.relu))
             }
-            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                CpuStorage::F64(normalize::<f64>(
-                    slice(s1, l1)?,
-                    slice(s2, l2)?,
-                    slice(s3, l3)?,
-                    mean,
-                    &inv,
-                    hw,
-                    self.relu,
-                ))
-            }
-            _ => candle_core::bail!(
-                "synchronized batch norm: input, weight and bias must all be f32 or all f64"
-            ),
-        };
+        );
         Ok((out, Shape::from(dims)))
     }
 

@@ -23,13 +23,29 @@ fn build(cfg: &DeepLabConfig) -> (VarMap, DeepLabV3Plus) {
     (varmap, model)
 }
 
+/// `Σ |a − b|` in f64.
+fn abs_diff_sum(a: &Tensor, b: &Tensor) -> f64 {
+    (a.to_dtype(DType::F64).unwrap() - b.to_dtype(DType::F64).unwrap())
+        .unwrap()
+        .abs()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+}
+
 fn small() -> DeepLabConfig {
-    DeepLabConfig {
-        backbone: Backbone::ResNet18,
-        output_stride: 16,
-        num_classes: 5,
-        output_dim: 8,
-    }
+    small_config(5, 8)
+}
+
+/// The error of loading a checkpoint of a network built with `cfg` into [`small`].
+fn load_error_into_small(cfg: &DeepLabConfig) -> CheckpointError {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = build(cfg);
+    let path = write(dir.path(), state_dict(&a, 0).unwrap());
+    let (b, _) = build(&small());
+    load_checkpoint(&b, &path).unwrap_err()
 }
 
 #[test]
@@ -109,17 +125,7 @@ fn missing_tensor_is_named_and_nothing_changes() {
     assert!(matches!(err, CheckpointError::Missing { .. }), "{err}");
     assert!(err.to_string().contains("classifier.3.weight"), "{err}");
     let after = state_dict(&b, 0).unwrap();
-    let same = |k: &str| {
-        (before[k].to_dtype(DType::F64).unwrap() - after[k].to_dtype(DType::F64).unwrap())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap()
-            == 0.0
-    };
+    let same = |k: &str| abs_diff_sum(&before[k], &after[k]) == 0.0;
     assert!(
         same("resnet_conv1.weight"),
         "a failed load must not modify the model"
@@ -128,29 +134,21 @@ fn missing_tensor_is_named_and_nothing_changes() {
 
 #[test]
 fn misshaped_tensor_is_named() {
-    let dir = tempfile::tempdir().unwrap();
     // Same network with 7 classes instead of 5.
-    let (a, _) = build(&DeepLabConfig {
+    let err = load_error_into_small(&DeepLabConfig {
         num_classes: 7,
         ..small()
     });
-    let path = write(dir.path(), state_dict(&a, 0).unwrap());
-    let (b, _) = build(&small());
-    let err = load_checkpoint(&b, &path).unwrap_err();
     assert!(matches!(err, CheckpointError::Shape { .. }), "{err}");
     assert!(err.to_string().contains("classifier.3.weight"), "{err}");
 }
 
 #[test]
 fn checkpoint_of_another_backbone_is_rejected() {
-    let dir = tempfile::tempdir().unwrap();
-    let (a, _) = build(&DeepLabConfig {
+    let err = load_error_into_small(&DeepLabConfig {
         backbone: Backbone::ResNet34,
         ..small()
     });
-    let path = write(dir.path(), state_dict(&a, 0).unwrap());
-    let (b, _) = build(&small());
-    let err = load_checkpoint(&b, &path).unwrap_err();
     assert!(matches!(err, CheckpointError::Unexpected { .. }), "{err}");
     assert!(err.to_string().contains("resnet_layer1.2"), "{err}");
 }
@@ -190,16 +188,7 @@ fn backbone_loads_from_torchvision_names() {
     let (b, _) = build(&small());
     load_backbone(&b, &path).unwrap();
     let (sa, sb) = (state_dict(&a, 0).unwrap(), state_dict(&b, 0).unwrap());
-    let diff = |k: &str| {
-        (sa[k].to_dtype(DType::F64).unwrap() - sb[k].to_dtype(DType::F64).unwrap())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap()
-    };
+    let diff = |k: &str| abs_diff_sum(&sa[k], &sb[k]);
     assert_eq!(diff("resnet_layer4.1.conv2.weight"), 0.0);
     assert_eq!(diff("resnet_bn1.running_var"), 0.0);
     assert!(

@@ -6,30 +6,20 @@
 #[path = "../examples/segment.rs"]
 mod example;
 
+mod common;
+
 use candle_core::{DType, Device};
-use candle_nn::{VarBuilder, VarMap};
+use common::*;
 use reco_models::{
-    export_with_meta, Backbone, CheckpointMeta, DeepLabConfig, MetaFallback, Network, NetworkKind,
-    PredictOptions, RgbImage, Segmenter,
+    export_with_meta, CheckpointMeta, MetaFallback, NetworkKind, PredictOptions, RgbImage,
+    Segmenter,
 };
 
 #[test]
 fn the_example_writes_the_predicted_palette_mask() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = DeepLabConfig {
-        backbone: Backbone::ResNet18,
-        output_stride: 16,
-        num_classes: 3,
-        output_dim: 8,
-    };
-    let varmap = VarMap::new();
-    Network::new(
-        NetworkKind::DeepLabV3Plus,
-        &cfg,
-        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
-    )
-    .unwrap();
-    reco_models::reference::fill_formula(&varmap).unwrap();
+    let cfg = small_config(3, 8);
+    let (varmap, _) = formula_network(NetworkKind::DeepLabV3Plus, &cfg, DType::F32);
     let checkpoint = dir.path().join("tiny.safetensors");
     let meta = CheckpointMeta::new(NetworkKind::DeepLabV3Plus, &cfg)
         .with_dataset("test", vec!["sky".into(), "grass".into(), "road".into()]);

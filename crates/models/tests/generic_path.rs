@@ -10,16 +10,11 @@ use std::collections::BTreeMap;
 
 use candle_core::{DType, Tensor, Var};
 use common::*;
-use reco_models::{Backbone, DeepLabConfig};
+use reco_models::DeepLabConfig;
 use reco_util::ops_path::{with_ops_path, OpsPath};
 
 fn config() -> DeepLabConfig {
-    DeepLabConfig {
-        backbone: Backbone::ResNet18,
-        output_stride: 16,
-        num_classes: 5,
-        output_dim: 16,
-    }
+    small_config(5, 16)
 }
 
 /// 42x33: the stem (7x7/2), layer3 and layer4 see H and W with different remainders.
@@ -31,12 +26,7 @@ fn train_step(path: OpsPath) -> BTreeMap<String, Tensor> {
         let (varmap, model) = formula_model(&config(), DType::F64).unwrap();
         let input = Var::from_tensor(&formula_x("input", &INPUT, 1.0, DType::F64)).unwrap();
         let (pred, rep) = model.forward_t(input.as_tensor(), true).unwrap();
-        let gp = formula_x("grad.pred", pred.dims(), 1.0, DType::F64);
-        let gr = formula_x("grad.rep", rep.dims(), 1.0, DType::F64);
-        let loss = ((&pred * &gp).unwrap().sum_all().unwrap()
-            + (&rep * &gr).unwrap().sum_all().unwrap())
-        .unwrap();
-        let grads = loss.backward().unwrap();
+        let grads = formula_loss_grads(&pred, &rep);
         let mut out = BTreeMap::new();
         out.insert("pred".to_string(), pred);
         out.insert("rep".to_string(), rep);

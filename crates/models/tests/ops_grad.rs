@@ -24,6 +24,19 @@ fn seeded(shape: &[usize], seed: u64) -> Tensor {
     Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
 }
 
+/// Every value of `t` (f64), in row-major order.
+fn values(t: &Tensor) -> Vec<f64> {
+    t.flatten_all().unwrap().to_vec1::<f64>().unwrap()
+}
+
+fn conv_params(stride: usize, padding: usize, dilation: usize) -> ConvParams {
+    ConvParams {
+        stride,
+        padding,
+        dilation,
+    }
+}
+
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     (a - b)
         .unwrap()
@@ -60,8 +73,8 @@ fn check_gradients(inputs: &[Tensor], f: impl Fn(&[Tensor]) -> Tensor) {
         let analytic = grads
             .get(vars[i].as_tensor())
             .expect("gradient reaches every input");
-        let analytic = analytic.flatten_all().unwrap().to_vec1::<f64>().unwrap();
-        let base = input.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let analytic = values(analytic);
+        let base = values(input);
         for k in 0..base.len() {
             let shifted = |d: f64| -> Vec<Tensor> {
                 let mut v = base.clone();
@@ -96,16 +109,7 @@ fn conv_forward_matches_candle() {
     for &(k, s, p, d, [h, w]) in CASES {
         let x = seeded(&[2, 3, h + 4, w + 4], 1);
         let wt = seeded(&[4, 3, k, k], 2);
-        let ours = conv2d(
-            &x,
-            &wt,
-            ConvParams {
-                stride: s,
-                padding: p,
-                dilation: d,
-            },
-        )
-        .unwrap();
+        let ours = conv2d(&x, &wt, conv_params(s, p, d)).unwrap();
         let theirs = x.conv2d(&wt, p, s, d, 1).unwrap();
         assert_eq!(ours.dims(), theirs.dims());
         assert!(
@@ -120,11 +124,7 @@ fn conv_gradients_match_finite_differences() {
     for &(k, s, p, d, [h, w]) in CASES {
         let x = seeded(&[2, 2, h, w], 3);
         let wt = seeded(&[3, 2, k, k], 4);
-        let params = ConvParams {
-            stride: s,
-            padding: p,
-            dilation: d,
-        };
+        let params = conv_params(s, p, d);
         check_gradients(&[x, wt], |ts| conv2d(&ts[0], &ts[1], params).unwrap());
     }
 }
@@ -133,11 +133,7 @@ fn conv_gradients_match_finite_differences() {
 fn conv_runs_in_f32() {
     let x = seeded(&[1, 2, 9, 10], 5).to_dtype(DType::F32).unwrap();
     let w = seeded(&[3, 2, 3, 3], 6).to_dtype(DType::F32).unwrap();
-    let p = ConvParams {
-        stride: 2,
-        padding: 1,
-        dilation: 1,
-    };
+    let p = conv_params(2, 1, 1);
     let ours = conv2d(&x, &w, p).unwrap();
     let theirs = x.conv2d(&w, 1, 2, 1, 1).unwrap();
     assert!(
@@ -152,16 +148,7 @@ fn conv_runs_in_f32() {
 fn conv_rejects_input_smaller_than_kernel() {
     let x = seeded(&[1, 1, 2, 2], 7);
     let w = seeded(&[1, 1, 7, 7], 8);
-    let err = conv2d(
-        &x,
-        &w,
-        ConvParams {
-            stride: 2,
-            padding: 0,
-            dilation: 1,
-        },
-    )
-    .unwrap_err();
+    let err = conv2d(&x, &w, conv_params(2, 0, 1)).unwrap_err();
     assert!(err.to_string().contains("too small"), "{err}");
 }
 
@@ -215,31 +202,16 @@ fn max_pool_sends_gradient_to_first_maximum_on_ties() {
 fn bilinear_matches_pytorch_values() {
     let x = Tensor::new(&[[[[1f64, 2.0]]]], &Device::Cpu).unwrap();
     // F.interpolate(x, (1, 4), mode="bilinear", align_corners=False / True)
-    let a = resize_bilinear(&x, 1, 4, false)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f64>()
-        .unwrap();
+    let a = values(&resize_bilinear(&x, 1, 4, false).unwrap());
     assert_eq!(a, vec![1.0, 1.25, 1.75, 2.0]);
-    let b = resize_bilinear(&x, 1, 4, true)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f64>()
-        .unwrap();
+    let b = values(&resize_bilinear(&x, 1, 4, true).unwrap());
     let expected = [1.0, 4.0 / 3.0, 5.0 / 3.0, 2.0];
     for (u, v) in b.iter().zip(expected) {
         assert!((u - v).abs() < 1e-12);
     }
     // Down-sampling with align_corners=False: 4 -> 3 reads source 0.1667, 1.5, 2.8333.
     let x = Tensor::new(&[[[[0f64, 1.0, 2.0, 3.0]]]], &Device::Cpu).unwrap();
-    let c = resize_bilinear(&x, 1, 3, false)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f64>()
-        .unwrap();
+    let c = values(&resize_bilinear(&x, 1, 3, false).unwrap());
     for (u, v) in c.iter().zip([1.0 / 6.0, 1.5, 17.0 / 6.0]) {
         assert!((u - v).abs() < 1e-12, "{c:?}");
     }
@@ -309,7 +281,7 @@ fn batch_norm_returns_biased_batch_statistics() {
     let as_vec = |t: &Tensor| t.to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap();
     assert_eq!(as_vec(&stats.mean), vec![3.0, 2.0]);
     assert_eq!(as_vec(&stats.var), vec![3.5, 2.0]);
-    let y = y.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    let y = values(&y);
     assert!((y[0] + 2.0 / 3.5f64.sqrt()).abs() < 1e-12);
 }
 
@@ -364,20 +336,12 @@ fn generic_conv_matches_cpu_kernel_when_h_and_w_differ_in_parity() {
     ] {
         let x = seeded(&[2, 3, h, w], 32);
         let wt = seeded(&[4, 3, k, k], 33);
-        let params = ConvParams {
-            stride: s,
-            padding: p,
-            dilation: d,
-        };
+        let params = conv_params(s, p, d);
         let case = format!("k{k} s{s} p{p} d{d} {h}x{w}");
         assert_cpu_matches_generic(&x, &wt, params, 1e-12, &case);
     }
     // And against finite differences, independent of either implementation.
-    let params = ConvParams {
-        stride: 2,
-        padding: 1,
-        dilation: 1,
-    };
+    let params = conv_params(2, 1, 1);
     check_gradients(
         &[seeded(&[1, 2, 6, 5], 34), seeded(&[2, 2, 3, 3], 35)],
         |ts| reco_models::ops::conv2d_generic(&ts[0], &ts[1], params).unwrap(),
@@ -406,11 +370,7 @@ fn large_convolutions_match_candle() {
     ] {
         let x = seeded(&[2, c, h, w], 37);
         let wt = seeded(&[o, c, k, k], 38);
-        let params = ConvParams {
-            stride: s,
-            padding: p,
-            dilation: d,
-        };
+        let params = conv_params(s, p, d);
         // Sums of up to ~10^4 products of O(1) terms, in a different order.
         let case = format!("c{c} k{k} s{s} p{p} d{d} {h}x{w}");
         assert_cpu_matches_generic(&x, &wt, params, 1e-9, &case);
@@ -423,11 +383,7 @@ fn sliced_weight_gradient_does_not_depend_on_the_thread_count() {
     // gradients must be added in the same order, bit for bit.
     let x = seeded(&[2, 3, 60, 50], 39);
     let g = seeded(&[2, 4, 60, 50], 40);
-    let p = ConvParams {
-        stride: 1,
-        padding: 1,
-        dilation: 1,
-    };
+    let p = conv_params(1, 1, 1);
     let dw_with = |threads: usize| {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)

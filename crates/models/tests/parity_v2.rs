@@ -4,8 +4,8 @@
 
 mod common;
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
+use candle_core::{DType, Tensor};
+use candle_nn::VarMap;
 use common::*;
 use reco_models::{Backbone, DeepLabConfig, Network, NetworkKind};
 
@@ -26,17 +26,13 @@ fn config() -> DeepLabConfig {
     }
 }
 
-fn formula_network(dtype: DType) -> (VarMap, Network) {
-    let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, dtype, &Device::Cpu);
-    let net = Network::new(NetworkKind::DeepLabV2, &config(), vb).unwrap();
-    reco_models::reference::fill_formula(&varmap).unwrap();
-    (varmap, net)
+fn formula_v2(dtype: DType) -> (VarMap, Network) {
+    formula_network(NetworkKind::DeepLabV2, &config(), dtype)
 }
 
 #[test]
 fn deeplabv2_state_dict_names_are_the_originals() {
-    let (varmap, _) = formula_network(DType::F32);
+    let (varmap, _) = formula_v2(DType::F32);
     let vars = varmap.data().lock().unwrap();
     let fx = load_fixture(FILE);
     // Every parameter with a reference gradient exists under the original's name.
@@ -68,13 +64,9 @@ fn deeplabv2_state_dict_names_are_the_originals() {
 #[test]
 fn deeplabv2_eval_matches_reference() {
     let fx = load_fixture(FILE);
-    let (_vm, net) = formula_network(DType::F32);
+    let (_vm, net) = formula_v2(DType::F32);
     let (pred, rep) = net.forward_no_grad(&fx["input"], false).unwrap();
-    let (ep, er) = (
-        rel_err(&pred, &fx["eval.pred"]),
-        rel_err(&rep, &fx["eval.rep"]),
-    );
-    println!("deeplabv2 eval: pred {ep:.2e}, rep {er:.2e}");
+    let (ep, er) = eval_errors("deeplabv2", &fx, &pred, &rep);
     assert!(
         ep < EVAL_TOL && er < EVAL_TOL,
         "eval pred {ep:e}, rep {er:e}"
@@ -84,7 +76,7 @@ fn deeplabv2_eval_matches_reference() {
 #[test]
 fn deeplabv2_train_matches_reference() {
     let fx = load_fixture(FILE);
-    let (varmap, net) = formula_network(DType::F64);
+    let (varmap, net) = formula_v2(DType::F64);
     // Unlike the DeepLabV3+ fixtures, this one's train-mode references were computed
     // from the formula input in f64 (`2 x_k` never rounded to f32): the stored f32
     // `input` widened differs by 2e-8, which batch-statistics ResNet-101 amplifies to
@@ -104,45 +96,13 @@ fn deeplabv2_train_matches_reference() {
     let (pred, rep) = net.forward_t(input.as_tensor(), true).unwrap();
     let mut report = Vec::new();
     let mut checked = 0usize;
-    let mut check = |what: &str, ours: &Tensor, reference: &Tensor| {
+    let check = |what: &str, ours: &Tensor, reference: &Tensor| {
         let e = rel_err(ours, reference);
         report.push(format!("{what}: {e:.2e}"));
         assert!(e < TRAIN_TOL, "{what} rel err {e:e}\n{}", report.join("\n"));
         checked += 1;
     };
-    check("train.pred", &pred, &fx["train.pred"]);
-    check("train.rep", &rep, &fx["train.rep"]);
-    let gp = formula_x("grad.pred", pred.dims(), 1.0, DType::F64);
-    let gr = formula_x("grad.rep", rep.dims(), 1.0, DType::F64);
-    let loss = ((&pred * &gp).unwrap().sum_all().unwrap()
-        + (&rep * &gr).unwrap().sum_all().unwrap())
-    .unwrap();
-    let grads = loss.backward().unwrap();
-    check(
-        "grad.input",
-        grads.get(input.as_tensor()).unwrap(),
-        &fx["train.grad.input"],
-    );
-    let vars = varmap.data().lock().unwrap();
-    for (key, reference) in &fx {
-        if let Some(param) = key
-            .strip_prefix("train.grad.")
-            .and_then(|k| k.strip_suffix(".head"))
-        {
-            let g = grads.get(vars[param].as_tensor()).expect(param);
-            check(key, &g.narrow(0, 0, 2).unwrap(), reference);
-            let abssum = g.abs().unwrap().sum_all().unwrap();
-            let reference_abssum = &fx[&format!("train.grad.{param}.abssum")];
-            check(
-                &format!("train.grad.{param}.abssum"),
-                &abssum.reshape(reference_abssum.dims()).unwrap(),
-                reference_abssum,
-            );
-        }
-        if let Some(stat) = key.strip_prefix("train.after.") {
-            check(key, vars[stat].as_tensor(), reference);
-        }
-    }
+    compare_train_step(&fx, &varmap, &input, (&pred, &rep), check);
     assert!(checked > 100, "only {checked} comparisons");
     println!("deeplabv2 train: {checked} comparisons below {TRAIN_TOL:e}");
 }

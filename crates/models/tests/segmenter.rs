@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
+use candle_nn::VarBuilder;
 use common::*;
 use reco_models::meta::{read_header, MetaFallback};
 use reco_models::{
@@ -17,25 +17,11 @@ use reco_models::{
 };
 
 fn small_cfg() -> DeepLabConfig {
-    DeepLabConfig {
-        backbone: Backbone::ResNet18,
-        output_stride: 16,
-        num_classes: 4,
-        output_dim: 8,
-    }
-}
-
-/// A network with formula weights (non-trivial batch-norm statistics).
-fn formula_network(kind: NetworkKind, cfg: &DeepLabConfig) -> (VarMap, Network) {
-    let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    let net = Network::new(kind, cfg, vb).unwrap();
-    reco_models::reference::fill_formula(&varmap).unwrap();
-    (varmap, net)
+    small_config(4, 8)
 }
 
 fn export(dir: &Path, kind: NetworkKind, cfg: &DeepLabConfig) -> (PathBuf, Network) {
-    let (varmap, net) = formula_network(kind, cfg);
+    let (varmap, net) = formula_network(kind, cfg, DType::F32);
     let path = dir.join(format!("{kind}.safetensors"));
     let meta = CheckpointMeta::new(kind, cfg).with_dataset(
         "synthetic",
@@ -57,20 +43,8 @@ fn image(h: usize, w: usize) -> Tensor {
     Tensor::from_vec(v, (1, 3, h, w), &Device::Cpu).unwrap()
 }
 
-fn normalize(x: &Tensor) -> Tensor {
-    let mean = Tensor::new(&[0.485f32, 0.456, 0.406], &Device::Cpu)
-        .unwrap()
-        .reshape((1, 3, 1, 1))
-        .unwrap();
-    let std = Tensor::new(&[0.229f32, 0.224, 0.225], &Device::Cpu)
-        .unwrap()
-        .reshape((1, 3, 1, 1))
-        .unwrap();
-    x.broadcast_sub(&mean).unwrap().broadcast_div(&std).unwrap()
-}
-
 fn folded_vs_unfolded(kind: NetworkKind, cfg: &DeepLabConfig, input: &Tensor) -> f64 {
-    let (varmap, net) = formula_network(kind, cfg);
+    let (varmap, net) = formula_network(kind, cfg, DType::F32);
     let (unfolded, _) = net.forward_no_grad(input, false).unwrap();
     let seg = Segmenter::from_varmap(&varmap, CheckpointMeta::new(kind, cfg)).unwrap();
     let folded = seg.logits(input).unwrap();
@@ -80,23 +54,28 @@ fn folded_vs_unfolded(kind: NetworkKind, cfg: &DeepLabConfig, input: &Tensor) ->
 #[test]
 fn folded_batch_norm_matches_the_unfolded_network() {
     // The reference fixtures' inputs and configurations (formula weights).
-    let fx = load_fixture("deeplabv3p_resnet50_os16.safetensors");
-    let e = folded_vs_unfolded(
-        NetworkKind::DeepLabV3Plus,
-        &config_of("resnet50", 16),
-        &fx["input"],
-    );
-    println!("deeplabv3p resnet50 os16: folded vs unfolded {e:.2e}");
-    assert!(e < 1e-5, "deeplabv3p: {e:e}");
-    let fx = load_fixture("deeplabv2_resnet101.safetensors");
-    let e = folded_vs_unfolded(
-        NetworkKind::DeepLabV2,
-        &config_of("resnet101", 8),
-        &fx["input"],
-    );
-    println!("deeplabv2 resnet101 os8: folded vs unfolded {e:.2e}");
-    assert!(e < 1e-5, "deeplabv2: {e:e}");
-    let x = normalize(&image(45, 61));
+    for (kind, file, backbone, os, label) in [
+        (
+            NetworkKind::DeepLabV3Plus,
+            "deeplabv3p_resnet50_os16.safetensors",
+            "resnet50",
+            16,
+            "deeplabv3p",
+        ),
+        (
+            NetworkKind::DeepLabV2,
+            "deeplabv2_resnet101.safetensors",
+            "resnet101",
+            8,
+            "deeplabv2",
+        ),
+    ] {
+        let fx = load_fixture(file);
+        let e = folded_vs_unfolded(kind, &config_of(backbone, os), &fx["input"]);
+        println!("{label} {backbone} os{os}: folded vs unfolded {e:.2e}");
+        assert!(e < 1e-5, "{label}: {e:e}");
+    }
+    let x = imagenet_normalize(&image(45, 61));
     let e = folded_vs_unfolded(NetworkKind::DeepLabV3Plus, &small_cfg(), &x);
     println!("deeplabv3p resnet18 os16: folded vs unfolded {e:.2e}");
     assert!(e < 1e-5, "resnet18: {e:e}");
@@ -105,7 +84,7 @@ fn folded_batch_norm_matches_the_unfolded_network() {
 /// The trainer's evaluation: logits upsampled (align_corners) then softmax.
 fn reference_probabilities(net: &Network, x: &Tensor) -> Tensor {
     let (_, _, h, w) = x.dims4().unwrap();
-    let (pred, _) = net.forward_no_grad(&normalize(x), false).unwrap();
+    let (pred, _) = net.forward_no_grad(&imagenet_normalize(x), false).unwrap();
     let up = reco_models::ops::resize_bilinear(&pred, h, w, true).unwrap();
     candle_nn::ops::softmax(&up, 1).unwrap()
 }
@@ -394,8 +373,8 @@ fn fold_timing() {
         num_classes: 21,
         output_dim: 256,
     };
-    let (varmap, net) = formula_network(NetworkKind::DeepLabV3Plus, &cfg);
-    let x = normalize(&image(size, size));
+    let (varmap, net) = formula_network(NetworkKind::DeepLabV3Plus, &cfg, DType::F32);
+    let x = imagenet_normalize(&image(size, size));
     let seg = Segmenter::from_varmap(
         &varmap,
         CheckpointMeta::new(NetworkKind::DeepLabV3Plus, &cfg),
@@ -438,7 +417,7 @@ fn large_image_timing() {
         num_classes: 21,
         ..small_cfg()
     };
-    let (varmap, _) = formula_network(NetworkKind::DeepLabV3Plus, &cfg);
+    let (varmap, _) = formula_network(NetworkKind::DeepLabV3Plus, &cfg, DType::F32);
     let seg = Segmenter::from_varmap(
         &varmap,
         CheckpointMeta::new(NetworkKind::DeepLabV3Plus, &cfg),

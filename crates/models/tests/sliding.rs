@@ -1,28 +1,15 @@
 //! Sliding-window prediction against whole-image prediction, and test-time augmentation
 //! against the same passes computed by hand.
 
+mod common;
+
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
-use reco_models::{
-    Backbone, CheckpointMeta, DeepLabConfig, Network, NetworkKind, PredictOptions, Segmenter,
-    SlidingWindow,
-};
+use common::*;
+use reco_models::{CheckpointMeta, NetworkKind, PredictOptions, Segmenter, SlidingWindow};
 
 fn segmenter(kind: NetworkKind) -> Segmenter {
-    let cfg = DeepLabConfig {
-        backbone: Backbone::ResNet18,
-        output_stride: 16,
-        num_classes: 5,
-        output_dim: 8,
-    };
-    let varmap = VarMap::new();
-    Network::new(
-        kind,
-        &cfg,
-        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
-    )
-    .unwrap();
-    reco_models::reference::fill_formula(&varmap).unwrap();
+    let cfg = small_config(5, 8);
+    let (varmap, _) = formula_network(kind, &cfg, DType::F32);
     Segmenter::from_varmap(&varmap, CheckpointMeta::new(kind, &cfg)).unwrap()
 }
 
@@ -275,23 +262,7 @@ fn max_size_downscales_and_returns_the_input_size() {
     // The same as predicting the downscaled image (36x60) and upsampling its logits:
     // compare with the logits path directly.
     let small = reco_models::ops::resize_bilinear(&x, 36, 60, false).unwrap();
-    let mean = Tensor::new(&[0.485f32, 0.456, 0.406], &Device::Cpu)
-        .unwrap()
-        .reshape((1, 3, 1, 1))
-        .unwrap();
-    let std = Tensor::new(&[0.229f32, 0.224, 0.225], &Device::Cpu)
-        .unwrap()
-        .reshape((1, 3, 1, 1))
-        .unwrap();
-    let logits = seg
-        .logits(
-            &small
-                .broadcast_sub(&mean)
-                .unwrap()
-                .broadcast_div(&std)
-                .unwrap(),
-        )
-        .unwrap();
+    let logits = seg.logits(&imagenet_normalize(&small)).unwrap();
     let up = reco_models::ops::resize_bilinear(&logits, h, w, true).unwrap();
     let expected = candle_nn::ops::softmax(&up, 1).unwrap();
     let e =

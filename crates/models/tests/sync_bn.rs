@@ -4,6 +4,8 @@
 //! Each rank runs in its own thread with its half of the batch; the fake group sums the
 //! ranks' contributions behind a barrier, as an MPI/NCCL all-reduce would.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 
@@ -229,10 +231,8 @@ fn bad_shapes_are_errors() {
 /// batch: outputs, running statistics and the parameter gradients summed over ranks.
 mod network {
     use super::*;
-    use candle_nn::{VarBuilder, VarMap};
-    use reco_models::{
-        init_seeded, named_vars, Backbone, DeepLabConfig, Network, NetworkKind, SyncBn,
-    };
+    use crate::common::{network as build_network, small_config};
+    use reco_models::{init_seeded, named_vars, NetworkKind, SyncBn};
     use std::collections::BTreeMap;
 
     const B: usize = 2;
@@ -254,20 +254,8 @@ mod network {
     /// Loss `Σ pred·r + Σ rep·s` over the images `lo..lo+n` of the fixed batch.
     fn run(lo: usize, n: usize, sync: Option<SyncBn>) -> Out {
         let dev = Device::Cpu;
-        let vm = VarMap::new();
-        let cfg = DeepLabConfig {
-            backbone: Backbone::ResNet18,
-            output_stride: 16,
-            num_classes: 3,
-            output_dim: 4,
-        };
-        let net = Network::new(
-            NetworkKind::DeepLabV3Plus,
-            &cfg,
-            VarBuilder::from_varmap(&vm, DType::F64, &dev),
-        )
-        .unwrap()
-        .with_sync_bn(sync);
+        let (vm, net) = build_network(NetworkKind::DeepLabV3Plus, &small_config(3, 4), DType::F64);
+        let net = net.with_sync_bn(sync);
         init_seeded(&vm, 7).unwrap();
         let per = 3 * SIDE * SIDE;
         let all = random(2 * B * per, 11, 0.0, 1.0);
@@ -367,21 +355,9 @@ mod network {
             rank: 0,
             shared: shared.clone(),
         });
-        let vm = VarMap::new();
-        let cfg = DeepLabConfig {
-            backbone: Backbone::ResNet18,
-            output_stride: 16,
-            num_classes: 3,
-            output_dim: 4,
-        };
         let dev = Device::Cpu;
-        let net = Network::new(
-            NetworkKind::DeepLabV2,
-            &cfg,
-            VarBuilder::from_varmap(&vm, DType::F32, &dev),
-        )
-        .unwrap()
-        .with_sync_bn(Some(SyncBn::new(reducer)));
+        let (_vm, net) = build_network(NetworkKind::DeepLabV2, &small_config(3, 4), DType::F32);
+        let net = net.with_sync_bn(Some(SyncBn::new(reducer)));
         let x = Tensor::zeros((1, 3, SIDE, SIDE), DType::F32, &dev).unwrap();
         net.forward_no_grad(&x, false).unwrap();
         net.forward_t(&x, false).unwrap();

@@ -10,6 +10,7 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::cpu::{storage, with_real_slices};
 use super::Real;
 
 /// Fewest elements per parallel task: large enough to amortise rayon's dispatch.
@@ -30,13 +31,6 @@ pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     a.contiguous()?.apply_op2(&b.contiguous()?, AddRelu)
 }
 
-fn slice<'a, T: Real>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((lo, hi)) => Ok(&s.as_slice::<T>()?[lo..hi]),
-        None => candle_core::bail!("residual add: expected a contiguous tensor"),
-    }
-}
-
 /// An element-wise map of two equally shaped tensors, written once per float type.
 trait Elementwise2 {
     const WHAT: &'static str;
@@ -50,16 +44,18 @@ fn dispatch<E: Elementwise2>(
     s2: &CpuStorage,
     l2: &Layout,
 ) -> Result<(CpuStorage, Shape)> {
-    let out = match (s1, s2) {
-        (CpuStorage::F32(_), CpuStorage::F32(_)) => {
-            CpuStorage::F32(E::map(slice::<f32>(s1, l1)?, slice::<f32>(s2, l2)?))
-        }
-        (CpuStorage::F64(_), CpuStorage::F64(_)) => {
-            CpuStorage::F64(E::map(slice::<f64>(s1, l1)?, slice::<f64>(s2, l2)?))
-        }
-        _ => candle_core::bail!("{}: both inputs must be f32 or both f64", E::WHAT),
-    };
+    let out = with_real_slices!(E::WHAT, |a = (s1, l1), b = (s2, l2)| storage(E::map(a, b)));
     Ok((out, l1.shape().clone()))
+}
+
+/// `f(a[i], b[i])` for every `i`, in parallel. An indexed collect writes each element
+/// once: no zero-filled buffer first.
+fn zip_map<T: Real>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync + Send) -> Vec<T> {
+    a.par_iter()
+        .zip(b)
+        .with_min_len(MIN_LEN)
+        .map(|(&a, &b)| f(a, b))
+        .collect()
 }
 
 struct AddRelu;
@@ -67,19 +63,14 @@ struct AddRelu;
 impl Elementwise2 for AddRelu {
     const WHAT: &'static str = "residual add";
     fn map<T: Real>(a: &[T], b: &[T]) -> Vec<T> {
-        // An indexed collect writes each element once: no zero-filled buffer first.
-        a.par_iter()
-            .zip(b)
-            .with_min_len(MIN_LEN)
-            .map(|(&a, &b)| {
-                let v = a + b;
-                if v > T::zero() {
-                    v
-                } else {
-                    T::zero()
-                }
-            })
-            .collect()
+        zip_map(a, b, |a, b| {
+            let v = a + b;
+            if v > T::zero() {
+                v
+            } else {
+                T::zero()
+            }
+        })
     }
 }
 
@@ -119,11 +110,7 @@ struct ReluMask;
 impl Elementwise2 for ReluMask {
     const WHAT: &'static str = "residual add backward";
     fn map<T: Real>(y: &[T], g: &[T]) -> Vec<T> {
-        y.par_iter()
-            .zip(g)
-            .with_min_len(MIN_LEN)
-            .map(|(&y, &g)| if y > T::zero() { g } else { T::zero() })
-            .collect()
+        zip_map(y, g, |y, g| if y > T::zero() { g } else { T::zero() })
     }
 }
 

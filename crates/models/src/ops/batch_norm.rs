@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
+use super::cpu::{storage, with_real_slices};
 use super::Real;
 
 /// Per-channel batch mean and biased variance `[C]`, on the input's device, for the
@@ -51,13 +52,7 @@ pub fn batch_norm(
     relu: bool,
 ) -> Result<(Tensor, Option<ChannelStats>)> {
     let (n, c, h, w) = x.dims4()?;
-    if weight.dims() != [c] || bias.dims() != [c] {
-        candle_core::bail!(
-            "batch norm over {c} channels got weight {:?} and bias {:?}",
-            weight.dims(),
-            bias.dims()
-        )
-    }
+    check_affine("batch norm", c, weight, bias)?;
     if matches!(norm, Normalize::Batch) && n * h * w < 2 {
         candle_core::bail!(
             "batch norm in training mode needs more than one value per channel, got input {:?}: use a batch of at least 2",
@@ -91,6 +86,18 @@ pub fn batch_norm(
         _ => None,
     };
     Ok((y, batch_stats))
+}
+
+/// Errors unless `weight` and `bias` hold one value per channel (`what` names the op).
+pub(crate) fn check_affine(what: &str, c: usize, weight: &Tensor, bias: &Tensor) -> Result<()> {
+    if weight.dims() != [c] || bias.dims() != [c] {
+        candle_core::bail!(
+            "{what} over {c} channels got weight {:?} and bias {:?}",
+            weight.dims(),
+            bias.dims()
+        )
+    }
+    Ok(())
 }
 
 fn lock(m: &Mutex<Option<HostStats>>) -> Result<std::sync::MutexGuard<'_, Option<HostStats>>> {
@@ -142,13 +149,6 @@ struct BatchNormOp {
     /// The statistics used: given (eval) or computed by the forward pass (train), kept
     /// for the backward pass and the caller's running-average update.
     stats: Arc<Mutex<Option<HostStats>>>,
-}
-
-fn slice<'a, T: Real>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
-        None => candle_core::bail!("batch norm: expected a contiguous tensor"),
-    }
 }
 
 /// Per-channel mean and biased variance of `x [N,C,HW]`, accumulated in f64 (two
@@ -243,26 +243,18 @@ impl CustomOp3 for BatchNormOp {
         let dims = l1.dims();
         let (n, c, hw) = (dims[0], dims[1], dims[2] * dims[3]);
         let mut stats = lock(&self.stats)?;
-        macro_rules! run {
-            ($t:ty, $variant:ident) => {{
-                let x = slice::<$t>(s1, l1)?;
+        let out = with_real_slices!(
+            "batch norm",
+            |x = (s1, l1), w = (s2, l2), b = (s3, l3)| {
                 if stats.is_none() {
                     *stats = Some(channel_stats(x, n, c, hw));
                 }
                 let st = stats
                     .as_ref()
                     .ok_or_else(|| candle_core::Error::Msg("no statistics".into()))?;
-                let coef = affine(st, slice::<$t>(s2, l2)?, slice::<$t>(s3, l3)?, self.eps);
-                CpuStorage::$variant(forward(x, &coef, c, hw, self.relu))
-            }};
-        }
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => run!(f32, F32),
-            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => run!(f64, F64),
-            _ => {
-                candle_core::bail!("batch norm: input, weight and bias must all be f32 or all f64")
+                storage(forward(x, &affine(st, w, b, self.eps), c, hw, self.relu))
             }
-        };
+        );
         Ok((out, Shape::from(dims)))
     }
 
@@ -287,7 +279,7 @@ impl CustomOp3 for BatchNormOp {
         else {
             candle_core::bail!("batch norm backward: expected CPU tensors")
         };
-        let dims = x.dims();
+        let (dims, x_dev) = (x.dims(), x.device());
         let (n, c, hw) = (dims[0], dims[1], dims[2] * dims[3]);
         let ctx = BackwardCtx {
             stats: &stats,
@@ -298,26 +290,17 @@ impl CustomOp3 for BatchNormOp {
             c,
             hw,
         };
-        macro_rules! run {
-            ($t:ty) => {{
-                let (dx, dw, db) = ctx.run::<$t>(
-                    slice(xs, xl)?,
-                    slice(ws, wl)?,
-                    slice(ys, yl)?,
-                    slice(gs, gl)?,
-                );
+        let (dx, dw, db) = with_real_slices!(
+            "batch norm backward",
+            |x = (xs, xl), w = (ws, wl), y = (ys, yl), g = (gs, gl)| {
+                let (dx, dw, db) = ctx.run(x, w, y, g);
                 (
-                    Tensor::from_vec(dx, dims, x.device())?,
-                    Tensor::from_vec(dw, c, x.device())?,
-                    Tensor::from_vec(db, c, x.device())?,
+                    Tensor::from_vec(dx, dims, x_dev)?,
+                    Tensor::from_vec(dw, c, x_dev)?,
+                    Tensor::from_vec(db, c, x_dev)?,
                 )
-            }};
-        }
-        let (dx, dw, db) = match xs {
-            CpuStorage::F32(_) => run!(f32),
-            CpuStorage::F64(_) => run!(f64),
-            _ => candle_core::bail!("batch norm backward: only f32 and f64 are supported"),
-        };
+            }
+        );
         Ok((Some(dx), Some(dw), Some(db)))
     }
 }

@@ -12,6 +12,7 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::cpu::{storage, with_real_slices};
 use super::Real;
 
 mod taps;
@@ -139,16 +140,16 @@ impl Dims {
     fn is_empty(&self) -> bool {
         self.n * self.c * self.o * self.out_pixels() == 0
     }
+    /// Errors unless `g_dims` is the shape of this convolution's output (its gradient).
+    fn check_output_grad(&self, g_dims: &[usize]) -> Result<()> {
+        if g_dims != [self.n, self.o, self.ho, self.wo] {
+            candle_core::bail!("conv2d backward: gradient {g_dims:?} does not fit {self:?}")
+        }
+        Ok(())
+    }
     /// A 1x1 stride-1 unpadded convolution reads its input as the im2col matrix itself.
     fn is_pointwise(&self, p: ConvParams) -> bool {
         self.k == 1 && p.stride == 1 && p.padding == 0
-    }
-}
-
-fn contiguous_slice<'a, T: Real>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
-        None => candle_core::bail!("conv2d: expected a contiguous tensor"),
     }
 }
 
@@ -249,6 +250,39 @@ fn im2col<T: Real>(img: &[T], d: &Dims, p: ConvParams, cols: &mut [T]) {
         });
 }
 
+/// The im2col matrix `[C·k·k, Ho·Wo]` of one image at a time, in one buffer reused for
+/// every image; a pointwise convolution's image is that matrix already (no buffer).
+struct Columns<T> {
+    buf: Vec<T>,
+    pointwise: bool,
+}
+
+impl<T: Real> Columns<T> {
+    fn new(d: &Dims, p: ConvParams) -> Self {
+        let pointwise = d.is_pointwise(p);
+        Self {
+            // Written whole by im2col before each read.
+            buf: if pointwise {
+                Vec::new()
+            } else {
+                scratch(d.cols_rows() * d.out_pixels())
+            },
+            pointwise,
+        }
+    }
+
+    /// The matrix of image `n` of the batch `x [N,C,H,W]`.
+    fn of_image<'a>(&'a mut self, x: &'a [T], n: usize, d: &Dims, p: ConvParams) -> &'a [T] {
+        let img = &x[n * d.c * d.h * d.w..(n + 1) * d.c * d.h * d.w];
+        if self.pointwise {
+            img
+        } else {
+            im2col(img, d, p, &mut self.buf);
+            &self.buf
+        }
+    }
+}
+
 /// The adjoint of [`im2col`]: adds each column entry back to the pixel it was read from.
 /// Writes every element of `img` (zeroed first); channels in parallel, each summing its
 /// k·k rows in the same order as a sequential loop.
@@ -293,21 +327,11 @@ fn forward<T: Real>(x: &[T], w: &[T], d: &Dims, p: ConvParams) -> Vec<T> {
     if taps::applies(d, p) {
         return taps::forward(x, w, d, p);
     }
-    // Written whole by the gemms (no accumulation) and by im2col.
+    // Written whole by the gemms (no accumulation).
     let mut out = scratch(d.n * d.o * pix);
-    let mut cols = if d.is_pointwise(p) {
-        Vec::new()
-    } else {
-        scratch(kk * pix)
-    };
+    let mut cols = Columns::new(d, p);
     for n in 0..d.n {
-        let img = &x[n * d.c * d.h * d.w..(n + 1) * d.c * d.h * d.w];
-        let rhs: &[T] = if d.is_pointwise(p) {
-            img
-        } else {
-            im2col(img, d, p, &mut cols);
-            &cols
-        };
+        let rhs = cols.of_image(x, n, d, p);
         let dst = &mut out[n * d.o * pix..(n + 1) * d.o * pix];
         matmul(
             (d.o, pix, kk),
@@ -328,28 +352,24 @@ fn forward<T: Real>(x: &[T], w: &[T], d: &Dims, p: ConvParams) -> Vec<T> {
 /// C contiguous values (row stride k·k·C). The per-tap paths multiply by one slice per
 /// gemm, and gemm packs contiguous rows much faster than values k·k apart.
 fn tap_major<T: Real>(w: &[T], c: usize, kk: usize) -> Vec<T> {
-    let mut out = scratch(w.len());
-    out.par_chunks_mut(kk * c)
-        .zip(w.par_chunks(c * kk))
-        .for_each(|(dst, src)| {
-            for (ci, taps) in src.chunks(kk).enumerate() {
-                for (t, &v) in taps.iter().enumerate() {
-                    dst[t * c + ci] = v;
-                }
-            }
-        });
-    out
+    transpose_blocks(w, c, kk)
 }
 
 /// The inverse of [`tap_major`]: `[O, k·k, C]` back to `[O, C, k·k]`.
 fn from_tap_major<T: Real>(wt: &[T], c: usize, kk: usize) -> Vec<T> {
-    let mut out = scratch(wt.len());
-    out.par_chunks_mut(c * kk)
-        .zip(wt.par_chunks(kk * c))
-        .for_each(|(dst, src)| {
-            for (t, row) in src.chunks(c).enumerate() {
-                for (ci, &v) in row.iter().enumerate() {
-                    dst[ci * kk + t] = v;
+    transpose_blocks(wt, kk, c)
+}
+
+/// Each `[rows, cols]` block of `src` (row-major, one after another) transposed to
+/// `[cols, rows]`, blocks in parallel.
+fn transpose_blocks<T: Real>(src: &[T], rows: usize, cols: usize) -> Vec<T> {
+    let mut out = scratch(src.len());
+    out.par_chunks_mut(rows * cols)
+        .zip(src.par_chunks(rows * cols))
+        .for_each(|(dst, block)| {
+            for (r, row) in block.chunks(cols).enumerate() {
+                for (col, &v) in row.iter().enumerate() {
+                    dst[col * rows + r] = v;
                 }
             }
         });
@@ -418,19 +438,9 @@ fn weight_grad<T: Real>(x: &[T], g: &[T], d: &Dims, p: ConvParams) -> Vec<T> {
     // Few output pixels per image: one gemm per image, split over gemm's threads.
     // The first image's gemm writes dw whole (accumulate == false), the others add.
     let mut dw = scratch(d.o * kk);
-    let mut cols = if d.is_pointwise(p) {
-        Vec::new()
-    } else {
-        scratch(kk * pix)
-    };
+    let mut cols = Columns::new(d, p);
     for n in 0..d.n {
-        let img = &x[n * d.c * d.h * d.w..(n + 1) * d.c * d.h * d.w];
-        let colsn: &[T] = if d.is_pointwise(p) {
-            img
-        } else {
-            im2col(img, d, p, &mut cols);
-            &cols
-        };
+        let colsn = cols.of_image(x, n, d, p);
         let gn = &g[n * d.o * pix..(n + 1) * d.o * pix];
         // colsᵀ [pix, kk]: row stride 1, column stride pix.
         matmul(
@@ -448,25 +458,6 @@ fn weight_grad<T: Real>(x: &[T], g: &[T], d: &Dims, p: ConvParams) -> Vec<T> {
     dw
 }
 
-/// Dispatches a kernel on the element type of two CPU storages.
-macro_rules! dispatch {
-    ($name:literal, $s1:expr, $l1:expr, $s2:expr, $l2:expr, |$a:ident, $b:ident| $body:expr) => {
-        match ($s1, $s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                let $a = contiguous_slice::<f32>($s1, $l1)?;
-                let $b = contiguous_slice::<f32>($s2, $l2)?;
-                CpuStorage::F32($body)
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                let $a = contiguous_slice::<f64>($s1, $l1)?;
-                let $b = contiguous_slice::<f64>($s2, $l2)?;
-                CpuStorage::F64($body)
-            }
-            _ => candle_core::bail!(concat!($name, ": only f32 and f64 are supported")),
-        }
-    };
-}
-
 struct Conv2dFwd(ConvParams);
 
 impl CustomOp2 for Conv2dFwd {
@@ -482,7 +473,9 @@ impl CustomOp2 for Conv2dFwd {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let d = Dims::new(l1.dims(), l2.dims(), self.0)?;
-        let out = dispatch!("conv2d", s1, l1, s2, l2, |x, w| forward(x, w, &d, self.0));
+        let out = with_real_slices!("conv2d", |x = (s1, l1), w = (s2, l2)| storage(forward(
+            x, w, &d, self.0
+        )));
         Ok((out, Shape::from((d.n, d.o, d.ho, d.wo))))
     }
 
@@ -528,11 +521,9 @@ impl CustomOp2 for ConvInputGrad {
         let (g_dims, w_dims) = (l1.dims(), l2.dims());
         let (h, w) = self.input_hw;
         let d = Dims::new(&[g_dims[0], w_dims[1], h, w], w_dims, self.p)?;
-        if g_dims != [d.n, d.o, d.ho, d.wo] {
-            candle_core::bail!("conv2d backward: gradient {g_dims:?} does not fit {d:?}")
-        }
-        let out = dispatch!("conv2d backward", s1, l1, s2, l2, |g, w| input_grad(
-            g, w, &d, self.p
+        d.check_output_grad(g_dims)?;
+        let out = with_real_slices!("conv2d backward", |g = (s1, l1), w = (s2, l2)| storage(
+            input_grad(g, w, &d, self.p)
         ));
         Ok((out, Shape::from((d.n, d.c, d.h, d.w))))
     }
@@ -558,11 +549,9 @@ impl CustomOp2 for ConvWeightGrad {
     ) -> Result<(CpuStorage, Shape)> {
         let (x_dims, g_dims) = (l1.dims(), l2.dims());
         let d = Dims::new(x_dims, &[g_dims[1], x_dims[1], self.k, self.k], self.p)?;
-        if g_dims != [d.n, d.o, d.ho, d.wo] {
-            candle_core::bail!("conv2d backward: gradient {g_dims:?} does not fit {d:?}")
-        }
-        let out = dispatch!("conv2d backward", s1, l1, s2, l2, |x, g| weight_grad(
-            x, g, &d, self.p
+        d.check_output_grad(g_dims)?;
+        let out = with_real_slices!("conv2d backward", |x = (s1, l1), g = (s2, l2)| storage(
+            weight_grad(x, g, &d, self.p)
         ));
         Ok((out, Shape::from((d.o, d.c, d.k, d.k))))
     }

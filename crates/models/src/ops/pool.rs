@@ -9,6 +9,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 
+use super::cpu::{storage, with_real_slices};
 use super::Real;
 
 const K: usize = 3;
@@ -126,13 +127,6 @@ fn for_each_argmax<T: Real>(x: &[T], dims: &[usize], mut f: impl FnMut(usize, us
     }
 }
 
-fn slice<'a, T: Real>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
-        None => candle_core::bail!("max-pool: expected a contiguous tensor"),
-    }
-}
-
 fn pool_fwd<T: Real>(x: &[T], dims: &[usize]) -> Vec<T> {
     let n = dims[0] * dims[1] * out_size(dims[2]) * out_size(dims[3]);
     let mut out = vec![T::zero(); n];
@@ -159,11 +153,7 @@ impl CustomOp1 for MaxPool {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let dims = l.dims();
-        let out = match s {
-            CpuStorage::F32(_) => CpuStorage::F32(pool_fwd(slice::<f32>(s, l)?, dims)),
-            CpuStorage::F64(_) => CpuStorage::F64(pool_fwd(slice::<f64>(s, l)?, dims)),
-            _ => candle_core::bail!("max-pool: only f32 and f64 are supported"),
-        };
+        let out = with_real_slices!("max-pool", |x = (s, l)| storage(pool_fwd(x, dims)));
         Ok((out, out_shape(dims)))
     }
 
@@ -194,15 +184,9 @@ impl CustomOp2 for MaxPoolGrad {
                 l2.dims()
             )
         }
-        let out = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                CpuStorage::F32(pool_bwd(slice::<f32>(s1, l1)?, slice::<f32>(s2, l2)?, dims))
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                CpuStorage::F64(pool_bwd(slice::<f64>(s1, l1)?, slice::<f64>(s2, l2)?, dims))
-            }
-            _ => candle_core::bail!("max-pool backward: only f32 and f64 are supported"),
-        };
+        let out = with_real_slices!("max-pool backward", |x = (s1, l1), g = (s2, l2)| {
+            storage(pool_bwd(x, g, dims))
+        });
         Ok((out, Shape::from(dims)))
     }
 }

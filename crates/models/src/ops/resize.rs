@@ -17,22 +17,34 @@ pub fn interpolation_matrix(
 ) -> Result<Tensor> {
     let mut a = vec![0f64; output * input];
     for o in 0..output {
-        let src = if align_corners {
-            if output > 1 {
-                o as f64 * (input as f64 - 1.0) / (output as f64 - 1.0)
-            } else {
-                0.0
-            }
-        } else {
-            ((o as f64 + 0.5) * input as f64 / output as f64 - 0.5).max(0.0)
-        };
-        let i0 = (src.floor() as usize).min(input - 1);
-        let i1 = (i0 + 1).min(input - 1);
-        let lambda = src - i0 as f64;
+        let (i0, i1, lambda) = linear_taps(o, input, output, align_corners);
         a[o * input + i0] += 1.0 - lambda;
         a[o * input + i1] += lambda;
     }
     Tensor::from_vec(a, (output, input), device)?.to_dtype(dtype)
+}
+
+/// PyTorch's linear interpolation at output index `o` of `output` from `input` values:
+/// `(i0, i1, λ)` with out = (1−λ)·in[i0] + λ·in[i1]. One definition for the training
+/// path's matrices and the CPU score-map resizing (`segment::maps`).
+pub(crate) fn linear_taps(
+    o: usize,
+    input: usize,
+    output: usize,
+    align_corners: bool,
+) -> (usize, usize, f64) {
+    let src = if align_corners {
+        if output > 1 {
+            o as f64 * (input as f64 - 1.0) / (output as f64 - 1.0)
+        } else {
+            0.0
+        }
+    } else {
+        ((o as f64 + 0.5) * input as f64 / output as f64 - 0.5).max(0.0)
+    };
+    let i0 = (src.floor() as usize).min(input - 1);
+    let i1 = (i0 + 1).min(input - 1);
+    (i0, i1, src - i0 as f64)
 }
 
 /// Resizes `x [N,C,h,w]` to `[N,C,out_h,out_w]` like

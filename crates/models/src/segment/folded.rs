@@ -16,7 +16,8 @@ use crate::deeplab::DeepLabConfig;
 use crate::deeplabv2::DEEPLABV2_RATES;
 use crate::layers::Conv2dConfig;
 use crate::network::NetworkKind;
-use crate::ops::{conv2d, max_pool_3x3_s2, resize_bilinear, ConvParams};
+use crate::ops::cpu::contiguous;
+use crate::ops::{conv2d, max_pool_3x3_s2, resize_bilinear, ConvParams, Real};
 use crate::resnet::{stage_dilations, Backbone};
 
 /// PyTorch's `nn.BatchNorm2d` default, as [`crate::layers::BatchNorm2d`] uses.
@@ -140,15 +141,7 @@ struct BiasAct {
     relu: bool,
 }
 
-/// The storage slice of a contiguous layout.
-fn slice_of<'a, T>(data: &'a [T], layout: &Layout) -> Result<&'a [T]> {
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("bias_act expects contiguous tensors"),
-    }
-}
-
-fn bias_act_kernel<T: crate::ops::Real>(
+fn bias_act_kernel<T: Real>(
     dst: &mut [T],
     plane: usize,
     bias: &[T],
@@ -187,37 +180,28 @@ impl BiasAct {
                 bias.1.shape().elem_count()
             )
         }
-        match (dst, bias.0, residual.map(|r| r.0)) {
-            (CpuStorage::F32(d), CpuStorage::F32(b), r) => {
-                let r = match (r, residual) {
-                    (Some(CpuStorage::F32(r)), Some((_, l))) => Some(slice_of(r, l)?),
-                    (None, _) => None,
-                    _ => candle_core::bail!("bias_act: mixed dtypes"),
-                };
-                bias_act_kernel(
-                    &mut d[start..end],
-                    h * w,
-                    slice_of(b, bias.1)?,
-                    r,
-                    self.relu,
-                );
-            }
-            (CpuStorage::F64(d), CpuStorage::F64(b), r) => {
-                let r = match (r, residual) {
-                    (Some(CpuStorage::F64(r)), Some((_, l))) => Some(slice_of(r, l)?),
-                    (None, _) => None,
-                    _ => candle_core::bail!("bias_act: mixed dtypes"),
-                };
-                bias_act_kernel(
-                    &mut d[start..end],
-                    h * w,
-                    slice_of(b, bias.1)?,
-                    r,
-                    self.relu,
-                );
-            }
+        let plane = h * w;
+        // The output is borrowed mutably, so it is matched here; the operands are read
+        // with the shared CPU-kernel helpers, which reject a dtype other than the output's.
+        match dst {
+            CpuStorage::F32(d) => self.apply(&mut d[start..end], plane, bias, residual),
+            CpuStorage::F64(d) => self.apply(&mut d[start..end], plane, bias, residual),
             _ => candle_core::bail!("bias_act supports f32 and f64 of one dtype"),
         }
+    }
+
+    fn apply<T: Real>(
+        &self,
+        dst: &mut [T],
+        plane: usize,
+        (bias, bias_l): (&CpuStorage, &Layout),
+        residual: Option<(&CpuStorage, &Layout)>,
+    ) -> Result<()> {
+        let bias = contiguous::<T>("bias_act", bias, bias_l)?;
+        let residual = residual
+            .map(|(r, l)| contiguous::<T>("bias_act", r, l))
+            .transpose()?;
+        bias_act_kernel(dst, plane, bias, residual, self.relu);
         Ok(())
     }
 }

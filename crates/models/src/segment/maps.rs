@@ -5,6 +5,8 @@
 
 use rayon::prelude::*;
 
+use crate::ops::linear_taps;
+
 /// `[planes, h, w]` values in row-major order.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Planes {
@@ -19,18 +21,8 @@ pub(crate) struct Planes {
 pub(crate) fn taps(input: usize, output: usize, align_corners: bool) -> Vec<(usize, usize, f32)> {
     (0..output)
         .map(|o| {
-            let src = if align_corners {
-                if output > 1 {
-                    o as f64 * (input as f64 - 1.0) / (output as f64 - 1.0)
-                } else {
-                    0.0
-                }
-            } else {
-                ((o as f64 + 0.5) * input as f64 / output as f64 - 0.5).max(0.0)
-            };
-            let i0 = (src.floor() as usize).min(input - 1);
-            let i1 = (i0 + 1).min(input - 1);
-            (i0, i1, (src - i0 as f64) as f32)
+            let (i0, i1, lambda) = linear_taps(o, input, output, align_corners);
+            (i0, i1, lambda as f32)
         })
         .collect()
 }
@@ -57,14 +49,8 @@ impl Planes {
         out.par_chunks_mut(oh * ow)
             .zip(self.data.par_chunks(h * w))
             .for_each(|(dst, src)| {
-                for (oy, &(y0, y1, ly)) in ty.iter().enumerate() {
-                    let (r0, r1) = (&src[y0 * w..(y0 + 1) * w], &src[y1 * w..(y1 + 1) * w]);
-                    let row = &mut dst[oy * ow..(oy + 1) * ow];
-                    for (v, &(x0, x1, lx)) in row.iter_mut().zip(&tx) {
-                        let top = r0[x0] + lx * (r0[x1] - r0[x0]);
-                        let bottom = r1[x0] + lx * (r1[x1] - r1[x0]);
-                        *v = top + ly * (bottom - top);
-                    }
+                for (row, &y_taps) in dst.chunks_mut(ow).zip(&ty) {
+                    resize_row(src, w, y_taps, &tx, row);
                 }
             });
         Planes::new(out, self.planes, oh, ow)
@@ -94,15 +80,7 @@ impl Planes {
                 for c in 0..classes {
                     max = max.max(img[c * hw + p]);
                 }
-                let mut sum = 0f32;
-                for c in 0..classes {
-                    let e = (img[c * hw + p] - max).exp();
-                    img[c * hw + p] = e;
-                    sum += e;
-                }
-                for c in 0..classes {
-                    img[c * hw + p] /= sum;
-                }
+                exp_normalize(img, p, hw, classes, max);
             }
         });
     }
@@ -127,6 +105,37 @@ impl Planes {
     /// Multiplies every value by `s`.
     pub fn scale(&mut self, s: f32) {
         self.data.par_iter_mut().for_each(|v| *v *= s);
+    }
+}
+
+/// Output row `out` of a bilinear resize of `plane` (rows of `w`): input rows `y0` and
+/// `y1` blended by `ly`, each column by its taps in `tx`.
+fn resize_row(
+    plane: &[f32],
+    w: usize,
+    (y0, y1, ly): (usize, usize, f32),
+    tx: &[(usize, usize, f32)],
+    out: &mut [f32],
+) {
+    let (r0, r1) = (&plane[y0 * w..(y0 + 1) * w], &plane[y1 * w..(y1 + 1) * w]);
+    for (v, &(x0, x1, lx)) in out.iter_mut().zip(tx) {
+        let top = r0[x0] + lx * (r0[x1] - r0[x0]);
+        let bottom = r1[x0] + lx * (r1[x1] - r1[x0]);
+        *v = top + ly * (bottom - top);
+    }
+}
+
+/// The softmax of the `classes` values at `at`, `at + stride`, …, in place, given their
+/// maximum (both softmax paths find it their own way: `finish` with its argmax).
+fn exp_normalize(values: &mut [f32], at: usize, stride: usize, classes: usize, max: f32) {
+    let mut sum = 0f32;
+    for c in 0..classes {
+        let e = (values[c * stride + at] - max).exp();
+        values[c * stride + at] = e;
+        sum += e;
+    }
+    for c in 0..classes {
+        values[c * stride + at] /= sum;
     }
 }
 
@@ -171,16 +180,10 @@ pub(crate) fn finish(
         let results: Vec<RowResult> = band
             .par_iter()
             .map(|&(b, oy)| {
-                let (y0, y1, ly) = ty[oy];
                 let mut row = vec![0f32; classes * ow];
-                for c in 0..classes {
+                for (c, class_row) in row.chunks_mut(ow).enumerate() {
                     let plane = &scores.data[(b * classes + c) * hw..(b * classes + c + 1) * hw];
-                    let (r0, r1) = (&plane[y0 * w..(y0 + 1) * w], &plane[y1 * w..(y1 + 1) * w]);
-                    for (ox, &(x0, x1, lx)) in tx.iter().enumerate() {
-                        let top = r0[x0] + lx * (r0[x1] - r0[x0]);
-                        let bottom = r1[x0] + lx * (r1[x1] - r1[x0]);
-                        row[c * ow + ox] = top + ly * (bottom - top);
-                    }
+                    resize_row(plane, w, ty[oy], &tx, class_row);
                 }
                 let mut lab = vec![0u32; ow];
                 let mut conf = vec![0f32; ow];
@@ -195,15 +198,7 @@ pub(crate) fn finish(
                         }
                     }
                     if logits {
-                        let mut sum = 0f32;
-                        for c in 0..classes {
-                            let e = (row[c * ow + ox] - max).exp();
-                            row[c * ow + ox] = e;
-                            sum += e;
-                        }
-                        for c in 0..classes {
-                            row[c * ow + ox] /= sum;
-                        }
+                        exp_normalize(&mut row, ox, ow, classes, max);
                     }
                     lab[ox] = best as u32;
                     conf[ox] = row[best * ow + ox];

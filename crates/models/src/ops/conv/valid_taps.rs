@@ -138,105 +138,129 @@ fn scatter_add<T: Real>(
 }
 
 pub(super) fn forward<T: Real>(x: &[T], w: &[T], d: &Dims, p: ConvParams) -> Vec<T> {
-    let (kk, pix, plane) = (d.k * d.k, d.out_pixels(), d.h * d.w);
-    let rects = rects(d, p);
-    let most = rects.iter().map(Rect::len).max().unwrap_or(0);
-    let wt = tap_major(w, d.c, kk);
-    let mut out = vec![T::zero(); d.n * d.o * pix];
-    let (mut xs, mut ys) = (scratch(d.c * most), scratch(d.o * most));
-    for n in 0..d.n {
-        let img = &x[n * d.c * plane..(n + 1) * d.c * plane];
-        let outn = &mut out[n * d.o * pix..(n + 1) * d.o * pix];
-        for rect in &rects {
-            let len = rect.len();
-            gather(
-                img,
-                plane,
-                rect,
-                |r| rect.input_row(d, r),
-                &mut xs[..d.c * len],
-            );
-            // W[:, :, tap] [O, C]: rows of C in the tap-major copy, row stride k·k·C.
-            matmul(
-                (d.o, len, d.c),
-                &mut ys,
-                (len, 1),
-                false,
-                &wt[rect.t * d.c..],
-                (kk * d.c, 1),
-                &xs,
-                (len, 1),
-                parallelism(),
-            );
-            scatter_add(&ys[..d.o * len], rect, |r| rect.output_row(d, r), outn, pix);
-        }
-    }
-    out
+    // W[:, :, tap] [O, C]: rows of C in the tap-major copy, row stride k·k·C.
+    let w_strides = (d.k * d.k * d.c, 1);
+    tap_products(x, input_side(d), output_side(d), w, w_strides, d, p)
 }
 
 pub(super) fn input_grad<T: Real>(g: &[T], w: &[T], d: &Dims, p: ConvParams) -> Vec<T> {
-    let (kk, pix, plane) = (d.k * d.k, d.out_pixels(), d.h * d.w);
+    // W[:, :, tap]ᵀ [C, O]: row stride 1, column stride k·k·C in the tap-major copy.
+    let w_strides = (1, d.k * d.k * d.c);
+    tap_products(g, output_side(d), input_side(d), w, w_strides, d, p)
+}
+
+/// One side of a convolution as the per-tap products see it: `channels` planes of
+/// `plane` values per image, a tap rectangle's `r`-th row starting at `row(rect, r)`.
+struct Side<R> {
+    channels: usize,
+    plane: usize,
+    row: R,
+}
+
+impl<R: Fn(&Rect, usize) -> usize + Sync> Side<R> {
+    /// `dst [channels, |R|]` = the rectangle of each plane of one image `src`.
+    fn gather<T: Real>(&self, src: &[T], rect: &Rect, dst: &mut [T]) {
+        let len = self.channels * rect.len();
+        gather(
+            src,
+            self.plane,
+            rect,
+            |r| (self.row)(rect, r),
+            &mut dst[..len],
+        );
+    }
+    /// Adds `src [channels, |R|]` into the rectangle of each plane of one image `dst`.
+    fn scatter_add<T: Real>(&self, src: &[T], rect: &Rect, dst: &mut [T]) {
+        let len = self.channels * rect.len();
+        scatter_add(&src[..len], rect, |r| (self.row)(rect, r), dst, self.plane);
+    }
+    /// One image's values.
+    fn image_len(&self) -> usize {
+        self.channels * self.plane
+    }
+}
+
+/// The input (or its gradient): C planes of H·W.
+fn input_side(d: &Dims) -> Side<impl Fn(&Rect, usize) -> usize + Sync + '_> {
+    Side {
+        channels: d.c,
+        plane: d.h * d.w,
+        row: move |rect: &Rect, r| rect.input_row(d, r),
+    }
+}
+
+/// The output (or its gradient): O planes of Ho·Wo.
+fn output_side(d: &Dims) -> Side<impl Fn(&Rect, usize) -> usize + Sync + '_> {
+    Side {
+        channels: d.o,
+        plane: d.out_pixels(),
+        row: move |rect: &Rect, r| rect.output_row(d, r),
+    }
+}
+
+/// `dst = Σ_tap scatter(W_tap · gather(src))` per image, `W_tap` being the tap's weight
+/// slice read through `w_strides`. The forward (input to output, `W[:, :, tap]`) and the
+/// input gradient (output gradient to input, its transpose) are this one loop with the
+/// sides swapped: the input gradient is the forward's adjoint.
+fn tap_products<T: Real, RS, RD>(
+    src: &[T],
+    from: Side<RS>,
+    to: Side<RD>,
+    w: &[T],
+    w_strides: (usize, usize),
+    d: &Dims,
+    p: ConvParams,
+) -> Vec<T>
+where
+    RS: Fn(&Rect, usize) -> usize + Sync,
+    RD: Fn(&Rect, usize) -> usize + Sync,
+{
+    let kk = d.k * d.k;
     let rects = rects(d, p);
     let most = rects.iter().map(Rect::len).max().unwrap_or(0);
     let wt = tap_major(w, d.c, kk);
-    let mut dx = vec![T::zero(); d.n * d.c * plane];
-    let (mut gs, mut xs) = (scratch(d.o * most), scratch(d.c * most));
+    let (src_len, dst_len) = (from.image_len(), to.image_len());
+    let mut dst = vec![T::zero(); d.n * dst_len];
+    let (mut gathered, mut product) = (scratch(from.channels * most), scratch(to.channels * most));
     for n in 0..d.n {
-        let gn = &g[n * d.o * pix..(n + 1) * d.o * pix];
-        let dxn = &mut dx[n * d.c * plane..(n + 1) * d.c * plane];
+        let srcn = &src[n * src_len..(n + 1) * src_len];
+        let dstn = &mut dst[n * dst_len..(n + 1) * dst_len];
         for rect in &rects {
             let len = rect.len();
-            gather(
-                gn,
-                pix,
-                rect,
-                |r| rect.output_row(d, r),
-                &mut gs[..d.o * len],
-            );
-            // W[:, :, tap]ᵀ [C, O]: row stride 1, column stride k·k·C in the tap-major copy.
+            from.gather(srcn, rect, &mut gathered);
             matmul(
-                (d.c, len, d.o),
-                &mut xs,
+                (to.channels, len, from.channels),
+                &mut product,
                 (len, 1),
                 false,
                 &wt[rect.t * d.c..],
-                (1, kk * d.c),
-                &gs,
+                w_strides,
+                &gathered,
                 (len, 1),
                 parallelism(),
             );
-            scatter_add(&xs[..d.c * len], rect, |r| rect.input_row(d, r), dxn, plane);
+            to.scatter_add(&product, rect, dstn);
         }
     }
-    dx
+    dst
 }
 
 pub(super) fn weight_grad<T: Real>(x: &[T], g: &[T], d: &Dims, p: ConvParams) -> Vec<T> {
-    let (kk, pix, plane) = (d.k * d.k, d.out_pixels(), d.h * d.w);
+    let kk = d.k * d.k;
+    let (input, output) = (input_side(d), output_side(d));
     let rects = rects(d, p);
     let most = rects.iter().map(Rect::len).max().unwrap_or(0);
     // Tap-major `[O, k·k, C]`; taps that never read the image keep a zero gradient.
     let mut dwt = vec![T::zero(); d.o * kk * d.c];
     let (mut gs, mut xs) = (scratch(d.o * most), scratch(d.c * most));
+    let (img_len, out_len) = (input.image_len(), output.image_len());
     for n in 0..d.n {
-        let img = &x[n * d.c * plane..(n + 1) * d.c * plane];
-        let gn = &g[n * d.o * pix..(n + 1) * d.o * pix];
+        let img = &x[n * img_len..(n + 1) * img_len];
+        let gn = &g[n * out_len..(n + 1) * out_len];
         for rect in &rects {
             let len = rect.len();
-            gather(
-                img,
-                plane,
-                rect,
-                |r| rect.input_row(d, r),
-                &mut xs[..d.c * len],
-            );
-            gather(
-                gn,
-                pix,
-                rect,
-                |r| rect.output_row(d, r),
-                &mut gs[..d.o * len],
-            );
+            input.gather(img, rect, &mut xs);
+            output.gather(gn, rect, &mut gs);
             // dW[:, :, tap] [O, C] += gs [O, |R|] · xsᵀ [|R|, C].
             matmul(
                 (d.o, d.c, len),
