@@ -124,6 +124,7 @@
 // `transforms` (the individual augmentation steps), `color` (pixel kernels), `io` (file
 // decoding) and `rng` are namespaces of their own, with nothing of theirs at the root.
 mod augment;
+mod catalog;
 pub mod color;
 mod dataset;
 pub mod datasets;
@@ -136,7 +137,6 @@ mod partial;
 mod resize;
 pub mod rng;
 mod split;
-mod synthetic;
 mod unlabelled;
 
 /// The individual steps of the labelled transform ([`AugConfig`], run by the [`Loader`])
@@ -149,9 +149,10 @@ pub mod transforms {
 }
 
 pub use augment::{colorize, image_to_tensor, AugConfig, Photometric, IMAGENET_MEAN, IMAGENET_STD};
-pub use dataset::{open, Sample, SegDataset, Subset};
+pub use catalog::open;
+pub use dataset::{Sample, SegDataset, Subset};
 pub use error::{DataError, Result};
-pub use kind::{DatasetDefaults, DatasetKind, IGNORE};
+pub use kind::{DatasetDefaults, DatasetKind, KindInfo, IGNORE};
 pub use loader::{Batch, Loader, PartialLabels, TrainLoaderConfig, ValLoaderConfig};
 pub use mix::{unsup_transform, HostBatch, MixMode, UnsupAugConfig, UnsupBatch};
 pub use partial::{partial_label, Partial};
