@@ -104,7 +104,8 @@ impl LabelMap {
             }
             LabelValues::MinusOne => {
                 class[0] = Some(IGNORE);
-                for (v, c) in class.iter_mut().enumerate().skip(1).take(n) {
+                // Raw 255 stays ignore, so at most 254 classes.
+                for (v, c) in class.iter_mut().enumerate().skip(1).take(n.min(254)) {
                     *c = Some(v as u8 - 1);
                 }
                 format!("0 (unlabelled), 1..={n} or 255")
