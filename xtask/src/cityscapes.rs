@@ -119,16 +119,9 @@ pub fn fetch_with_login_url(
     creds: &Credentials,
     login_url: &str,
 ) -> Result<()> {
-    if opts.is_ready() {
-        println!(
-            "{} is already prepared ({} exists); delete that file to prepare it again",
-            opts.root.display(),
-            opts.ready_marker().display()
-        );
+    if !opts.begin()? {
         return Ok(());
     }
-    std::fs::create_dir_all(&opts.root)
-        .with_context(|| format!("cannot create {}", opts.root.display()))?;
     let downloads = opts.downloads();
     let archives: [&Archive; 2] = [&CITYSCAPES_GTFINE, &CITYSCAPES_LEFTIMG8BIT];
     let official = archives

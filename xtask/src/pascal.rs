@@ -84,16 +84,9 @@ fn find_dir(base: &Path, rel: &str, archive: &str) -> Result<PathBuf> {
 }
 
 pub fn fetch(opts: &DatasetOptions, downloader: &Downloader) -> Result<()> {
-    if opts.is_ready() {
-        println!(
-            "{} is already prepared ({} exists); delete that file to prepare it again",
-            opts.root.display(),
-            opts.ready_marker().display()
-        );
+    if !opts.begin()? {
         return Ok(());
     }
-    std::fs::create_dir_all(&opts.root)
-        .with_context(|| format!("cannot create {}", opts.root.display()))?;
 
     // 1. Both archives, verified, before anything is extracted.
     let downloads = opts.downloads();

@@ -32,6 +32,22 @@ impl DatasetOptions {
         self.ready_marker().is_file()
     }
 
+    /// The first step of every preparation: `false` (and a line saying why) when the
+    /// folder is already prepared, so a rerun does nothing; otherwise creates the root.
+    pub fn begin(&self) -> Result<bool> {
+        if self.is_ready() {
+            println!(
+                "{} is already prepared ({} exists); delete that file to prepare it again",
+                self.root.display(),
+                self.ready_marker().display()
+            );
+            return Ok(false);
+        }
+        std::fs::create_dir_all(&self.root)
+            .with_context(|| format!("cannot create {}", self.root.display()))?;
+        Ok(true)
+    }
+
     /// Writes `.ready` (last step of a successful preparation) and removes the staging folder.
     pub fn mark_ready(&self, summary: &str) -> Result<()> {
         reco_util::fs::write_atomic(&self.ready_marker(), summary.as_bytes())?;

@@ -103,16 +103,9 @@ fn pair(
 }
 
 pub fn fetch(opts: &DatasetOptions, downloader: &Downloader) -> Result<()> {
-    if opts.is_ready() {
-        println!(
-            "{} is already prepared ({} exists); delete that file to prepare it again",
-            opts.root.display(),
-            opts.ready_marker().display()
-        );
+    if !opts.begin()? {
         return Ok(());
     }
-    std::fs::create_dir_all(&opts.root)
-        .with_context(|| format!("cannot create {}", opts.root.display()))?;
     let downloads = opts.downloads();
     let train_tgz = obtain(&SUN_TRAIN_IMAGES, &opts.sources, &downloads, downloader)?;
     let test_tgz = obtain(&SUN_TEST_IMAGES, &opts.sources, &downloads, downloader)?;

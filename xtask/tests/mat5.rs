@@ -2,16 +2,8 @@
 //! shaped like SBD's `cls/*.mat`: struct `GTcls` with `Boundaries` (cell of sparse),
 //! `Segmentation` (uint8 HxW) and `CategoriesPresent`. See fixtures/README.md.
 
-use std::path::Path;
-
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(name),
-    )
-    .unwrap()
-}
+mod common;
+use common::fixture;
 
 #[test]
 fn segmentation_matches_numpy() {

@@ -59,15 +59,6 @@ fn voc_tar() -> Vec<u8> {
     tar_bytes(&e)
 }
 
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(name),
-    )
-    .unwrap()
-}
-
 fn sbd_tgz() -> Vec<u8> {
     let root = "benchmark_RELEASE/dataset";
     tgz_bytes(&[

@@ -71,6 +71,18 @@ fn main() {
     let (ch, cw) = cfg.crop_size;
     let mut img_out = vec![0f32; 3 * ch * cw];
     let mut lab_out = vec![0i64; ch * cw];
+    // The labelled transform of sample `k` in run `r` (both timed loops run it).
+    let mut augment = |s: &Sample, r: usize, k: usize| {
+        let mut rng = rng_for(&[r as u64, k as u64]);
+        augment_sample(
+            &s.image,
+            &s.label,
+            &cfg,
+            &mut rng,
+            &mut img_out,
+            &mut lab_out,
+        );
+    };
 
     let mut decode = Vec::new();
     let mut dec_aug = Vec::new();
@@ -82,30 +94,13 @@ fn main() {
 
         let t = Instant::now();
         for (k, s) in samples.iter().enumerate() {
-            let mut rng = rng_for(&[r as u64, k as u64]);
-            augment_sample(
-                &s.image,
-                &s.label,
-                &cfg,
-                &mut rng,
-                &mut img_out,
-                &mut lab_out,
-            );
+            augment(s, r, k);
         }
         aug_only.push(N as f64 / t.elapsed().as_secs_f64());
 
         let t = Instant::now();
         for (k, id) in ids.iter().enumerate() {
-            let s = ds.load(id).unwrap();
-            let mut rng = rng_for(&[r as u64, k as u64]);
-            augment_sample(
-                &s.image,
-                &s.label,
-                &cfg,
-                &mut rng,
-                &mut img_out,
-                &mut lab_out,
-            );
+            augment(&ds.load(id).unwrap(), r, k);
         }
         dec_aug.push(N as f64 / t.elapsed().as_secs_f64());
     }

@@ -43,9 +43,14 @@
 //!   sampler minimum, default root), [`DatasetKind::class_names`] and
 //!   [`DatasetKind::palette`] (colours for prediction images).
 //! - [`SegDataset`] (`ids(Subset)`, `load(id) -> Sample { image: RgbImage, label:
-//!   GrayImage }` with 255 = ignore) and [`open`]. The readers are in [`datasets`]:
-//!   [`datasets::PascalVoc`], [`datasets::Cityscapes`], [`datasets::SunRgbd`],
-//!   [`datasets::Synthetic`].
+//!   GrayImage }` with 255 = ignore) and [`open`]. The readers are in [`datasets`]: the
+//!   file datasets [`datasets::PascalVoc`], [`datasets::Cityscapes`],
+//!   [`datasets::SunRgbd`] and [`datasets::FolderDataset`] are one reader,
+//!   [`datasets::FileDataset`], each with a [`datasets::Description`] (ids from list
+//!   files or a tree walk, where an id's image and label are, how raw label values map
+//!   to classes, an optional fixed size, class names and colours); the synthetic
+//!   dataset ([`datasets::Synthetic`]) has its own generator. Adding a dataset is one
+//!   short file: see "Adding a dataset" in docs/design.md.
 //! - [`Split`]: `sample`, `save`, `load`, `class_counts`; [`Partial`] labels (p0/p1/p5/p25).
 //! - [`AugConfig`] (the labelled transform), [`Loader`] with [`TrainLoaderConfig`] /
 //!   [`ValLoaderConfig`] producing [`Batch`].
@@ -119,11 +124,15 @@
 //! rescale, pad to the evaluation size. Decoding uses the `image` (and `png`) crates,
 //! resizing `fast_image_resize` (Pillow's convolution scheme, SIMD).
 
+// Layers, bottom up (no module imports one above it): `kind` (the enum), `dataset`
+// (the trait), `datasets` (descriptions, the reader, one file a dataset), `catalog`
+// (the kind -> defaults table and `open`), then the loader and transforms.
 // One public path per item: what the trainer and most programs need is re-exported at
 // the root (the modules holding it are private); `datasets` (the concrete readers),
 // `transforms` (the individual augmentation steps), `color` (pixel kernels), `io` (file
 // decoding) and `rng` are namespaces of their own, with nothing of theirs at the root.
 mod augment;
+mod catalog;
 pub mod color;
 mod dataset;
 pub mod datasets;
@@ -136,7 +145,6 @@ mod partial;
 mod resize;
 pub mod rng;
 mod split;
-mod synthetic;
 mod unlabelled;
 
 /// The individual steps of the labelled transform ([`AugConfig`], run by the [`Loader`])
@@ -149,9 +157,10 @@ pub mod transforms {
 }
 
 pub use augment::{colorize, image_to_tensor, AugConfig, Photometric, IMAGENET_MEAN, IMAGENET_STD};
-pub use dataset::{open, Sample, SegDataset, Subset};
+pub use catalog::open;
+pub use dataset::{Sample, SegDataset, Subset};
 pub use error::{DataError, Result};
-pub use kind::{DatasetDefaults, DatasetKind, IGNORE};
+pub use kind::{DatasetDefaults, DatasetKind, KindInfo, IGNORE};
 pub use loader::{Batch, Loader, PartialLabels, TrainLoaderConfig, ValLoaderConfig};
 pub use mix::{unsup_transform, HostBatch, MixMode, UnsupAugConfig, UnsupBatch};
 pub use partial::{partial_label, Partial};

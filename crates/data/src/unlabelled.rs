@@ -343,6 +343,19 @@ impl SegDataset for UnlabelledFolder {
     fn num_classes(&self) -> usize {
         0
     }
+    fn class_names(&self) -> Vec<String> {
+        Vec::new()
+    }
+    fn palette(&self) -> Vec<[u8; 3]> {
+        Vec::new()
+    }
+    /// The folder kind's (an unlabelled source is never class-sampled or evaluated).
+    fn min_classes(&self) -> usize {
+        DatasetKind::Folder.defaults().min_classes
+    }
+    fn eval_size(&self) -> (usize, usize) {
+        DatasetKind::Folder.defaults().eval_size
+    }
 }
 
 impl Loader {

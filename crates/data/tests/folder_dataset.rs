@@ -5,39 +5,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use image::{Rgb, RgbImage};
 use reco_data::datasets::*;
 use reco_data::*;
 
-fn write_rgb(path: &Path, w: u32, h: u32, seed: u32) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    RgbImage::from_fn(w, h, |x, y| {
-        Rgb([
-            (x * 9 + seed) as u8,
-            (y * 7 + seed) as u8,
-            ((x + y) * 3) as u8,
-        ])
-    })
-    .save(path)
-    .unwrap();
-}
-
-/// A palette PNG: pixel values are palette indices (= class ids).
-fn write_palette_label(path: &Path, w: u32, h: u32, f: impl Fn(u32, u32) -> u8) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let file = std::fs::File::create(path).unwrap();
-    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), w, h);
-    enc.set_color(png::ColorType::Indexed);
-    enc.set_depth(png::BitDepth::Eight);
-    let palette: Vec<u8> = (0..=255u8).flat_map(|i| [i, 255 - i, i / 2]).collect();
-    enc.set_palette(palette);
-    let mut wr = enc.write_header().unwrap();
-    let data: Vec<u8> = (0..h)
-        .flat_map(|y| (0..w).map(move |x| (x, y)))
-        .map(|(x, y)| f(x, y))
-        .collect();
-    wr.write_image_data(&data).unwrap();
-}
+mod common;
+use common::*;
 
 const CLASSES: &str = "background 10 20 30\nred car\ntree 0 200 0\n\n";
 
@@ -67,13 +39,6 @@ fn make_folder(root: &Path) -> Vec<String> {
             id
         })
         .collect()
-}
-
-fn err_text<T>(r: Result<T>) -> String {
-    match r {
-        Ok(_) => panic!("expected an error"),
-        Err(e) => e.to_string(),
-    }
 }
 
 #[test]

@@ -3,46 +3,17 @@
 
 use std::path::Path;
 
-use image::{GrayImage, Rgb, RgbImage};
+use image::{Rgb, RgbImage};
 use reco_data::*;
 
-fn write_jpg(path: &Path, w: u32, h: u32, seed: u32) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let img = RgbImage::from_fn(w, h, |x, y| {
-        Rgb([(x * 9 + seed) as u8, (y * 7) as u8, ((x + y) * 3) as u8])
-    });
-    img.save(path).unwrap();
-}
+mod common;
+use common::*;
 
 fn write_png_rgb(path: &Path, w: u32, h: u32) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     RgbImage::from_fn(w, h, |x, y| Rgb([x as u8, y as u8, 0]))
         .save(path)
         .unwrap();
-}
-
-fn write_label(path: &Path, w: u32, h: u32, f: impl Fn(u32, u32) -> u8) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    GrayImage::from_fn(w, h, |x, y| image::Luma([f(x, y)]))
-        .save(path)
-        .unwrap();
-}
-
-/// A palette PNG (VOC2012 SegmentationClass style): pixel values are palette indices.
-fn write_palette_label(path: &Path, w: u32, h: u32, f: impl Fn(u32, u32) -> u8) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let file = std::fs::File::create(path).unwrap();
-    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), w, h);
-    enc.set_color(png::ColorType::Indexed);
-    enc.set_depth(png::BitDepth::Eight);
-    let palette: Vec<u8> = (0..=255u8).flat_map(|i| [i, 255 - i, i / 2]).collect();
-    enc.set_palette(palette);
-    let mut wr = enc.write_header().unwrap();
-    let data: Vec<u8> = (0..h)
-        .flat_map(|y| (0..w).map(move |x| (x, y)))
-        .map(|(x, y)| f(x, y))
-        .collect();
-    wr.write_image_data(&data).unwrap();
 }
 
 /// VOC-shaped folder: 6 train ids, 2 val ids, 24x20 images; id i has classes
@@ -53,7 +24,7 @@ fn make_voc(root: &Path) -> Vec<String> {
     std::fs::write(root.join("val.txt"), ids[6..].join("\n")).unwrap();
     for (i, id) in ids.iter().enumerate() {
         let i = i as u8;
-        write_jpg(&root.join(format!("JPEGImages/{id}.jpg")), 24, 20, i as u32);
+        write_rgb(&root.join(format!("JPEGImages/{id}.jpg")), 24, 20, i as u32);
         write_label(
             &root.join(format!("SegmentationClassAug/{id}.png")),
             24,
@@ -104,7 +75,7 @@ fn make_sun(root: &Path) {
     std::fs::write(root.join("train.txt"), train.join("\n")).unwrap();
     std::fs::write(root.join("val.txt"), val.join("\n")).unwrap();
     for (i, id) in train.iter().chain(&val).enumerate() {
-        write_jpg(&root.join(format!("images/{id}.jpg")), 20, 15, i as u32);
+        write_rgb(&root.join(format!("images/{id}.jpg")), 20, 15, i as u32);
         write_label(&root.join(format!("labels/{id}.png")), 20, 15, |x, _| {
             if x < 5 {
                 0
@@ -205,13 +176,6 @@ fn sun_maps_zero_to_ignore_and_shifts_classes() {
 }
 
 // ---- bad input: an error naming the file and the problem, never a panic ----
-
-fn err_text<T>(r: Result<T>) -> String {
-    match r {
-        Ok(_) => panic!("expected an error"),
-        Err(e) => e.to_string(),
-    }
-}
 
 #[test]
 fn missing_image_is_reported() {

@@ -7,6 +7,9 @@ use reco_data::datasets::{Synthetic, SyntheticConfig};
 use reco_data::transforms::{cutout_box, mix, rescale_crop};
 use reco_data::*;
 
+mod common;
+use common::*;
+
 fn synthetic(train: usize, val: usize) -> Arc<dyn SegDataset> {
     Arc::new(
         Synthetic::new(SyntheticConfig {
@@ -62,13 +65,7 @@ fn same_seed_same_batches_whatever_the_thread_count() {
     let c = run(2, 6);
     for (x, y) in a.iter().zip(&b) {
         assert_eq!(x.ids, y.ids);
-        let d = (&x.images - &y.images)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap();
-        assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0);
+        assert_same_images(&x.images, &y.images);
         let xl = x.labels.flatten_all().unwrap().to_vec1::<i64>().unwrap();
         let yl = y.labels.flatten_all().unwrap().to_vec1::<i64>().unwrap();
         assert_eq!(xl, yl);
@@ -92,13 +89,7 @@ fn a_resumed_loader_continues_with_the_same_batches() {
     let resumed = take(&mut Loader::train(ds, ids, cfg).unwrap(), 2);
     for (a, b) in full[3..].iter().zip(&resumed) {
         assert_eq!(a.ids, b.ids);
-        let d = (&a.images - &b.images)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap();
-        assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0);
+        assert_same_images(&a.images, &b.images);
     }
 }
 

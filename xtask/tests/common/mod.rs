@@ -202,6 +202,16 @@ fn handle(
     out.write_all(slice)
 }
 
+/// A file of `tests/fixtures` (see its README.md).
+pub fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name),
+    )
+    .unwrap()
+}
+
 // ---------------------------------------------------------------------------------------
 // Archive builders
 // ---------------------------------------------------------------------------------------

@@ -16,15 +16,15 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use image::GrayImage;
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::dataset::{Sample, SegDataset, Subset};
+use super::description::{LabelMap, LabelValues, Place};
+use super::reader::{FileDataset, Images, Reader};
 use crate::error::{DataError, Result};
-use crate::io::{check_same_size, map_label, read_id_list, read_label_png, read_rgb};
-use crate::kind::{DatasetKind, IGNORE};
+use crate::io::read_id_list;
+use crate::kind::{DatasetDefaults, DatasetKind, KindInfo, IGNORE};
 
 const HINT: &str = "A labelled folder holds images/<id>.jpg|png, labels/<id>.png (class ids, \
                     255 = ignore) and classes.txt (one class name per line, optionally \
@@ -74,18 +74,29 @@ pub enum FolderSplit {
     },
 }
 
-/// A labelled folder (see the module docs for the layout).
-pub struct FolderDataset {
-    root: PathBuf,
-    classes: Vec<String>,
-    palette: Vec<[u8; 3]>,
-    /// id -> image file.
-    images: HashMap<String, PathBuf>,
-    train: Vec<String>,
-    val: Vec<String>,
-    split: FolderSplit,
-    eval_size: (usize, usize),
-}
+/// A labelled folder (see the module docs for the layout): the one file reader, with
+/// where its ids came from.
+pub type FolderDataset = FileDataset<FolderSplit>;
+
+/// Where a folder's labels are (its images are found by scanning `images/`).
+const LABELS: &[Place] = &[Place::new("labels", ".png")];
+
+/// The Pascal training settings, as placeholders: the classes and evaluation size are the
+/// opened folder's ([`crate::SegDataset::num_classes`], [`crate::SegDataset::eval_size`]).
+pub(crate) const INFO: KindInfo = KindInfo {
+    defaults: DatasetDefaults {
+        num_classes: 0,
+        crop_size: (321, 321),
+        scale_range: (0.5, 1.5),
+        batch_size: 10,
+        eval_size: (513, 513),
+        // Background plus one object: the usual content of a photo of one's own.
+        min_classes: 2,
+        default_root: "",
+    },
+    class_names: &[],
+    palette: &[],
+};
 
 /// The colour of class `c` when `classes.txt` gives none: the Pascal VOC colour map
 /// (bit-interleaved class id), which is the Pascal palette for the first 21 classes.
@@ -230,7 +241,7 @@ fn scan_images(dir: &Path) -> Result<HashMap<String, PathBuf>> {
     Ok(images)
 }
 
-impl FolderDataset {
+impl FileDataset<FolderSplit> {
     /// Opens `cfg.root`: reads the class list and the lists of ids, checks that every id
     /// has an image and a label file, and reads the validation images' sizes (headers
     /// only). Label values and sizes are checked when a label is read.
@@ -248,7 +259,7 @@ impl FolderDataset {
         }
         let (classes, palette) = read_classes(&root.join("classes.txt"))?;
         let images = scan_images(&root.join("images"))?;
-        let label_path = |id: &str| root.join("labels").join(format!("{id}.png"));
+        let label_path = |id: &str| LABELS[0].path(&root, id);
 
         let list = |name: &str, what: &str| -> Result<Option<Vec<String>>> {
             let path = root.join(name);
@@ -359,44 +370,31 @@ impl FolderDataset {
             }
         };
         let eval_size = largest_size(val.iter().map(|id| &images[id]))?;
-        Ok(Self {
+        let n = classes.len();
+        let reader = Reader {
+            kind: DatasetKind::Folder,
+            name: format!("folder {}", root.display()),
+            label_owner: format!("this folder's ({n} classes in classes.txt)"),
+            hint: HINT.into(),
+            images: Images::Found(images),
+            label: LABELS,
+            values: LabelMap::new(LabelValues::Identity, n),
+            resize: None,
+            id_form: None,
             root,
-            classes,
-            palette,
-            images,
             train,
             val,
-            split,
+            classes,
+            palette,
+            min_classes: INFO.defaults.min_classes.min(n),
             eval_size,
-        })
+        };
+        Ok(Self { reader, own: split })
     }
 
     /// Where the training and validation ids came from.
     pub fn split_source(&self) -> &FolderSplit {
-        &self.split
-    }
-
-    fn label_path(&self, id: &str) -> PathBuf {
-        self.root.join("labels").join(format!("{id}.png"))
-    }
-
-    fn image_path(&self, id: &str) -> Result<&PathBuf> {
-        self.images.get(id).ok_or_else(|| DataError::UnknownId {
-            id: id.to_string(),
-            dataset: format!("folder {}", self.root.display()),
-            reason: "there is no images/<id>.jpg, .jpeg or .png".into(),
-        })
-    }
-
-    fn read_label(&self, path: &Path) -> Result<GrayImage> {
-        let mut label = read_label_png(path, HINT)?;
-        let n = self.classes.len();
-        let dataset = format!("this folder's ({n} classes in classes.txt)");
-        let allowed = format!("0..={} or 255 (ignore)", n - 1);
-        map_label(&mut label, path, &dataset, &allowed, |v| {
-            ((v as usize) < n || v == IGNORE).then_some(v)
-        })?;
-        Ok(label)
+        &self.own
     }
 }
 
@@ -416,63 +414,6 @@ fn largest_size<'a>(paths: impl Iterator<Item = &'a PathBuf>) -> Result<(usize, 
     let h = sizes.iter().map(|s| s.1).max().unwrap_or(1);
     let w = sizes.iter().map(|s| s.0).max().unwrap_or(1);
     Ok((h.max(1) as usize, w.max(1) as usize))
-}
-
-impl SegDataset for FolderDataset {
-    fn kind(&self) -> DatasetKind {
-        DatasetKind::Folder
-    }
-    fn root(&self) -> &Path {
-        &self.root
-    }
-    fn ids(&self, subset: Subset) -> &[String] {
-        match subset {
-            Subset::Train => &self.train,
-            Subset::Val => &self.val,
-        }
-    }
-    fn load(&self, id: &str) -> Result<Sample> {
-        let image_path = self.image_path(id)?;
-        let label_path = self.label_path(id);
-        let image = read_rgb(image_path, HINT)?;
-        let label = self.read_label(&label_path)?;
-        check_same_size(&label, &image, &label_path, image_path)?;
-        Ok(Sample {
-            id: id.to_string(),
-            image,
-            label,
-        })
-    }
-    fn load_label(&self, id: &str) -> Result<GrayImage> {
-        self.image_path(id)?;
-        self.read_label(&self.label_path(id))
-    }
-    fn check_id(&self, id: &str) -> Result<()> {
-        self.image_path(id)?;
-        let label = self.label_path(id);
-        if !label.is_file() {
-            return Err(DataError::missing(label, "label", HINT));
-        }
-        Ok(())
-    }
-    fn num_classes(&self) -> usize {
-        self.classes.len()
-    }
-    fn class_names(&self) -> Vec<String> {
-        self.classes.clone()
-    }
-    fn palette(&self) -> Vec<[u8; 3]> {
-        self.palette.clone()
-    }
-    fn min_classes(&self) -> usize {
-        DatasetKind::Folder
-            .defaults()
-            .min_classes
-            .min(self.classes.len())
-    }
-    fn eval_size(&self) -> (usize, usize) {
-        self.eval_size
-    }
 }
 
 #[cfg(test)]

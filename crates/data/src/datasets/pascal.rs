@@ -1,106 +1,91 @@
-//! Pascal VOC 2012 with SBD-augmented labels.
+//! Pascal VOC 2012 with SBD-augmented labels (21 classes): `train_aug.txt` / `val.txt`,
+//! `JPEGImages/<id>.jpg`, `SegmentationClassAug/<id>.png` (or `SegmentationClass/`, VOC's
+//! own palette PNGs, where the augmented label is absent).
 
-use std::path::{Path, PathBuf};
-
-use image::GrayImage;
-
-use crate::dataset::{fetch_hint, Sample, SegDataset, Subset};
-use crate::error::{DataError, Result};
-use crate::io::{check_same_size, map_label, read_id_list, read_label_png, read_rgb};
-use crate::kind::{DatasetKind, IGNORE};
-
-const NUM_CLASSES: u8 = 21;
+use super::description::{Description, IdSource, LabelValues, Place};
+use super::reader::{FileDataset, Layout};
+use crate::kind::{DatasetDefaults, DatasetKind, KindInfo};
 
 /// Reader of `<root>/{train_aug.txt,val.txt,JPEGImages,SegmentationClassAug}`.
-pub struct PascalVoc {
-    root: PathBuf,
-    train: Vec<String>,
-    val: Vec<String>,
+pub type PascalVoc = FileDataset<PascalLayout>;
+
+#[derive(Default)]
+pub struct PascalLayout;
+
+impl Layout for PascalLayout {
+    const DESCRIPTION: &'static Description = &Description {
+        kind: DatasetKind::Pascal,
+        info: KindInfo {
+            defaults: DatasetDefaults {
+                num_classes: 21,
+                crop_size: (321, 321),
+                scale_range: (0.5, 1.5),
+                batch_size: 10,
+                eval_size: (513, 513),
+                min_classes: 3,
+                default_root: "data/pascal",
+            },
+            class_names: &CLASSES,
+            palette: &PALETTE,
+        },
+        ids: IdSource::Lists {
+            train: "train_aug.txt",
+            val: "val.txt",
+        },
+        image: Place::new("JPEGImages", ".jpg"),
+        label: &[
+            Place::new("SegmentationClassAug", ".png"),
+            Place::new("SegmentationClass", ".png"),
+        ],
+        values: LabelValues::Identity,
+        resize: None,
+    };
 }
 
-impl PascalVoc {
-    pub fn open(root: &Path) -> Result<Self> {
-        let hint = fetch_hint(DatasetKind::Pascal);
-        let train = read_id_list(&root.join("train_aug.txt"), "training", &hint)?;
-        let val = read_id_list(&root.join("val.txt"), "validation", &hint)?;
-        Ok(Self {
-            root: root.to_path_buf(),
-            train,
-            val,
-        })
-    }
+const CLASSES: [&str; 21] = [
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+];
 
-    fn image_path(&self, id: &str) -> PathBuf {
-        self.root.join("JPEGImages").join(format!("{id}.jpg"))
-    }
-
-    /// `SegmentationClassAug/<id>.png`, or `SegmentationClass/<id>.png` when only that exists.
-    fn label_path(&self, id: &str) -> PathBuf {
-        let aug = self
-            .root
-            .join("SegmentationClassAug")
-            .join(format!("{id}.png"));
-        if aug.exists() {
-            return aug;
-        }
-        let plain = self
-            .root
-            .join("SegmentationClass")
-            .join(format!("{id}.png"));
-        if plain.exists() {
-            plain
-        } else {
-            aug
-        }
-    }
-
-    fn read_label(&self, path: &Path) -> Result<GrayImage> {
-        let mut label = read_label_png(path, &fetch_hint(DatasetKind::Pascal))?;
-        map_label(&mut label, path, "pascal", "0..=20 or 255", |v| {
-            (v < NUM_CLASSES || v == IGNORE).then_some(v)
-        })?;
-        Ok(label)
-    }
-}
-
-impl SegDataset for PascalVoc {
-    fn kind(&self) -> DatasetKind {
-        DatasetKind::Pascal
-    }
-    fn root(&self) -> &Path {
-        &self.root
-    }
-    fn ids(&self, subset: Subset) -> &[String] {
-        match subset {
-            Subset::Train => &self.train,
-            Subset::Val => &self.val,
-        }
-    }
-    fn load(&self, id: &str) -> Result<Sample> {
-        let image_path = self.image_path(id);
-        let label_path = self.label_path(id);
-        let image = read_rgb(&image_path, &fetch_hint(DatasetKind::Pascal))?;
-        let label = self.read_label(&label_path)?;
-        check_same_size(&label, &image, &label_path, &image_path)?;
-        Ok(Sample {
-            id: id.to_string(),
-            image,
-            label,
-        })
-    }
-    fn load_label(&self, id: &str) -> Result<GrayImage> {
-        self.read_label(&self.label_path(id))
-    }
-    fn check_id(&self, id: &str) -> Result<()> {
-        let hint = fetch_hint(DatasetKind::Pascal);
-        for (p, what) in [
-            (self.image_path(id), "image"),
-            (self.label_path(id), "label"),
-        ] {
-            if !p.is_file() {
-                return Err(DataError::missing(p, what, &hint));
-            }
-        }
-        Ok(())
-    }
-}
+const PALETTE: [[u8; 3]; 21] = [
+    [0, 0, 0],
+    [128, 0, 0],
+    [0, 128, 0],
+    [128, 128, 0],
+    [0, 0, 128],
+    [128, 0, 128],
+    [0, 128, 128],
+    [128, 128, 128],
+    [64, 0, 0],
+    [192, 0, 0],
+    [64, 128, 0],
+    [192, 128, 0],
+    [64, 0, 128],
+    [192, 0, 128],
+    [64, 128, 128],
+    [192, 128, 128],
+    [0, 64, 0],
+    [128, 64, 0],
+    [0, 192, 0],
+    [128, 192, 0],
+    [0, 64, 128],
+];

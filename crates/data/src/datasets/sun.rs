@@ -1,13 +1,8 @@
 //! SUN RGB-D, 37 classes, as prepared by `cargo xtask fetch-data --dataset sun`.
 
-use std::path::{Path, PathBuf};
-
-use image::GrayImage;
-
-use crate::dataset::{fetch_hint, Sample, SegDataset, Subset};
-use crate::error::{DataError, Result};
-use crate::io::{check_same_size, map_label, read_id_list, read_label_png, read_rgb};
-use crate::kind::{DatasetKind, IGNORE};
+use super::description::{Description, IdSource, LabelValues, Place};
+use super::reader::{FileDataset, Layout};
+use crate::kind::{DatasetDefaults, DatasetKind, KindInfo};
 
 /// `(width, height)` every SUN image and label is resized to, as the original's
 /// `sun_preprocess.py` (bilinear for images, nearest for labels; a no-op when the files
@@ -16,99 +11,115 @@ pub const SUN_SIZE: (u32, u32) = (512, 384);
 
 /// Reader of `<root>/{train.txt,val.txt,images/<id>.jpg,labels/<id>.png}`.
 /// Raw labels: 0 = unlabelled (-> ignore), 1..=37 = classes (-> 0..=36), 255 = ignore.
-pub struct SunRgbd {
-    root: PathBuf,
-    train: Vec<String>,
-    val: Vec<String>,
-}
+pub type SunRgbd = FileDataset<SunLayout>;
 
-impl SunRgbd {
-    pub fn open(root: &Path) -> Result<Self> {
-        let hint = fetch_hint(DatasetKind::Sun);
-        let train = read_id_list(&root.join("train.txt"), "training", &hint)?;
-        let val = read_id_list(&root.join("val.txt"), "validation", &hint)?;
-        Ok(Self {
-            root: root.to_path_buf(),
-            train,
-            val,
-        })
-    }
+#[derive(Default)]
+pub struct SunLayout;
 
-    fn image_path(&self, id: &str) -> PathBuf {
-        self.root.join("images").join(format!("{id}.jpg"))
-    }
-
-    fn label_path(&self, id: &str) -> PathBuf {
-        self.root.join("labels").join(format!("{id}.png"))
-    }
-
-    fn read_label(&self, path: &Path) -> Result<GrayImage> {
-        let mut label = read_label_png(path, &fetch_hint(DatasetKind::Sun))?;
-        map_label(
-            &mut label,
-            path,
-            "sun",
-            "0 (unlabelled), 1..=37 or 255",
-            |v| match v {
-                0 | IGNORE => Some(IGNORE),
-                1..=37 => Some(v - 1),
-                _ => None,
+impl Layout for SunLayout {
+    const DESCRIPTION: &'static Description = &Description {
+        kind: DatasetKind::Sun,
+        info: KindInfo {
+            defaults: DatasetDefaults {
+                num_classes: 37,
+                crop_size: (321, 321),
+                scale_range: (0.5, 1.5),
+                batch_size: 5,
+                eval_size: (385, 513),
+                // SUN uses the per-class sampler of the original, which has no minimum.
+                min_classes: 1,
+                default_root: "data/sun",
             },
-        )?;
-        Ok(label)
-    }
-
-    fn resize_label(label: GrayImage) -> GrayImage {
-        if label.dimensions() == SUN_SIZE {
-            return label;
-        }
-        crate::resize::resize_label(&label, SUN_SIZE.1 as usize, SUN_SIZE.0 as usize)
-    }
+            class_names: &CLASSES,
+            palette: &PALETTE,
+        },
+        ids: IdSource::Lists {
+            train: "train.txt",
+            val: "val.txt",
+        },
+        image: Place::new("images", ".jpg"),
+        label: &[Place::new("labels", ".png")],
+        values: LabelValues::MinusOne,
+        resize: Some(SUN_SIZE),
+    };
 }
 
-impl SegDataset for SunRgbd {
-    fn kind(&self) -> DatasetKind {
-        DatasetKind::Sun
-    }
-    fn root(&self) -> &Path {
-        &self.root
-    }
-    fn ids(&self, subset: Subset) -> &[String] {
-        match subset {
-            Subset::Train => &self.train,
-            Subset::Val => &self.val,
-        }
-    }
-    fn load(&self, id: &str) -> Result<Sample> {
-        let image_path = self.image_path(id);
-        let label_path = self.label_path(id);
-        let image = read_rgb(&image_path, &fetch_hint(DatasetKind::Sun))?;
-        let label = self.read_label(&label_path)?;
-        check_same_size(&label, &image, &label_path, &image_path)?;
-        let image = if image.dimensions() == SUN_SIZE {
-            image
-        } else {
-            crate::resize::resize_rgb(&image, SUN_SIZE.1 as usize, SUN_SIZE.0 as usize)
-        };
-        Ok(Sample {
-            id: id.to_string(),
-            image,
-            label: Self::resize_label(label),
-        })
-    }
-    fn load_label(&self, id: &str) -> Result<GrayImage> {
-        Ok(Self::resize_label(self.read_label(&self.label_path(id))?))
-    }
-    fn check_id(&self, id: &str) -> Result<()> {
-        let hint = fetch_hint(DatasetKind::Sun);
-        for (p, what) in [
-            (self.image_path(id), "image"),
-            (self.label_path(id), "label"),
-        ] {
-            if !p.is_file() {
-                return Err(DataError::missing(p, what, &hint));
-            }
-        }
-        Ok(())
-    }
-}
+const CLASSES: [&str; 37] = [
+    "wall",
+    "floor",
+    "cabinet",
+    "bed",
+    "chair",
+    "sofa",
+    "table",
+    "door",
+    "window",
+    "bookshelf",
+    "picture",
+    "counter",
+    "blinds",
+    "desk",
+    "shelves",
+    "curtain",
+    "dresser",
+    "pillow",
+    "mirror",
+    "floor mat",
+    "clothes",
+    "ceiling",
+    "books",
+    "fridge",
+    "tv",
+    "paper",
+    "towel",
+    "shower curtain",
+    "box",
+    "whiteboard",
+    "person",
+    "night stand",
+    "toilet",
+    "sink",
+    "lamp",
+    "bathtub",
+    "bag",
+];
+
+const PALETTE: [[u8; 3]; 37] = [
+    [148, 65, 137],
+    [255, 116, 69],
+    [86, 156, 137],
+    [202, 179, 158],
+    [155, 99, 235],
+    [161, 107, 108],
+    [133, 160, 103],
+    [76, 152, 126],
+    [84, 62, 35],
+    [44, 80, 130],
+    [31, 184, 157],
+    [101, 144, 77],
+    [23, 197, 62],
+    [141, 168, 145],
+    [142, 151, 136],
+    [115, 201, 77],
+    [100, 216, 255],
+    [57, 156, 36],
+    [88, 108, 129],
+    [105, 129, 112],
+    [42, 137, 126],
+    [155, 108, 249],
+    [166, 148, 143],
+    [81, 91, 87],
+    [100, 124, 51],
+    [73, 131, 121],
+    [157, 210, 220],
+    [134, 181, 60],
+    [221, 223, 147],
+    [123, 108, 131],
+    [161, 66, 179],
+    [163, 221, 160],
+    [31, 146, 98],
+    [99, 121, 30],
+    [49, 89, 240],
+    [116, 108, 9],
+    [161, 176, 169],
+];

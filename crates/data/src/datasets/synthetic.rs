@@ -27,7 +27,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::dataset::{Sample, SegDataset, Subset};
 use crate::error::{DataError, Result};
-use crate::kind::{DatasetKind, IGNORE};
+use crate::kind::{DatasetDefaults, DatasetKind, KindInfo, IGNORE};
 use crate::rng::mix_seed;
 
 /// Classes: background plus shape x texture.
@@ -45,6 +45,31 @@ pub const CLASS_NAMES: [&str; NUM_CLASSES] = [
     "striped triangle",
     "checkered triangle",
 ];
+
+const PALETTE: [[u8; 3]; NUM_CLASSES] = [
+    [0, 0, 0],
+    [230, 25, 75],
+    [60, 180, 75],
+    [255, 225, 25],
+    [0, 130, 200],
+    [245, 130, 48],
+    [145, 30, 180],
+];
+
+/// Defaults (our own choice: the original has no synthetic dataset), names and colours.
+pub(crate) const INFO: KindInfo = KindInfo {
+    defaults: DatasetDefaults {
+        num_classes: NUM_CLASSES,
+        crop_size: (64, 64),
+        scale_range: (0.75, 1.25),
+        batch_size: 8,
+        eval_size: (IMAGE_SIZE, IMAGE_SIZE),
+        min_classes: 3,
+        default_root: "",
+    },
+    class_names: &CLASS_NAMES,
+    palette: &PALETTE,
+};
 
 /// How the synthetic dataset is generated.
 #[derive(Clone, Debug, PartialEq)]
@@ -166,6 +191,21 @@ impl SegDataset for Synthetic {
     }
     fn check_id(&self, id: &str) -> Result<()> {
         self.parse_id(id).map(|_| ())
+    }
+    fn num_classes(&self) -> usize {
+        NUM_CLASSES
+    }
+    fn class_names(&self) -> Vec<String> {
+        CLASS_NAMES.iter().map(|s| s.to_string()).collect()
+    }
+    fn palette(&self) -> Vec<[u8; 3]> {
+        PALETTE.to_vec()
+    }
+    fn min_classes(&self) -> usize {
+        INFO.defaults.min_classes
+    }
+    fn eval_size(&self) -> (usize, usize) {
+        INFO.defaults.eval_size
     }
 }
 
