@@ -7,7 +7,7 @@ use std::sync::Arc;
 use candle_core::Device;
 use reco_data::datasets::{Synthetic, SyntheticConfig};
 use reco_data::{DatasetKind, Loader, SegDataset, Subset, TrainLoaderConfig};
-use trainer::config::{TrainConfig, TrainMode};
+use trainer::train::config::{TrainConfig, TrainMode};
 use trainer::train::Learner;
 
 fn main() -> anyhow::Result<()> {

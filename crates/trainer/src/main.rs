@@ -4,7 +4,7 @@
 
 use clap::{Parser, Subcommand};
 
-use trainer::{ablate_cmd, bench_cmd, check_cmd, eval_cmd, predict_cmd, split_cmd, train_cmd};
+use trainer::commands::{ablate, bench, check, eval, predict, split, train};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -20,19 +20,19 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Commands {
     /// Train (supervised or semi-supervised, with or without ReCo).
-    Train(train_cmd::TrainArgs),
+    Train(train::TrainArgs),
     /// Evaluate a checkpoint on a validation set (mIoU, pixel accuracy, per-class IoU).
-    Eval(eval_cmd::EvalArgs),
+    Eval(eval::EvalArgs),
     /// Segment images: colour masks in the dataset palette and overlays.
-    Predict(predict_cmd::PredictArgs),
+    Predict(predict::PredictArgs),
     /// Supervised vs ClassMix vs ClassMix + ReCo on the same split and budget.
-    Ablate(ablate_cmd::AblateArgs),
+    Ablate(ablate::AblateArgs),
     /// Time the train step, the evaluation forward and the ReCo loss (Pascal VOC setting).
-    Bench(bench_cmd::BenchArgs),
+    Bench(bench::BenchArgs),
     /// Run the reference fixtures of the original code on a device and print the errors.
-    Check(check_cmd::CheckArgs),
+    Check(check::CheckArgs),
     /// Pick the labelled images (class-balanced, seeded) and save the split as JSON.
-    Split(split_cmd::SplitArgs),
+    Split(split::SplitArgs),
 }
 
 /// Large buffers on transparent huge pages (`reco_util::alloc`; measured in
@@ -54,17 +54,17 @@ fn main() -> anyhow::Result<()> {
                 })
                 .find(|p| !p.join("state.safetensors").exists())
                 .unwrap_or(base);
-            train_cmd::run(&train_cmd::TrainArgs {
+            train::run(&train::TrainArgs {
                 out: Some(out),
                 ..Default::default()
             })
         }
-        Some(Commands::Train(args)) => train_cmd::run(&args),
-        Some(Commands::Eval(args)) => eval_cmd::run(&args, &mut std::io::stdout().lock()),
-        Some(Commands::Predict(args)) => predict_cmd::run(&args).map(|_| ()),
-        Some(Commands::Ablate(args)) => ablate_cmd::run(&args).map(|_| ()),
-        Some(Commands::Bench(args)) => bench_cmd::run(&args),
-        Some(Commands::Check(args)) => check_cmd::run(&args).map(|_| ()),
-        Some(Commands::Split(args)) => split_cmd::run(&args, &mut std::io::stdout().lock()),
+        Some(Commands::Train(args)) => train::run(&args),
+        Some(Commands::Eval(args)) => eval::run(&args, &mut std::io::stdout().lock()),
+        Some(Commands::Predict(args)) => predict::run(&args).map(|_| ()),
+        Some(Commands::Ablate(args)) => ablate::run(&args).map(|_| ()),
+        Some(Commands::Bench(args)) => bench::run(&args),
+        Some(Commands::Check(args)) => check::run(&args).map(|_| ()),
+        Some(Commands::Split(args)) => split::run(&args, &mut std::io::stdout().lock()),
     }
 }

@@ -3,10 +3,12 @@
 //! and the errors users get for bad input.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_trainer");
+mod common;
+
+use common::{fails, fails_with_env, ok, run_ok, trainer, BIN};
 
 /// A run small enough for a test: ResNet-18 on 32-pixel crops, batch 2 + 2.
 fn tiny_args(out: &Path, iters: usize) -> Vec<String> {
@@ -16,38 +18,6 @@ fn tiny_args(out: &Path, iters: usize) -> Vec<String> {
         out.display()
     );
     args.split_whitespace().map(String::from).collect()
-}
-
-fn trainer(args: &[String]) -> Output {
-    Command::new(BIN).args(args).output().expect("run trainer")
-}
-
-fn ok(out: Output) -> String {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "trainer failed:\n{text}");
-    text
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = Command::new(BIN).args(args).output().expect("run trainer");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        !out.status.success(),
-        "trainer {args:?} should fail:\n{text}"
-    );
-    assert!(
-        !text.contains("panicked"),
-        "trainer {args:?} panicked:\n{text}"
-    );
-    text
 }
 
 /// metrics.jsonl without the timing fields, which legitimately differ between runs.
@@ -148,17 +118,14 @@ fn a_run_killed_at_any_moment_and_resumed_ends_bit_for_bit_as_an_uninterrupted_o
         .find(|v| v["kind"] == "eval")
         .unwrap();
     let ckpt = a.join("last.safetensors");
-    let json = ok(Command::new(BIN)
-        .args([
-            "eval",
-            "--checkpoint",
-            ckpt.to_str().unwrap(),
-            "--val-limit",
-            "4",
-            "--json",
-        ])
-        .output()
-        .unwrap());
+    let json = run_ok(&[
+        "eval",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--val-limit",
+        "4",
+        "--json",
+    ]);
     let line = json
         .lines()
         .find(|l| l.starts_with('{'))
@@ -167,18 +134,15 @@ fn a_run_killed_at_any_moment_and_resumed_ends_bit_for_bit_as_an_uninterrupted_o
     assert_eq!(v["dataset"], "synthetic");
     assert_eq!(v["miou"], last_eval["miou"], "{v}");
     assert_eq!(v["pixel_acc"], last_eval["pixel_acc"]);
-    let table = ok(Command::new(BIN)
-        .args([
-            "eval",
-            "--checkpoint",
-            ckpt.to_str().unwrap(),
-            "--dataset",
-            "synthetic",
-            "--val-limit",
-            "4",
-        ])
-        .output()
-        .unwrap());
+    let table = run_ok(&[
+        "eval",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--dataset",
+        "synthetic",
+        "--val-limit",
+        "4",
+    ]);
     assert!(
         table.contains("**mIoU**") && table.contains("striped disc"),
         "{table}"
@@ -355,17 +319,14 @@ fn a_diverging_run_stops_with_an_error_naming_the_step() {
 #[test]
 fn check_runs_the_loss_fixtures_and_bench_prints_its_table() {
     let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../loss/tests/fixtures");
-    let text = ok(Command::new(BIN)
-        .args([
-            "check",
-            "--skip-models",
-            "--seeds",
-            "40",
-            "--fixtures",
-            fixtures,
-        ])
-        .output()
-        .unwrap());
+    let text = run_ok(&[
+        "check",
+        "--skip-models",
+        "--seeds",
+        "40",
+        "--fixtures",
+        fixtures,
+    ]);
     assert!(
         text.contains("supervised CE loss") && text.contains("ReCo imbalanced"),
         "{text}"
@@ -377,22 +338,19 @@ fn check_runs_the_loss_fixtures_and_bench_prints_its_table() {
         "{missing}"
     );
 
-    let text = ok(Command::new(BIN)
-        .args([
-            "bench",
-            "--backbone",
-            "resnet18",
-            "--batch",
-            "2",
-            "--crop",
-            "64",
-            "--runs",
-            "1",
-            "--only",
-            "train",
-        ])
-        .output()
-        .unwrap());
+    let text = run_ok(&[
+        "bench",
+        "--backbone",
+        "resnet18",
+        "--batch",
+        "2",
+        "--crop",
+        "64",
+        "--runs",
+        "1",
+        "--only",
+        "train",
+    ]);
     assert!(text.contains("| train step"), "{text}");
     let bad = fails(&["bench", "--only", "inference"]);
     assert!(bad.contains("inference"), "{bad}");
@@ -636,30 +594,6 @@ fn bad_checkpoints_images_and_inference_flags_end_in_clear_errors() {
     assert!(msg.contains("--tile 8") && msg.contains("32"), "{msg}");
     let msg = predict(&["--max-size", "10"]);
     assert!(msg.contains("--max-size 10"), "{msg}");
-}
-
-/// `trainer train` with environment variables set (a launcher's), expected to fail
-/// without a panic; returns its output.
-fn fails_with_env(args: &[&str], env: &[(&str, &str)]) -> String {
-    let out = Command::new(BIN)
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .expect("run trainer");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        !out.status.success(),
-        "trainer {args:?} {env:?} should fail:\n{text}"
-    );
-    assert!(
-        !text.contains("panicked"),
-        "trainer {args:?} panicked:\n{text}"
-    );
-    text
 }
 
 #[test]

@@ -26,10 +26,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
-use trainer::dist::{self, mpi::MpiGroup, Launch, ProcessGroup};
+use trainer::distributed::{self, mpi::MpiGroup, Launch, ProcessGroup};
 
-/// The `trainer` binary, built with the same features as this test.
-const TRAINER: &str = env!("CARGO_BIN_EXE_trainer");
+mod common;
+
+// TRAINER: the `trainer` binary, built with the same features as this test.
+use common::{text, BIN as TRAINER};
 
 /// A failing rank must end the job well within this.
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -104,9 +106,8 @@ fn mpirun_program(scenario: &str, program: &Path, args: &[String]) -> Result<Out
             let _ = child.kill();
             let out = child.wait_with_output()?;
             anyhow::bail!(
-                "{scenario}: mpirun still running after {limit:?} (a rank hangs)\n{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
+                "{scenario}: mpirun still running after {limit:?} (a rank hangs)\n{}",
+                text(&out)
             );
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -114,11 +115,7 @@ fn mpirun_program(scenario: &str, program: &Path, args: &[String]) -> Result<Out
     let out = child.wait_with_output()?;
     Ok(Outcome {
         success: out.status.success(),
-        output: format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
+        output: text(&out),
         took: start.elapsed(),
     })
 }
@@ -156,11 +153,7 @@ fn check(scenario: &str) -> Result<Duration> {
             let single = Command::new(TRAINER)
                 .args(["train", "--resume", "--out", run_dir_arg])
                 .output()?;
-            let text = format!(
-                "{}{}",
-                String::from_utf8_lossy(&single.stdout),
-                String::from_utf8_lossy(&single.stderr)
-            );
+            let text = text(&single);
             ensure!(
                 !single.status.success()
                     && text.contains("written by 2 rank(s) but this run has 1"),
@@ -303,7 +296,7 @@ fn rank_main(scenario: &str, extra: &[String]) -> i32 {
         }
     };
     let group: Arc<dyn ProcessGroup> = Arc::new(group);
-    let result = dist::run_or_abort(group.as_ref(), || match scenario {
+    let result = distributed::run_or_abort(group.as_ref(), || match scenario {
         "collectives" => collectives(&group),
         "sync_bn_steps" => sync_bn_steps(&group),
         "train_loop" => train_loop(
@@ -356,7 +349,7 @@ fn collectives(group: &Arc<dyn ProcessGroup>) -> Result<()> {
     let c = (Tensor::arange(0f32, 40., &dev)? * (r + 1.0))?;
     let list = [a, b, c];
     ensure!(
-        dist::buckets(&list, group.bucket_bytes()).len() >= 3,
+        distributed::buckets(&list, group.bucket_bytes()).len() >= 3,
         "the test should span several buckets"
     );
     let sum = group.all_reduce_sum(&list)?;
@@ -365,7 +358,7 @@ fn collectives(group: &Arc<dyn ProcessGroup>) -> Result<()> {
     ensure!(sum[1].to_vec1::<f64>()? == vec![30.; 5]);
     let want: Vec<f32> = (0..40).map(|i| 3.0 * i as f32).collect();
     ensure!(sum[2].to_vec1::<f32>()? == want, "bucketed sum");
-    let avg = dist::average(group.as_ref(), &list[1..2])?;
+    let avg = distributed::average(group.as_ref(), &list[1..2])?;
     ensure!(avg[0].to_vec1::<f64>()? == vec![15.; 5]);
 
     // Broadcast: rank 0's values everywhere.
@@ -426,7 +419,7 @@ fn sync_batch_norm(group: &Arc<dyn ProcessGroup>, rank: usize) -> Result<()> {
         (b, c, h, w),
         &dev,
     )?)?;
-    let reducer = Arc::new(dist::SyncBnGroup(group.clone()));
+    let reducer = Arc::new(distributed::SyncBnGroup(group.clone()));
     let (y, stats) = sync_batch_norm(&x, &weight, &bias, reducer, 1e-5, true)?;
     ensure!(
         stats.count == (2 * b * h * w) as f64,
@@ -462,7 +455,7 @@ fn rel_diff(got: &Tensor, want: &Tensor) -> Result<f64> {
 }
 
 /// One network and its optimiser, as the learner's step uses them: forward, loss,
-/// backward, `dist::average_grads` (the learner's own), SGD.
+/// backward, `distributed::average_grads` (the learner's own), SGD.
 struct Replica {
     vars: candle_nn::VarMap,
     net: reco_models::Network,
@@ -529,7 +522,7 @@ impl Replica {
         // mean is the loss of the whole batch.
         let loss = (reco_loss::supervised_loss(&pred, &y)? + (rep.sqr()?.mean_all()? * 0.1)?)?;
         let mut grads = loss.backward()?;
-        dist::average_grads(group, &self.trainable, &mut grads)?;
+        distributed::average_grads(group, &self.trainable, &mut grads)?;
         let g = self
             .trainable
             .iter()
@@ -544,11 +537,11 @@ impl Replica {
 fn sync_bn_steps(group: &Arc<dyn ProcessGroup>) -> Result<()> {
     let (rank, b) = (group.rank(), 2);
     let reducer: Arc<dyn reco_models::sync_bn::StatsAllReduce> =
-        Arc::new(dist::SyncBnGroup(group.clone()));
+        Arc::new(distributed::SyncBnGroup(group.clone()));
     let mut ranked = Replica::new(Some(reco_models::SyncBn::new(reducer)))?;
     // The reference, on every rank: one process with the whole batch, plain batch norm.
     let mut whole = Replica::new(None)?;
-    let alone = dist::SingleProcess;
+    let alone = distributed::SingleProcess;
     let vars = |r: &Replica| -> Result<Vec<(String, Tensor)>> {
         Ok(reco_models::named_vars(&r.vars)?
             .into_iter()
@@ -583,7 +576,7 @@ fn sync_bn_steps(group: &Arc<dyn ProcessGroup>) -> Result<()> {
 /// 3 steps of the real training loop on 2 ranks, without synchronized batch norm.
 fn train_loop(group: &Arc<dyn ProcessGroup>, out: &Path) -> Result<()> {
     use reco_data::DatasetKind;
-    use trainer::config::TrainConfig;
+    use trainer::train::config::TrainConfig;
     let rank = group.rank();
     let mut cfg = TrainConfig::for_dataset(DatasetKind::Synthetic);
     cfg.iters = 3;

@@ -5,44 +5,19 @@
 //! checkpoint; bad folders end in errors that name the problem.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use image::{GrayImage, Luma, Rgb, RgbImage};
 
-const BIN: &str = env!("CARGO_BIN_EXE_trainer");
+mod common;
+
+use common::{fails, run_ok};
+
 const SIZE: u32 = 40;
 const CLASSES: [(&str, [u8; 3]); 3] = [
     ("background", [20, 20, 20]),
     ("red square", [220, 30, 30]),
     ("green square", [30, 200, 60]),
 ];
-
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().expect("run trainer")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = run(args);
-    let t = text(&out);
-    assert!(out.status.success(), "trainer {args:?} failed:\n{t}");
-    t
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = run(args);
-    let t = text(&out);
-    assert!(!out.status.success(), "trainer {args:?} should fail:\n{t}");
-    assert!(!t.contains("panicked"), "trainer {args:?} panicked:\n{t}");
-    t
-}
 
 /// Image `i`: background with a square of class 1 or 2 (both in every third image), the
 /// label beside it.
@@ -128,7 +103,7 @@ fn a_labelled_folder_and_a_photo_folder_train_evaluate_and_explain() {
     );
 
     // `split` reads the folder's class names.
-    let split = ok(&[
+    let split = run_ok(&[
         "split",
         "--dataset",
         "folder",
@@ -140,7 +115,7 @@ fn a_labelled_folder_and_a_photo_folder_train_evaluate_and_explain() {
     assert!(split.contains("red square"), "{split}");
 
     #[rustfmt::skip]
-    let log = ok(&[
+    let log = run_ok(&[
         "train", "--dataset", "folder", "--data-root", data_s, "--unlabelled-root", photos_s,
         "--num-labels", "4", "--backbone", "resnet18", "--iters", "2", "--eval-every", "2",
         "--log-every", "1", "--batch-size", "2", "--crop-size", "32", "--val-limit", "2",
@@ -204,13 +179,13 @@ fn a_labelled_folder_and_a_photo_folder_train_evaluate_and_explain() {
     // eval finds the folder through the run's config.json.
     let ckpt = out.join("best.safetensors");
     let ckpt_s = ckpt.to_str().unwrap();
-    let table = ok(&["eval", "--checkpoint", ckpt_s]);
+    let table = run_ok(&["eval", "--checkpoint", ckpt_s]);
     assert!(table.contains("red square"), "{table}");
 
     let preds = dir.path().join("preds");
     let input = data.join("images").join("img10.png");
     #[rustfmt::skip]
-    let log = ok(&[
+    let log = run_ok(&[
         "predict", "--checkpoint", ckpt_s, "--input", input.to_str().unwrap(),
         "--output", preds.to_str().unwrap(), "--explain",
     ]);

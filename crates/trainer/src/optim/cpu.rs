@@ -19,7 +19,7 @@ pub(super) fn use_kernels(t: &Tensor) -> bool {
     t.device().is_cpu() && !reco_util::ops_path::generic_forced()
 }
 
-trait Float: WithDType + num_traits::Float + Send + Sync {}
+pub(super) trait Float: WithDType + num_traits::Float + Send + Sync {}
 impl Float for f32 {}
 impl Float for f64 {}
 
@@ -61,34 +61,22 @@ fn zip3<T: Float>(dst: &mut [T], a: &[T], b: &[T], f: impl Fn(T, T, T) -> T + Sy
     Ok(())
 }
 
-/// Runs a three-operand kernel on f32 or f64 storages.
-macro_rules! dispatch3 {
-    ($name:expr, $s1:ident, $l1:ident, $s2:ident, $l2:ident, $s3:ident, $l3:ident, |$t:ident| $f:expr) => {
-        match ($s1, $s2, $s3) {
-            (CpuStorage::F32(dst), CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                type $t = f32;
-                let (a, b) = (slice::<$t>($s2, $l2, $name)?, slice::<$t>($s3, $l3, $name)?);
-                zip3(range_mut(dst, $l1, $name)?, a, b, $f)
-            }
-            (CpuStorage::F64(dst), CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                type $t = f64;
-                let (a, b) = (slice::<$t>($s2, $l2, $name)?, slice::<$t>($s3, $l3, $name)?);
-                zip3(range_mut(dst, $l1, $name)?, a, b, $f)
-            }
-            _ => candle_core::bail!("{}: expected f32 or f64 tensors of one type", $name),
-        }
-    };
+/// An element-wise update in place, `dst[i] ← f(dst[i], a[i], b[i])`, as candle's
+/// in-place op through [`InPlace`]. The kernel is written once, generic over the element
+/// type, and monomorphised for f32 and f64: each type gets its own inlined loop.
+pub(super) trait Update: Sync {
+    /// candle's name of the op.
+    const NAME: &'static str;
+    fn kernel<T: Float>(&self) -> impl Fn(T, T, T) -> T + Sync;
 }
 
-/// The momentum buffer, in place: `b ← μ·b + (∇ + wd·p)`; operands `(∇, p)`.
-pub(super) struct MomentumUpdate {
-    pub momentum: f64,
-    pub weight_decay: f64,
-}
+/// An [`Update`] as a candle in-place op: three operands (`dst`, `a`, `b`), or two
+/// (`dst`, `a`; the kernel's third operand is `a` again and goes unused).
+pub(super) struct InPlace<U>(pub U);
 
-impl InplaceOp3 for MomentumUpdate {
+impl<U: Update> InplaceOp3 for InPlace<U> {
     fn name(&self) -> &'static str {
-        "reco-sgd-momentum"
+        U::NAME
     }
 
     fn cpu_fwd(
@@ -100,11 +88,70 @@ impl InplaceOp3 for MomentumUpdate {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<()> {
-        let (m, wd) = (self.momentum, self.weight_decay);
-        dispatch3!(self.name(), s1, l1, s2, l2, s3, l3, |T| {
-            let (m, wd) = (T::from_f64(m), T::from_f64(wd));
-            move |b: T, g: T, p: T| scale(b, m) + (g + scale(p, wd))
-        })
+        run(&self.0, s1, l1, (s2, l2), (s3, l3))
+    }
+}
+
+impl<U: Update> InplaceOp2 for InPlace<U> {
+    fn name(&self) -> &'static str {
+        U::NAME
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<()> {
+        run(&self.0, s1, l1, (s2, l2), (s2, l2))
+    }
+}
+
+/// `update` on f32 or f64 storages of one type.
+fn run<U: Update>(
+    update: &U,
+    s1: &mut CpuStorage,
+    l1: &Layout,
+    a: (&CpuStorage, &Layout),
+    b: (&CpuStorage, &Layout),
+) -> Result<()> {
+    match (s1, a.0, b.0) {
+        (CpuStorage::F32(dst), CpuStorage::F32(_), CpuStorage::F32(_)) => {
+            typed::<f32>(dst, l1, a, b, update.kernel(), U::NAME)
+        }
+        (CpuStorage::F64(dst), CpuStorage::F64(_), CpuStorage::F64(_)) => {
+            typed::<f64>(dst, l1, a, b, update.kernel(), U::NAME)
+        }
+        _ => candle_core::bail!("{}: expected f32 or f64 tensors of one type", U::NAME),
+    }
+}
+
+/// [`zip3`] over the tensors' ranges of their storages.
+fn typed<T: Float>(
+    dst: &mut [T],
+    l1: &Layout,
+    (sa, la): (&CpuStorage, &Layout),
+    (sb, lb): (&CpuStorage, &Layout),
+    f: impl Fn(T, T, T) -> T + Sync,
+    name: &str,
+) -> Result<()> {
+    let (a, b) = (slice::<T>(sa, la, name)?, slice::<T>(sb, lb, name)?);
+    zip3(range_mut(dst, l1, name)?, a, b, f)
+}
+
+/// The momentum buffer, in place: `b ← μ·b + (∇ + wd·p)`; operands `(∇, p)`.
+pub(super) struct MomentumUpdate {
+    pub momentum: f64,
+    pub weight_decay: f64,
+}
+
+impl Update for MomentumUpdate {
+    const NAME: &'static str = "reco-sgd-momentum";
+
+    fn kernel<T: Float>(&self) -> impl Fn(T, T, T) -> T + Sync {
+        let (m, wd) = (T::from_f64(self.momentum), T::from_f64(self.weight_decay));
+        move |b: T, g: T, p: T| scale(b, m) + (g + scale(p, wd))
     }
 }
 
@@ -116,51 +163,31 @@ pub(super) struct NesterovUpdate {
     pub lr: f64,
 }
 
-impl InplaceOp3 for NesterovUpdate {
-    fn name(&self) -> &'static str {
-        "reco-sgd-nesterov"
-    }
+impl Update for NesterovUpdate {
+    const NAME: &'static str = "reco-sgd-nesterov";
 
-    fn cpu_fwd(
-        &self,
-        s1: &mut CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<()> {
-        let (m, wd, lr) = (self.momentum, self.weight_decay, self.lr);
-        dispatch3!(self.name(), s1, l1, s2, l2, s3, l3, |T| {
-            let (m, wd, lr) = (T::from_f64(m), T::from_f64(wd), T::from_f64(lr));
-            move |p: T, g: T, b: T| p - scale((g + scale(p, wd)) + scale(b, m), lr)
-        })
+    fn kernel<T: Float>(&self) -> impl Fn(T, T, T) -> T + Sync {
+        let (m, wd, lr) = (
+            T::from_f64(self.momentum),
+            T::from_f64(self.weight_decay),
+            T::from_f64(self.lr),
+        );
+        move |p: T, g: T, b: T| p - scale((g + scale(p, wd)) + scale(b, m), lr)
     }
 }
 
-/// The mean teacher, in place: `t ← decay·t + (1 − decay)·s`; operand `s`.
+/// The mean teacher, in place: `t ← decay·t + (1 − decay)·s`; operand `s` (an
+/// [`InplaceOp2`]).
 pub(super) struct EmaUpdate {
     pub decay: f64,
 }
 
-impl InplaceOp2 for EmaUpdate {
-    fn name(&self) -> &'static str {
-        "reco-ema"
-    }
+impl Update for EmaUpdate {
+    const NAME: &'static str = "reco-ema";
 
-    fn cpu_fwd(
-        &self,
-        s1: &mut CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<()> {
-        let name = self.name();
+    fn kernel<T: Float>(&self) -> impl Fn(T, T, T) -> T + Sync {
         // Both scale factors as candle computes them: `t * decay`, `s * (1 - decay)`.
-        let (d, rest) = (self.decay, 1.0 - self.decay);
-        dispatch3!(name, s1, l1, s2, l2, s2, l2, |T| {
-            let (d, rest) = (T::from_f64(d), T::from_f64(rest));
-            move |t: T, s: T, _: T| scale(t, d) + scale(s, rest)
-        })
+        let (d, rest) = (T::from_f64(self.decay), T::from_f64(1.0 - self.decay));
+        move |t: T, s: T, _: T| scale(t, d) + scale(s, rest)
     }
 }

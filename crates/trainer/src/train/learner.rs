@@ -20,9 +20,9 @@ use reco_models::{init_seeded, load_backbone, SyncBn};
 use reco_util::seed::mix_seed;
 use serde::{Deserialize, Serialize};
 
+use super::config::{TrainConfig, TrainMode};
 use super::seeds::RankSeeds;
-use crate::config::{TrainConfig, TrainMode};
-use crate::dist::{self, ProcessGroup, SingleProcess, SyncBnGroup};
+use crate::distributed::{self, ProcessGroup, SingleProcess, SyncBnGroup};
 use crate::optim::{Ema, Sgd};
 
 /// Stream tags of the per-run and per-step seeds, one per kind of random decision.
@@ -160,7 +160,7 @@ impl Learner {
         device: Device,
         group: Arc<dyn ProcessGroup>,
     ) -> anyhow::Result<Self> {
-        dist::check_sync_bn(cfg.sync_bn, group.world_size())?;
+        distributed::check_sync_bn(cfg.sync_bn, group.world_size())?;
         if cfg.sync_bn && !device.is_cpu() {
             bail!(
                 "--sync-bn runs on the CPU only for now (its batch-norm kernel is CPU code, docs/distributed.md): drop --sync-bn on {}",
@@ -193,7 +193,7 @@ impl Learner {
         // Equal already when every rank seeds alike and reads the same file; the
         // broadcast makes it a guarantee (another file or build on one machine).
         let all: Vec<Var> = student.named_vars()?.into_values().collect();
-        dist::broadcast_vars(group.as_ref(), &all)
+        distributed::broadcast_vars(group.as_ref(), &all)
             .context("broadcasting rank 0's initial weights")?;
         let grad_vars = student.trainable_vars()?.into_values().collect();
         let seeds = RankSeeds::new(cfg.seed, group.rank(), group.world_size());
@@ -281,7 +281,7 @@ impl Learner {
         let numbers = losses.numbers()?;
         self.check_finite(&numbers, step)?;
         let mut grads = backward(&losses.total)?;
-        dist::average_grads(self.group.as_ref(), &self.grad_vars, &mut grads)
+        distributed::average_grads(self.group.as_ref(), &self.grad_vars, &mut grads)
             .context("averaging the gradients over the ranks")?;
         self.sgd_step(&grads, lr)?;
         drop(grads);
@@ -456,7 +456,7 @@ fn backward(total: &Tensor) -> anyhow::Result<GradStore> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dist::Mirrored;
+    use crate::distributed::testing::FakeGroup;
 
     fn tiny(mode: TrainMode, sync_bn: bool) -> TrainConfig {
         TrainConfig {
@@ -479,10 +479,7 @@ mod tests {
 
     #[test]
     fn sync_bn_reaches_the_student_and_the_teacher() {
-        let group = Arc::new(Mirrored {
-            rank: 1,
-            world_size: 2,
-        });
+        let group = Arc::new(FakeGroup::mirrored(1, 2));
         let l = Learner::in_group(tiny(TrainMode::Semi, true), Device::Cpu, group).unwrap();
         let student = l.student.model.sync_bn().expect("the student synchronizes");
         let teacher = l.teacher().unwrap().net.model.sync_bn();

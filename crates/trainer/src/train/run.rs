@@ -20,13 +20,14 @@ use reco_models::export_with_meta;
 use reco_util::fs::write_atomic;
 use reco_util::seed::mix_seed;
 
+use super::config::{parse_device, TrainConfig, TrainMode};
 use super::learner::{Learner, Network, StepLosses, TAG_LABELLED, TAG_PARTIAL, TAG_UNLABELLED};
 use super::state::{self, Best, STATE_FILE};
-use crate::config::{parse_device, TrainConfig, TrainMode};
-use crate::dist::{ProcessGroup, SingleProcess};
-use crate::metrics::SegMetrics;
+use crate::distributed::{ProcessGroup, SingleProcess};
+use crate::evaluation::evaluate_with_relation;
 use crate::optim::poly_lr;
-use crate::relation::{draw_relation, evaluate_with_relation, RELATION_FILE};
+use crate::reports::metrics::SegMetrics;
+use crate::reports::relation::{draw_relation, RELATION_FILE};
 
 pub(crate) const METRICS_FILE: &str = "metrics.jsonl";
 
@@ -426,7 +427,9 @@ impl Trainer {
             self.best.as_ref(),
             &out.join(STATE_FILE),
         )?;
-        if let Err(e) = crate::plot::draw_curves(&out.join(METRICS_FILE), &out.join("curves.png")) {
+        if let Err(e) =
+            crate::reports::curves::draw_curves(&out.join(METRICS_FILE), &out.join("curves.png"))
+        {
             log(&format!("warning: could not draw curves.png: {e:#}"));
         }
         if let Err(e) = draw_relation(&relation, &self.ds.class_names(), &out.join(RELATION_FILE)) {
@@ -511,31 +514,14 @@ fn progress_bar(total: u64, pos: u64) -> Option<indicatif::ProgressBar> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Result, Tensor};
+    use crate::distributed::testing::FakeGroup;
 
     /// Rank 1 of 2 whose "rank 0" is one step ahead: broadcasts come back plus one.
-    struct AheadRankZero;
-    impl ProcessGroup for AheadRankZero {
-        fn rank(&self) -> usize {
-            1
-        }
-        fn world_size(&self) -> usize {
-            2
-        }
-        fn backend(&self) -> crate::dist::Backend {
-            crate::dist::Backend::Mpi
-        }
-        fn all_reduce_flat(&self, flat: &Tensor) -> Result<Tensor> {
-            flat * 2.0
-        }
-        fn broadcast_flat(&self, flat: &Tensor, _root: usize) -> Result<Tensor> {
-            flat + 1.0
-        }
-        fn barrier(&self) -> Result<()> {
-            Ok(())
-        }
-        fn abort(&self, code: i32) -> ! {
-            panic!("abort {code}")
+    fn ahead_rank_zero() -> FakeGroup {
+        FakeGroup {
+            all_reduce: |_, flat| flat * 2.0,
+            broadcast: |flat| flat + 1.0,
+            ..FakeGroup::mirrored(1, 2)
         }
     }
 
@@ -549,7 +535,7 @@ mod tests {
             out: out.clone(),
             ..TrainConfig::default()
         };
-        let err = Trainer::in_group(cfg, true, Arc::new(AheadRankZero))
+        let err = Trainer::in_group(cfg, true, Arc::new(ahead_rank_zero()))
             .err()
             .expect("the ranks disagree on the step");
         let err = format!("{err:#}");

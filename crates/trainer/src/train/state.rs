@@ -10,8 +10,8 @@ use candle_core::{Device, Tensor, Var};
 use reco_util::fs::write_atomic;
 use serde::{Deserialize, Serialize};
 
+use super::config::TrainConfig;
 use super::learner::Learner;
-use crate::config::TrainConfig;
 
 pub(crate) const STATE_FILE: &str = "state.safetensors";
 /// The safetensors metadata key that holds [`StateMeta`].
@@ -106,7 +106,7 @@ pub(crate) fn load(
         .context("state file without run metadata")
         .and_then(|s| serde_json::from_str(s).context("bad run metadata"))
         .with_context(|| format!("cannot resume from {}", path.display()))?;
-    crate::dist::check_resume_world_size(meta.world_size, learner.group().world_size())
+    crate::distributed::check_resume_world_size(meta.world_size, learner.group().world_size())
         .with_context(|| format!("cannot resume from {}", path.display()))?;
     let saved: TrainConfig = serde_json::from_str(&meta.config)?;
     let comparable = |c: &TrainConfig| TrainConfig {
@@ -180,8 +180,8 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::config::TrainMode;
-    use crate::dist::Mirrored;
+    use crate::distributed::testing::FakeGroup;
+    use crate::train::config::TrainMode;
 
     #[test]
     fn a_state_resumes_only_with_the_world_size_that_wrote_it() {
@@ -191,10 +191,7 @@ mod tests {
             output_dim: 8,
             ..TrainConfig::default()
         };
-        let two = Arc::new(Mirrored {
-            rank: 0,
-            world_size: 2,
-        });
+        let two = Arc::new(FakeGroup::mirrored(0, 2));
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(STATE_FILE);
         let mut learner = Learner::in_group(cfg.clone(), Device::Cpu, two.clone()).unwrap();

@@ -7,7 +7,7 @@ use std::path::Path;
 use reco_data::datasets::default_class_color;
 use reco_data::{open, DatasetKind};
 
-use crate::checkpoint_model::run_config_beside;
+use super::checkpoint::run_config_beside;
 
 /// One colour per class of a `num_classes` network trained on `kind` (when known).
 pub fn palette_for(

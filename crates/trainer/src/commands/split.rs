@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use reco_data::{class_table_named, open, Partial, Split};
 
-use crate::cli_args::DataArgs;
+use super::args::DataArgs;
 
 #[derive(clap::Args, Debug, Clone)]
 // The shared group makes --dataset optional; a split needs one.
@@ -70,11 +70,7 @@ mod tests {
     use clap::Parser;
     use reco_data::DatasetKind;
 
-    #[derive(Parser)]
-    struct Wrapper {
-        #[command(flatten)]
-        args: SplitArgs,
-    }
+    type Wrapper = crate::commands::Wrapper<SplitArgs>;
 
     #[test]
     fn split_prints_ids_and_table_and_saves_a_loadable_file() {

@@ -47,19 +47,19 @@ impl Sgd {
                 buf.inplace_op3(
                     &grad,
                     &p,
-                    &cpu::MomentumUpdate {
+                    &cpu::InPlace(cpu::MomentumUpdate {
                         momentum: self.momentum,
                         weight_decay: self.weight_decay,
-                    },
+                    }),
                 )?;
                 p.inplace_op3(
                     &grad,
                     &buf,
-                    &cpu::NesterovUpdate {
+                    &cpu::InPlace(cpu::NesterovUpdate {
                         momentum: self.momentum,
                         weight_decay: self.weight_decay,
                         lr,
-                    },
+                    }),
                 )?;
                 self.buffers.insert(name.clone(), buf);
                 continue;
@@ -126,7 +126,7 @@ impl Ema {
             let t = teacher.as_detached_tensor();
             let s = student.as_detached_tensor();
             if cpu::use_kernels(&t) {
-                t.inplace_op2(&s, &cpu::EmaUpdate { decay })?;
+                t.inplace_op2(&s, &cpu::InPlace(cpu::EmaUpdate { decay }))?;
                 continue;
             }
             teacher.set(&((t * decay)? + (s * (1.0 - decay))?)?)?;

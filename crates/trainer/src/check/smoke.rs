@@ -1,5 +1,5 @@
-//! `trainer check --smoke`: the first thing to run on a new device, in seconds. Each
-//! line runs one kind of kernel the train step needs on the device and compares it with
+//! The smoke test (`trainer check --smoke`): the first thing to run on a new device, in
+//! seconds. Each line runs one kind of kernel the train step needs on the device and compares it with
 //! the CPU kernels on the same inputs: device creation and copies, matmul (f32 with
 //! reduced precision off), softmax, the convolution and its two gradients (at a stride-2
 //! layer with H and W of different parity), the composed max-pool and batch norm, and
@@ -14,7 +14,7 @@ use reco_models::ops::{
 use reco_models::reference::{formula_x, rel_err};
 use reco_util::ops_path::{with_ops_path, OpsPath};
 
-use crate::check_cmd::CheckLine;
+use super::CheckLine;
 
 /// Deterministic inputs on the CPU (the reference side).
 fn input(name: &str, shape: &[usize]) -> candle_core::Result<Tensor> {

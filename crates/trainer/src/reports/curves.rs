@@ -56,19 +56,9 @@ pub(crate) fn read(metrics: &Path) -> anyhow::Result<Series> {
     Ok(s)
 }
 
-/// DejaVu Sans Mono (its licence is beside it), so that plots need no system fonts.
-static FONT: &[u8] = include_bytes!("../assets/DejaVuSansMono.ttf");
-
-pub(crate) fn register_font() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        // Registration fails only for an invalid font file, which this one is not.
-        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
-    });
-}
-
+/// Draws the losses and the mIoU of `metrics` (a metrics.jsonl) into the PNG `out`.
 pub fn draw_curves(metrics: &Path, out: &Path) -> anyhow::Result<()> {
-    register_font();
+    super::register_font();
     let s = read(metrics)?;
     let max_step = s
         .loss

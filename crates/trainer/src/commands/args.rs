@@ -7,8 +7,8 @@ use candle_core::Device;
 use reco_data::DatasetKind;
 use reco_models::{PredictOptions, SlidingWindow, MIN_INPUT_SIZE};
 
-use crate::checkpoint_model::{load_model, LoadedModel};
-use crate::config::parse_device;
+use crate::inference::checkpoint::{load_model, LoadedModel};
+use crate::train::config::parse_device;
 
 /// `--device`: train, eval, predict, bench and check.
 #[derive(clap::Args, Debug, Clone, Default)]

@@ -10,7 +10,7 @@ use candle_core::Device;
 use reco_data::DatasetKind;
 use reco_models::{read_meta, MetaFallback, Segmenter};
 
-use crate::config::TrainConfig;
+use crate::train::config::TrainConfig;
 
 pub struct LoadedModel {
     pub segmenter: Segmenter,
@@ -21,6 +21,17 @@ pub struct LoadedModel {
 impl LoadedModel {
     pub fn num_classes(&self) -> usize {
         self.segmenter.meta().num_classes
+    }
+
+    /// The dataset when known, else the first whose class count is the network's (for
+    /// the colours of pictures; never for metrics).
+    pub fn dataset_or_guess(&self) -> Option<DatasetKind> {
+        let num_classes = self.num_classes();
+        self.dataset.or_else(|| {
+            DatasetKind::ALL
+                .into_iter()
+                .find(|k| k.defaults().num_classes == num_classes)
+        })
     }
 }
 

@@ -1,60 +1,18 @@
-//! The class-relation graph of an evaluated network (docs/design.md#losses-and-sampling):
-//! the class-mean representations over the validation set, turned into the matrix the
-//! ReCo key sampler draws negative classes from, and drawn as `relation.png` with the
-//! class names on both axes.
+//! The class-relation graph of an evaluated network (docs/design.md#losses-and-sampling)
+//! drawn as `relation.png`, with the class names on both axes: the matrix the ReCo key
+//! sampler draws negative classes from, made from the class-mean representations over
+//! the validation set ([`crate::evaluation::evaluate_with_relation`]).
 
 use std::path::Path;
-use std::sync::Arc;
 
 use anyhow::Context;
-use candle_core::{DType, Device};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
-use reco_data::{Loader, SegDataset, ValLoaderConfig};
-use reco_loss::{ClassMeanAccumulator, ClassRelation};
-use reco_models::ops::resize_bilinear;
-use reco_models::Network;
+use reco_loss::ClassRelation;
 
-use crate::metrics::{ConfusionMatrix, SegMetrics};
+use crate::image_io::encode_png;
 
 pub(crate) const RELATION_FILE: &str = "relation.png";
-
-/// The validation metrics and, from the same forward passes, the class-relation matrix
-/// of the representations (`temp`: the ReCo temperature).
-pub fn evaluate_with_relation(
-    model: &Network,
-    ds: Arc<dyn SegDataset>,
-    ids: Vec<String>,
-    device: &Device,
-    num_threads: usize,
-    temp: f64,
-) -> anyhow::Result<(SegMetrics, ClassRelation)> {
-    anyhow::ensure!(!ids.is_empty(), "the validation set is empty");
-    let mut cfg = ValLoaderConfig::for_dataset(ds.as_ref());
-    cfg.num_threads = num_threads;
-    let mc = model.config();
-    let mut confusion = ConfusionMatrix::new(mc.num_classes);
-    let mut means = ClassMeanAccumulator::new(mc.num_classes, mc.output_dim);
-    for batch in Loader::val(ds, ids, cfg)? {
-        let batch = batch.context("cannot load a validation batch")?;
-        let images = batch.images.to_device(device)?;
-        let (_, _, h, w) = images.dims4()?;
-        let (pred, rep) = model.forward_no_grad(&images, false)?;
-        let labels = batch.labels.to_device(device)?;
-        means
-            .add(&rep, &labels)
-            .context("class-mean representations")?;
-        let predictions = resize_bilinear(&pred, h, w, true)?
-            .argmax(1)?
-            .flatten_all()?
-            .to_dtype(DType::U32)?
-            .to_vec1::<u32>()?;
-        let targets = batch.labels.flatten_all()?.to_vec1::<i64>()?;
-        confusion.add(&targets, &predictions)?;
-    }
-    let relation = means.relation(temp).context("class-relation matrix")?;
-    Ok((confusion.metrics(), relation))
-}
 
 /// White (the smallest entry) to dark blue (the largest): rows of an early network are
 /// close to uniform, and a scale from 0 would show them all the same. NaN entries
@@ -75,7 +33,7 @@ fn cell_colour(v: f32, min: f32, max: f32) -> RGBColor {
 /// Draws `relation` as a heat map (row = query class, column = negative class) with
 /// `names` on both axes, written atomically to `out`.
 pub fn draw_relation(relation: &ClassRelation, names: &[String], out: &Path) -> anyhow::Result<()> {
-    crate::plot::register_font();
+    super::register_font();
     let n = relation.num_classes.max(1);
     let cell: u32 = (640 / n as u32).clamp(10, 48);
     let label_chars = names
@@ -142,12 +100,7 @@ pub fn draw_relation(relation: &ClassRelation, names: &[String], out: &Path) -> 
         root.present()?;
     }
     let img = image::RgbImage::from_raw(width, height, buf).context("relation image buffer")?;
-    let mut bytes = Vec::new();
-    img.write_to(
-        &mut std::io::Cursor::new(&mut bytes),
-        image::ImageFormat::Png,
-    )
-    .with_context(|| format!("cannot encode {}", out.display()))?;
+    let bytes = encode_png(&img, out)?;
     reco_util::fs::write_atomic(out, &bytes)
         .with_context(|| format!("cannot write {}", out.display()))
 }

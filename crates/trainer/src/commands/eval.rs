@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use reco_data::{open, Subset};
 
-use crate::cli_args::{DeviceArgs, InferenceArgs, ModelSource, ValArgs};
-use crate::eval::evaluate_segmenter;
+use super::args::{DeviceArgs, InferenceArgs, ModelSource, ValArgs};
+use crate::evaluation::evaluate_segmenter;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct EvalArgs {
@@ -43,7 +43,7 @@ pub fn run(args: &EvalArgs, out: &mut impl Write) -> anyhow::Result<()> {
     // The data crate's error already says how to fetch the dataset.
     // Without --data-root: the run's folder (the folder dataset has no default one).
     let data_root = args.data_root.clone().or_else(|| {
-        crate::checkpoint_model::run_config_beside(checkpoint).and_then(|c| c.data_root)
+        crate::inference::checkpoint::run_config_beside(checkpoint).and_then(|c| c.data_root)
     });
     let ds = open(kind, data_root.as_deref())
         .with_context(|| format!("cannot open the {kind} dataset"))?;

@@ -1,6 +1,7 @@
-//! `trainer train` (and the bare `trainer`): flags → [`TrainConfig`] → [`Trainer`], as
-//! one process or as one rank of a data-parallel run (`mpirun -np N trainer train ...`,
-//! docs/distributed.md).
+//! `trainer train` (and the bare `trainer`): flags → [`TrainConfig`], trained by
+//! [`crate::train::driver`] as one process or as one rank of a data-parallel run
+//! (`mpirun -np N trainer train ...`, docs/distributed.md); the run's header and summary
+//! printed.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,10 +10,10 @@ use anyhow::Context;
 use reco_data::{DatasetKind, MixMode, Partial};
 use reco_loss::ThresholdSchedule;
 
-use crate::cli_args::{DataArgs, DeviceArgs, ValArgs};
-use crate::config::{TrainConfig, TrainMode};
-use crate::dist::{self, Backend, Launch, ProcessGroup};
-use crate::train::{RunSummary, Trainer};
+use super::args::{DataArgs, DeviceArgs, ValArgs};
+use crate::distributed::{self, Backend, Launch, ProcessGroup};
+use crate::train::config::{TrainConfig, TrainMode};
+use crate::train::train_in_group;
 
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct TrainArgs {
@@ -181,55 +182,13 @@ impl TrainArgs {
     }
 }
 
-/// Trains in this process alone.
-pub fn train(cfg: TrainConfig, resume: bool) -> anyhow::Result<RunSummary> {
-    let mut trainer = Trainer::new(cfg, resume)?;
-    trainer
-        .run(&mut |line| eprintln!("{line}"))?
-        .context("a single-process run ends with a summary")
-}
-
-/// Trains as one rank of `group`; the summary comes back on rank 0. Every rank waits for
-/// the others before returning, so that none finalises its process group while a peer
-/// still trains.
-pub fn train_in_group(
-    cfg: TrainConfig,
-    resume: bool,
-    group: Arc<dyn ProcessGroup>,
-) -> anyhow::Result<Option<RunSummary>> {
-    let mut trainer = Trainer::in_group(cfg, resume, group.clone())?;
-    let summary = trainer.run(&mut |line| eprintln!("{line}"))?;
-    group
-        .barrier()
-        .context("waiting for the other ranks at the end")?;
-    Ok(summary)
-}
-
-/// The process group of this launch: the backend from `--dist-backend`, or the one the
-/// launch suggests ([`Backend::default_for`]).
-pub fn open_group(
-    launch: &Launch,
-    backend: Option<Backend>,
-    device: &str,
-) -> anyhow::Result<Arc<dyn ProcessGroup>> {
-    let backend = backend.unwrap_or_else(|| Backend::default_for(launch, device));
-    dist::init(launch, backend).with_context(|| {
-        format!(
-            "cannot start the {} process group (rank {} of {})",
-            backend.name(),
-            launch.rank,
-            launch.world_size
-        )
-    })
-}
-
 pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     let mut cfg = args.resolve()?;
     let launch = Launch::from_env()?;
-    let group = open_group(&launch, args.dist_backend, &cfg.device)?;
+    let group = distributed::open_group(&launch, args.dist_backend, &cfg.device)?;
     // From here an error on one rank must end every rank (no peer left waiting).
-    dist::run_or_abort(group.as_ref(), || {
-        dist::check_sync_bn(cfg.sync_bn, group.world_size())?;
+    distributed::run_or_abort(group.as_ref(), || {
+        distributed::check_sync_bn(cfg.sync_bn, group.world_size())?;
         cfg.device = launch.device_name(&cfg.device);
         run_in_group(cfg, args.resume, group.clone())
     })
@@ -315,11 +274,7 @@ mod tests {
     use clap::{CommandFactory, Parser};
     use reco_data::Partial;
 
-    #[derive(Parser)]
-    struct Wrapper {
-        #[command(flatten)]
-        args: TrainArgs,
-    }
+    type Wrapper = crate::commands::Wrapper<TrainArgs>;
 
     type Check = fn(&TrainArgs, &TrainConfig) -> bool;
 

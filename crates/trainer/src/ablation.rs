@@ -1,30 +1,20 @@
-//! `trainer ablate`: supervised, ClassMix and ClassMix + ReCo on the same split, seed
-//! and iteration budget, reported as one mIoU table (also written as Markdown). With
-//! `--seeds N` the three runs are repeated for N consecutive seeds (each seed draws its
-//! own split, initialisation and sampling) and the table gives mean ± std over seeds.
+//! The ablation: supervised, ClassMix and ClassMix + ReCo on the same split, seed and
+//! iteration budget, reported as one mIoU table in Markdown. Over several consecutive
+//! seeds (each draws its own split, initialisation and sampling) the three runs are
+//! repeated and the table gives mean ± std over seeds.
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use reco_data::MixMode;
 use reco_util::fs::write_atomic;
 
-use crate::config::{TrainConfig, TrainMode};
-use crate::plot;
-use crate::train::METRICS_FILE;
-use crate::train_cmd::{train, TrainArgs};
+use crate::reports::curves;
+use crate::train::config::{TrainConfig, TrainMode};
+use crate::train::{train, METRICS_FILE};
 
-#[derive(clap::Args, Debug, Clone, Default)]
-pub struct AblateArgs {
-    /// Every flag of `trainer train`; --mode, --mix and --reco are set per variant, and
-    /// each variant writes to a sub-folder of --out (default runs/ablate-<dataset>).
-    #[command(flatten)]
-    pub train: TrainArgs,
-    /// Repeat the ablation for this many consecutive seeds, starting at --seed, and
-    /// report mean ± std over them (each seed in its own sub-folder seed-<s>).
-    #[arg(long, default_value_t = 1)]
-    pub seeds: usize,
-}
+/// The table's file in the ablation's folder.
+pub const TABLE_FILE: &str = "ablation.md";
 
 /// One run of the ablation: a variant at one seed.
 pub struct AblationRow {
@@ -136,7 +126,7 @@ fn run_seed(base: &TrainConfig, dir: &Path, resume: bool) -> anyhow::Result<Vec<
         eprintln!("\n== {name}, seed {} ({}) ==", cfg.seed, cfg.out.display());
         let s = train(cfg, resume)?;
         // metrics.jsonl holds each evaluation once: resume truncates it to the checkpoint.
-        let evals = plot::read(&s.out.join(METRICS_FILE))?.miou;
+        let evals = curves::read(&s.out.join(METRICS_FILE))?.miou;
         rows.push(AblationRow {
             name,
             seed: base.seed,
@@ -150,40 +140,40 @@ fn run_seed(base: &TrainConfig, dir: &Path, resume: bool) -> anyhow::Result<Vec<
     Ok(rows)
 }
 
-pub fn run(args: &AblateArgs) -> anyhow::Result<Vec<AblationRow>> {
-    if args.seeds == 0 {
-        bail!("--seeds 0: give at least one seed");
-    }
-    let base = args.train.resolve()?;
-    let root = match &args.train.out {
-        Some(out) => out.clone(),
-        None => PathBuf::from("runs").join(format!("ablate-{}", base.dataset)),
-    };
+/// Trains the three variants for each of `seeds` consecutive seeds from `base.seed`:
+/// into `root` itself for one seed, into `root/seed-<s>` for several.
+pub fn run(
+    base: &TrainConfig,
+    seeds: usize,
+    root: &Path,
+    resume: bool,
+) -> anyhow::Result<Vec<AblationRow>> {
     let mut rows = Vec::new();
-    for k in 0..args.seeds as u64 {
+    for k in 0..seeds as u64 {
         let mut cfg = base.clone();
         cfg.seed = base
             .seed
             .checked_add(k)
             .ok_or_else(|| anyhow::anyhow!("--seed {} + --seeds overflows", base.seed))?;
         // One seed keeps the flat layout; several get a folder each.
-        let dir = if args.seeds == 1 {
-            root.clone()
+        let dir = if seeds == 1 {
+            root.to_path_buf()
         } else {
             root.join(format!("seed-{}", cfg.seed))
         };
-        rows.extend(run_seed(&cfg, &dir, args.train.resume)?);
+        rows.extend(run_seed(&cfg, &dir, resume)?);
     }
-    let seeds = if args.seeds == 1 {
+    Ok(rows)
+}
+
+/// The title line of the table: dataset, labels, backbone, budget and seeds.
+pub fn header(base: &TrainConfig, seeds: usize) -> String {
+    let seeds = if seeds == 1 {
         format!("seed {}", base.seed)
     } else {
-        format!(
-            "seeds {}..={}",
-            base.seed,
-            base.seed + args.seeds as u64 - 1
-        )
+        format!("seeds {}..={}", base.seed, base.seed + seeds as u64 - 1)
     };
-    let header = format!(
+    format!(
         "Ablation on {} ({} labels{}, backbone {}, {} iterations, {seeds})",
         base.dataset,
         base.num_labels,
@@ -192,16 +182,15 @@ pub fn run(args: &AblateArgs) -> anyhow::Result<Vec<AblationRow>> {
             .unwrap_or_default(),
         base.backbone,
         base.iters,
-    );
-    let table = markdown(&rows, &header);
-    let md = root.join("ablation.md");
+    )
+}
+
+/// Writes `table` to `root/ablation.md`; returns that path.
+pub fn write_table(root: &Path, table: &str) -> anyhow::Result<PathBuf> {
+    let md = root.join(TABLE_FILE);
     write_atomic(&md, table.as_bytes())
         .with_context(|| format!("cannot write the ablation table {}", md.display()))?;
-    println!(
-        "\n{table}\n(written to {})",
-        root.join("ablation.md").display()
-    );
-    Ok(rows)
+    Ok(md)
 }
 
 #[cfg(test)]

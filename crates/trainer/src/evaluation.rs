@@ -8,11 +8,13 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use candle_core::{DType, Device, Tensor};
-use reco_data::{Loader, SegDataset, ValLoaderConfig, IMAGENET_MEAN, IMAGENET_STD};
+use reco_data::{Batch, Loader, SegDataset, ValLoaderConfig, IMAGENET_MEAN, IMAGENET_STD};
 use reco_models::ops::resize_bilinear;
 use reco_models::{Network, PredictOptions, Segmenter};
 
-use crate::metrics::{ConfusionMatrix, SegMetrics};
+use reco_loss::{ClassMeanAccumulator, ClassRelation};
+
+use crate::reports::metrics::{ConfusionMatrix, SegMetrics};
 
 /// Class ids `[B,H,W]` predicted for `images [B,3,H,W]` at their full size.
 pub fn predict_classes(model: &Network, images: &Tensor) -> anyhow::Result<Tensor> {
@@ -30,8 +32,8 @@ pub fn evaluate(
     device: &Device,
     num_threads: usize,
 ) -> anyhow::Result<SegMetrics> {
-    evaluate_with(model.config().num_classes, ds, ids, num_threads, |images| {
-        let classes = predict_classes(model, &images.to_device(device)?)?;
+    evaluate_with(model.config().num_classes, ds, ids, num_threads, |batch| {
+        let classes = predict_classes(model, &batch.images.to_device(device)?)?;
         Ok(classes
             .flatten_all()?
             .to_dtype(DType::U32)?
@@ -56,9 +58,9 @@ pub fn evaluate_segmenter(
         ds,
         ids,
         num_threads,
-        |images| {
+        |batch| {
             // The loader normalises; the segmenter takes RGB in 0..1 and normalises itself.
-            let p = segmenter.predict_tensor(&imagenet_to_rgb(images)?, &opts)?;
+            let p = segmenter.predict_tensor(&imagenet_to_rgb(&batch.images)?, &opts)?;
             Ok(p.classes.flatten_all()?.to_vec1::<u32>()?)
         },
     )
@@ -72,14 +74,45 @@ fn imagenet_to_rgb(images: &Tensor) -> anyhow::Result<Tensor> {
     Ok(images.broadcast_mul(&std)?.broadcast_add(&mean)?)
 }
 
-/// The confusion matrix of `predict` (images `[B,3,H,W]` in 0..1 to class ids, row-major)
-/// against the labels.
+/// The metrics of `model` as in [`evaluate`] and, from the same forward passes, the
+/// class-relation matrix of its representations (`temp`: the ReCo temperature), which
+/// the ReCo key sampler draws negative classes from.
+pub fn evaluate_with_relation(
+    model: &Network,
+    ds: Arc<dyn SegDataset>,
+    ids: Vec<String>,
+    device: &Device,
+    num_threads: usize,
+    temp: f64,
+) -> anyhow::Result<(SegMetrics, ClassRelation)> {
+    let mc = model.config();
+    let mut means = ClassMeanAccumulator::new(mc.num_classes, mc.output_dim);
+    let metrics = evaluate_with(mc.num_classes, ds, ids, num_threads, |batch| {
+        let images = batch.images.to_device(device)?;
+        let (_, _, h, w) = images.dims4()?;
+        let (pred, rep) = model.forward_no_grad(&images, false)?;
+        let labels = batch.labels.to_device(device)?;
+        means
+            .add(&rep, &labels)
+            .context("class-mean representations")?;
+        Ok(resize_bilinear(&pred, h, w, true)?
+            .argmax(1)?
+            .flatten_all()?
+            .to_dtype(DType::U32)?
+            .to_vec1::<u32>()?)
+    })?;
+    let relation = means.relation(temp).context("class-relation matrix")?;
+    Ok((metrics, relation))
+}
+
+/// The confusion matrix of `predict` (a validation batch, images ImageNet-normalised, to
+/// class ids, row-major) against the batch's labels.
 fn evaluate_with(
     num_classes: usize,
     ds: Arc<dyn SegDataset>,
     ids: Vec<String>,
     num_threads: usize,
-    mut predict: impl FnMut(&Tensor) -> anyhow::Result<Vec<u32>>,
+    mut predict: impl FnMut(&Batch) -> anyhow::Result<Vec<u32>>,
 ) -> anyhow::Result<SegMetrics> {
     anyhow::ensure!(!ids.is_empty(), "the validation set is empty");
     let mut cfg = ValLoaderConfig::for_dataset(ds.as_ref());
@@ -87,7 +120,7 @@ fn evaluate_with(
     let mut confusion = ConfusionMatrix::new(num_classes);
     for batch in Loader::val(ds, ids, cfg)? {
         let batch = batch.context("cannot load a validation batch")?;
-        let predictions = predict(&batch.images)?;
+        let predictions = predict(&batch)?;
         let targets = batch.labels.flatten_all()?.to_vec1::<i64>()?;
         confusion.add(&targets, &predictions)?;
     }

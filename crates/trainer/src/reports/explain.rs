@@ -1,6 +1,6 @@
-//! `trainer predict --explain`: per image, the two maps that explain which pixels the
-//! ReCo loss would use as queries (docs/design.md#losses-and-sampling): the confidence
-//! map (max softmax probability, dark = unsure) and the hard queries (valid at the weak
+//! The pictures of `trainer predict --explain`: per image, the two maps that explain
+//! which pixels the ReCo loss would use as queries (docs/design.md#losses-and-sampling):
+//! the confidence map (max softmax probability, dark = unsure) and the hard queries (valid at the weak
 //! threshold but below the strong one, in red), both as overlays on the photo. Hard
 //! pixels lie on region borders.
 
@@ -14,54 +14,18 @@ use reco_loss::query_map;
 use reco_models::ops::resize_bilinear;
 use reco_models::Segmenter;
 
-use crate::checkpoint_model::run_config_beside;
+use crate::image_io::{file_stem, read_photo, save_png};
 
 /// The original's strong threshold δs, used when the checkpoint has no run beside it.
 pub const DEFAULT_STRONG_THRESHOLD: f64 = 0.97;
 /// The original's weak threshold δw.
 pub const DEFAULT_WEAK_THRESHOLD: f64 = 0.7;
 
-#[derive(clap::Args, Debug, Clone, Default)]
-pub struct ExplainArgs {
-    /// Also write <name>_confidence.png (max softmax probability) and <name>_hard.png
-    /// (the pixels that would be hard ReCo queries) per image.
-    #[arg(long)]
-    pub explain: bool,
-    /// Strong threshold of --explain (default: the run's final value from the
-    /// config.json beside the checkpoint, else 0.97).
-    #[arg(long)]
-    pub explain_threshold: Option<f64>,
-}
-
 /// The thresholds the hard-query map is drawn at.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Thresholds {
     pub weak: f64,
     pub strong: f64,
-}
-
-impl ExplainArgs {
-    /// `None` without `--explain`; else the flag's strong threshold, or the run's
-    /// (its schedule's value at the last step), or the original's.
-    pub fn thresholds(&self, checkpoint: &Path) -> anyhow::Result<Option<Thresholds>> {
-        if !self.explain {
-            return Ok(None);
-        }
-        let run = run_config_beside(checkpoint);
-        let strong = match (self.explain_threshold, &run) {
-            (Some(t), _) => t,
-            (None, Some(cfg)) => cfg.strong_threshold.value_at(cfg.iters),
-            (None, None) => DEFAULT_STRONG_THRESHOLD,
-        };
-        anyhow::ensure!(
-            (0.0..=1.0).contains(&strong),
-            "--explain-threshold must lie in [0, 1], got {strong}"
-        );
-        let weak = run
-            .map(|c| c.weak_threshold)
-            .unwrap_or(DEFAULT_WEAK_THRESHOLD);
-        Ok(Some(Thresholds { weak, strong }))
-    }
 }
 
 /// Grey photo under the map: the colour of the photo would hide the map's.
@@ -110,8 +74,8 @@ pub fn explain_one(
     });
     let conf_path = output.join(format!("{stem}_confidence.png"));
     let hard_path = output.join(format!("{stem}_hard.png"));
-    crate::predict_cmd::save_png(&conf_img, &conf_path)?;
-    crate::predict_cmd::save_png(&hard_img, &hard_path)?;
+    save_png(&conf_img, &conf_path)?;
+    save_png(&hard_img, &hard_path)?;
     let n_hard = hard.iter().filter(|&&v| v != 0).count();
     eprintln!(
         "  {stem}: {n_hard} of {} pixels are hard queries (confidence in [{}, {}))",
@@ -130,11 +94,8 @@ pub fn explain_file(
     device: &Device,
     output: &Path,
 ) -> anyhow::Result<[PathBuf; 2]> {
-    let photo = crate::predict_cmd::read_photo(path)?;
-    let stem = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let photo = read_photo(path)?;
+    let stem = file_stem(path);
     explain_one(model, &photo, &stem, thresholds, device, output)
         .with_context(|| format!("--explain for {}", path.display()))
 }

@@ -14,8 +14,12 @@ pub mod mpi;
 #[cfg(feature = "nccl")]
 pub mod nccl;
 mod single;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::sync::Arc;
+
+use anyhow::Context;
 
 use candle_core::{backprop::GradStore, DType, Result, Tensor, Var};
 
@@ -305,42 +309,27 @@ pub fn init(
     }
 }
 
-/// A stand-in for a group of ranks that all hold what this one holds: all-reduce
-/// multiplies by the world size, broadcast returns its input. For unit tests of code
-/// that must behave differently with several ranks.
-#[cfg(test)]
-pub(crate) struct Mirrored {
-    pub rank: usize,
-    pub world_size: usize,
-}
-
-#[cfg(test)]
-impl ProcessGroup for Mirrored {
-    fn rank(&self) -> usize {
-        self.rank
-    }
-    fn world_size(&self) -> usize {
-        self.world_size
-    }
-    fn backend(&self) -> Backend {
-        Backend::Mpi
-    }
-    fn all_reduce_flat(&self, flat: &Tensor) -> Result<Tensor> {
-        flat * self.world_size as f64
-    }
-    fn broadcast_flat(&self, flat: &Tensor, _root: usize) -> Result<Tensor> {
-        Ok(flat.clone())
-    }
-    fn barrier(&self) -> Result<()> {
-        Ok(())
-    }
-    fn abort(&self, code: i32) -> ! {
-        panic!("abort {code}")
-    }
+/// The process group of this launch: `backend` (`--dist-backend`) or, without it, the
+/// one the launch suggests on `device` ([`Backend::default_for`]).
+pub fn open_group(
+    launch: &Launch,
+    backend: Option<Backend>,
+    device: &str,
+) -> anyhow::Result<Arc<dyn ProcessGroup>> {
+    let backend = backend.unwrap_or_else(|| Backend::default_for(launch, device));
+    init(launch, backend).with_context(|| {
+        format!(
+            "cannot start the {} process group (rank {} of {})",
+            backend.name(),
+            launch.rank,
+            launch.world_size
+        )
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    use super::testing::FakeGroup;
     use super::*;
     use candle_core::Device;
 
@@ -362,31 +351,14 @@ mod tests {
 
     /// A fake two-rank group whose all-reduce triples and whose broadcast adds one, so
     /// that a result shows it went through the collective.
-    struct Doubling;
-    impl ProcessGroup for Doubling {
-        fn rank(&self) -> usize {
-            0
-        }
-        fn world_size(&self) -> usize {
-            2
-        }
-        fn backend(&self) -> Backend {
-            Backend::Single
-        }
-        fn all_reduce_flat(&self, flat: &Tensor) -> Result<Tensor> {
-            flat * 3.0
-        }
-        fn broadcast_flat(&self, flat: &Tensor, _root: usize) -> Result<Tensor> {
-            flat + 1.0
-        }
-        fn barrier(&self) -> Result<()> {
-            Ok(())
-        }
-        fn abort(&self, code: i32) -> ! {
-            panic!("abort {code}")
-        }
-        fn bucket_bytes(&self) -> usize {
-            16
+    fn doubling() -> FakeGroup {
+        FakeGroup {
+            rank: 0,
+            backend: Backend::Single,
+            all_reduce: |_, flat| flat * 3.0,
+            broadcast: |flat| flat + 1.0,
+            bucket_bytes: 16,
+            ..FakeGroup::mirrored(0, 2)
         }
     }
 
@@ -402,7 +374,7 @@ mod tests {
             .unwrap()
             .reshape((2, 2))
             .unwrap();
-        let out = Doubling.all_reduce_sum(&[a.clone(), b, c]).unwrap();
+        let out = doubling().all_reduce_sum(&[a.clone(), b, c]).unwrap();
         assert_eq!(out[0].dims(), [2, 3]);
         assert_eq!(
             out[0].to_vec2::<f32>().unwrap(),
@@ -413,9 +385,9 @@ mod tests {
             out[2].to_vec2::<f64>().unwrap(),
             vec![vec![0., 3.], vec![6., 9.]]
         );
-        let avg = average(&Doubling, &[a]).unwrap();
+        let avg = average(&doubling(), &[a]).unwrap();
         assert_eq!(avg[0].to_vec2::<f32>().unwrap()[1], vec![4.5, 6., 7.5]);
-        let bc = Doubling
+        let bc = doubling()
             .broadcast(&[Tensor::new(&[1f32, 2.], &dev).unwrap()])
             .unwrap();
         assert_eq!(bc[0].to_vec1::<f32>().unwrap(), vec![2., 3.]);
@@ -423,7 +395,7 @@ mod tests {
 
     #[test]
     fn integer_tensors_are_refused() {
-        let err = Doubling
+        let err = doubling()
             .all_reduce_sum(&[Tensor::new(&[1u32], &Device::Cpu).unwrap()])
             .unwrap_err();
         assert!(err.to_string().contains("f32 or f64"), "{err}");
@@ -438,10 +410,10 @@ mod tests {
         let loss = (a.as_tensor().sum_all().unwrap() * 2.0).unwrap();
         let mut grads = loss.backward().unwrap();
         assert!(grads.get(b.as_tensor()).is_none());
-        // `Doubling` multiplies by 3 and has 2 ranks: the "average" is 1.5 x local.
+        // `doubling()` multiplies by 3 and has 2 ranks: the "average" is 1.5 x local.
         // Its flag all-reduce says b and c have gradients elsewhere (3 x 0 = 0 would
         // not): a flag of 0 stays 0, so b and c keep no gradient here.
-        average_grads(&Doubling, &[a.clone(), b.clone(), c.clone()], &mut grads).unwrap();
+        average_grads(&doubling(), &[a.clone(), b.clone(), c.clone()], &mut grads).unwrap();
         assert_eq!(
             grads.get(a.as_tensor()).unwrap().to_vec1::<f32>().unwrap(),
             vec![3., 3.]
@@ -450,36 +422,19 @@ mod tests {
         assert!(grads.get(c.as_tensor()).is_none());
 
         // A group whose flags say every variable has a gradient on some rank.
-        struct AllPresent;
-        impl ProcessGroup for AllPresent {
-            fn rank(&self) -> usize {
-                1
-            }
-            fn world_size(&self) -> usize {
-                2
-            }
-            fn backend(&self) -> Backend {
-                Backend::Single
-            }
-            fn all_reduce_flat(&self, flat: &Tensor) -> Result<Tensor> {
-                // Flags (f64) become "present somewhere"; gradients (f32) double.
-                match flat.dtype() {
-                    DType::F64 => flat.ones_like(),
-                    _ => flat * 2.0,
-                }
-            }
-            fn broadcast_flat(&self, flat: &Tensor, _root: usize) -> Result<Tensor> {
-                flat.zeros_like()
-            }
-            fn barrier(&self) -> Result<()> {
-                Ok(())
-            }
-            fn abort(&self, code: i32) -> ! {
-                panic!("abort {code}")
-            }
-        }
+        let all_present = FakeGroup {
+            rank: 1,
+            backend: Backend::Single,
+            // Flags (f64) become "present somewhere"; gradients (f32) double.
+            all_reduce: |_, flat| match flat.dtype() {
+                DType::F64 => flat.ones_like(),
+                _ => flat * 2.0,
+            },
+            broadcast: |flat| flat.zeros_like(),
+            ..FakeGroup::mirrored(1, 2)
+        };
         let mut grads = loss.backward().unwrap();
-        average_grads(&AllPresent, &[a.clone(), b.clone()], &mut grads).unwrap();
+        average_grads(&all_present, &[a.clone(), b.clone()], &mut grads).unwrap();
         assert_eq!(
             grads.get(a.as_tensor()).unwrap().to_vec1::<f32>().unwrap(),
             vec![2., 2.]
@@ -490,7 +445,7 @@ mod tests {
             vec![0.]
         );
         // Broadcast sets the variables to "rank 0's" values (zeros here).
-        broadcast_vars(&AllPresent, std::slice::from_ref(&a)).unwrap();
+        broadcast_vars(&all_present, std::slice::from_ref(&a)).unwrap();
         assert_eq!(a.as_tensor().to_vec1::<f32>().unwrap(), vec![0., 0.]);
     }
 

@@ -1,0 +1,144 @@
+//! `trainer bench`: the measurements of [`crate::bench`] as a table. Each measurement
+//! runs in a process of its own (this binary with the hidden `--child`) so that its peak
+//! memory is its own.
+
+use std::process::Command;
+
+use anyhow::{bail, Context};
+use reco_util::bench::peak_rss_mb;
+
+use super::args::DeviceArgs;
+use crate::bench::{measure, Workload, MEASUREMENTS};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    #[arg(long, default_value = "resnet101")]
+    pub backbone: String,
+    /// Labelled (= unlabelled) crops per train step: default 10 (the original) on CUDA,
+    /// 2 on the CPU.
+    #[arg(long)]
+    pub batch: Option<usize>,
+    #[arg(long, default_value_t = 321)]
+    pub crop: usize,
+    /// Timed runs per measurement (after one warm-up run).
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// Measurements to run: any of train, eval, reco.
+    #[arg(long, value_delimiter = ',', default_value = "train,eval,reco")]
+    pub only: Vec<String>,
+    /// Allow TF32 in f32 matrix products on CUDA (PyTorch's default for convolutions;
+    /// off by default, as in `trainer check`).
+    #[arg(long)]
+    pub tf32: bool,
+    /// Internal: run one measurement in this process and print
+    /// `median min images peak_mb host_copies_per_run`.
+    #[arg(long, hide = true)]
+    pub child: bool,
+}
+
+/// The workload of the flags, with `batch` crops.
+fn workload(args: &BenchArgs, batch: usize) -> Workload {
+    Workload {
+        backbone: args.backbone.clone(),
+        batch,
+        crop: args.crop,
+        runs: args.runs,
+        device: args.device.name().to_string(),
+    }
+}
+
+pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    let device = args.device.open()?;
+    let batch = args.batch.unwrap_or(if device.is_cpu() { 2 } else { 10 });
+    if args.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    for what in &args.only {
+        if !MEASUREMENTS.contains(&what.as_str()) {
+            bail!("unknown measurement {what:?} in --only: expected train, eval or reco");
+        }
+    }
+    candle_core::cuda::set_gemm_reduced_precision_f32(args.tf32);
+    if args.child {
+        let what = args
+            .only
+            .first()
+            .context("--child needs one --only measurement")?;
+        let t = measure(what, &workload(args, batch), &device)?;
+        println!(
+            "{} {} {} {} {}",
+            t.median,
+            t.min,
+            t.images,
+            peak_rss_mb().unwrap_or(f64::NAN),
+            t.host_copies
+        );
+        return Ok(());
+    }
+    let exe = std::env::current_exe().context("cannot find the trainer executable")?;
+    println!(
+        "DeepLabV3+ {} OS16 on {} ({}), Pascal VOC setting: {batch} labelled + {batch} unlabelled crops of {}, ClassMix + ReCo; median of {} runs",
+        args.backbone,
+        args.device.name(),
+        if device.is_cpu() { format!("{} threads", candle_core::utils::get_num_threads()) } else { "CUDA".into() },
+        args.crop,
+        args.runs
+    );
+    println!(
+        "kernels: {}; f32 matmul reduced precision (TF32): {}",
+        crate::check::kernels(&device),
+        if args.tf32 { "on" } else { "off" }
+    );
+    println!("| measurement | median (ms) | min (ms) | images/s | peak host RSS (MB) | host copies/run |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for what in &args.only {
+        let out = Command::new(&exe)
+            .args([
+                "bench",
+                "--child",
+                "--device",
+                args.device.name(),
+                "--backbone",
+                &args.backbone,
+            ])
+            .args([
+                "--batch",
+                &batch.to_string(),
+                "--crop",
+                &args.crop.to_string(),
+            ])
+            .args(["--runs", &args.runs.to_string(), "--only", what])
+            .args(args.tf32.then_some("--tf32"))
+            .output()
+            .context("cannot start the measurement process")?;
+        if !out.status.success() {
+            bail!(
+                "the {what} measurement failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let v: Vec<f64> = text
+            .split_whitespace()
+            .filter_map(|s| s.parse().ok())
+            .collect();
+        let [med, min, images, mb, copies] = v[..] else {
+            bail!("the {what} measurement printed {text:?}");
+        };
+        let label = match what.as_str() {
+            "train" => "train step (teacher + 2 student passes, 3 losses, SGD, EMA)".to_string(),
+            "eval" => "eval forward + argmax, 1 image 513x513".to_string(),
+            _ => "ReCo loss fwd+bwd, rep 20x256x81x81, 256 queries, 512 negatives".to_string(),
+        };
+        println!(
+            "| {label} | {:.1} | {:.1} | {:.2} | {:.0} | {copies} |",
+            1e3 * med,
+            1e3 * min,
+            images / med,
+            mb
+        );
+    }
+    Ok(())
+}
