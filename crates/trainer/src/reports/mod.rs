@@ -1,11 +1,13 @@
 //! What a run and a trained network are judged by: the segmentation [`metrics`], the
 //! training [`curves`] (`curves.png`), the class-[`relation`] graph (`relation.png`) and
-//! the [`explain`] pictures of `predict --explain`.
+//! the [`explain`] pictures of `predict --explain`, and the [`tensorboard`] event-file
+//! writer (not yet called by the training loop: issue 24).
 
 pub mod curves;
 pub mod explain;
 pub mod metrics;
 pub mod relation;
+pub mod tensorboard;
 
 use plotters::style::FontStyle;
 
