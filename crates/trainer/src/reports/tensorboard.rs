@@ -229,9 +229,8 @@ impl EventWriter {
 
     /// An RGB image, encoded as PNG here.
     pub fn rgb_image(&mut self, step: u64, tag: &str, img: &image::RgbImage) -> anyhow::Result<()> {
-        let mut png = Vec::new();
-        img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-            .with_context(|| format!("encoding TensorBoard image {tag}"))?;
+        let png = crate::image_io::encode_png(img, &self.path)
+            .with_context(|| format!("TensorBoard image {tag}"))?;
         self.png(step, tag, png, (img.width(), img.height(), 3))
     }
 
