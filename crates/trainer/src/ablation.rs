@@ -11,7 +11,7 @@ use reco_util::fs::write_atomic;
 
 use crate::reports::curves;
 use crate::train::config::{TrainConfig, TrainMode};
-use crate::train::{train, METRICS_FILE};
+use crate::train::{train, Resume, METRICS_FILE};
 
 /// The table's file in the ablation's folder.
 pub const TABLE_FILE: &str = "ablation.md";
@@ -114,7 +114,7 @@ pub fn markdown(rows: &[AblationRow], header: &str) -> String {
 }
 
 /// Trains the three variants at `base.seed` into `dir`.
-fn run_seed(base: &TrainConfig, dir: &Path, resume: bool) -> anyhow::Result<Vec<AblationRow>> {
+fn run_seed(base: &TrainConfig, dir: &Path, resume: Resume) -> anyhow::Result<Vec<AblationRow>> {
     let mut rows = Vec::new();
     for (name, sub, mode, mix, reco) in VARIANTS {
         let mut cfg = base.clone();
@@ -146,7 +146,7 @@ pub fn run(
     base: &TrainConfig,
     seeds: usize,
     root: &Path,
-    resume: bool,
+    resume: Resume,
 ) -> anyhow::Result<Vec<AblationRow>> {
     let mut rows = Vec::new();
     for k in 0..seeds as u64 {

@@ -1,7 +1,8 @@
 //! The costs that decide a training run: the full semi-supervised train step of
 //! DeepLabV3+ on the Pascal VOC setting (ClassMix + ReCo), the evaluation forward at
-//! VOC's 513x513, and the ReCo loss forward+backward at the VOC shape, each on synthetic
-//! inputs of the real shapes. Median of several runs after a warm-up.
+//! VOC's 513x513, the ReCo loss forward+backward at the VOC shape, each on synthetic
+//! inputs of the real shapes, and the write of the run state (what `--save-every` costs).
+//! Median of several runs after a warm-up.
 
 use std::time::Instant;
 
@@ -15,7 +16,7 @@ use reco_util::seed::mix_seed;
 use crate::train::{Learner, TrainConfig};
 
 /// The measurements, by name.
-pub const MEASUREMENTS: [&str; 3] = ["train", "eval", "reco"];
+pub const MEASUREMENTS: [&str; 4] = ["train", "eval", "reco", "save"];
 
 /// What is measured: the network, the batch and the device.
 #[derive(Clone, Debug)]
@@ -184,6 +185,23 @@ pub fn measure(what: &str, work: &Workload, device: &Device) -> anyhow::Result<T
             })?;
             Ok(timing(runs, b))
         }
-        other => bail!("unknown measurement {other:?}: expected train, eval or reco"),
+        "save" => {
+            let cfg = pascal_config(work);
+            let mut learner = Learner::new(cfg.clone(), device.clone())?;
+            // One step first, so that the momentum buffers exist as in a running job.
+            let lb = random_batch(batch, work.crop, classes, 1, device)?;
+            let ub = random_batch(batch, work.crop, classes, 2, device)?;
+            learner.step(&lb, Some(&ub), 0, 2.5e-3)?;
+            let dir = std::env::temp_dir().join(format!("reco-bench-save-{}", std::process::id()));
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            let path = dir.join(crate::train::state::STATE_FILE);
+            let runs = time_runs(work.runs, device, |_| {
+                crate::train::state::save(&learner, &cfg, 1, None, &path)
+            });
+            let _ = std::fs::remove_dir_all(&dir);
+            Ok(timing(runs?, 0))
+        }
+        other => bail!("unknown measurement {other:?}: expected train, eval, reco or save"),
     }
 }

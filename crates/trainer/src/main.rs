@@ -2,7 +2,9 @@
 //! module; `main` only parses and dispatches. Without a subcommand it trains the
 //! default run (ReCo + ClassMix on the built-in synthetic dataset).
 
-use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use trainer::commands::{ablate, bench, check, eval, predict, split, train};
 
@@ -40,9 +42,28 @@ enum Commands {
 #[global_allocator]
 static ALLOCATOR: reco_util::alloc::HugePageAlloc = reco_util::alloc::HugePageAlloc;
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     reco_util::threads::single_candle_elementwise_pool();
-    match Cli::parse().command {
+    // `train --help` (and `ablate --help`) show each setting's default, per dataset.
+    let cmd = Cli::command()
+        .mut_subcommand("train", train::with_defaults_in_help)
+        .mut_subcommand("ablate", train::with_defaults_in_help);
+    let cli = Cli::from_arg_matches(&cmd.get_matches()).unwrap_or_else(|e| e.exit());
+    match dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:?}");
+            // A run stopped by a signal exits as schedulers expect of it: 128 + signal.
+            match e.downcast_ref::<trainer::train::Interrupted>() {
+                Some(i) => ExitCode::from(trainer::train::stop::exit_code(i.signal) as u8),
+                None => ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
         None => {
             // The bare command never fails on an earlier default run: it takes the next
             // free folder (runs/synthetic, runs/synthetic-1, ...) instead.

@@ -201,6 +201,210 @@ fn a_run_killed_at_any_moment_and_resumed_ends_bit_for_bit_as_an_uninterrupted_o
     assert!(broken.contains("broken.jpg"), "{broken}");
 }
 
+/// A number from the clock, for the test's random step and signal (printed, so that a
+/// failure can be rerun by hand).
+fn clock_random() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64 ^ d.as_secs())
+        .unwrap_or(7)
+}
+
+/// Every tensor of a safetensors file, by name: dtype, shape and raw bytes (the
+/// metadata, which names the run folder, left out).
+fn tensor_bytes(path: &Path) -> std::collections::BTreeMap<String, String> {
+    let bytes = read(path.to_path_buf());
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let digest = view.data().iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+            });
+            (
+                name,
+                format!(
+                    "{:?} {:?} {} {digest:x}",
+                    view.dtype(),
+                    view.shape(),
+                    view.data().len()
+                ),
+            )
+        })
+        .collect()
+}
+
+/// `kill -<signal> pid`.
+fn send_signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// The scalars of every event file in `dir`, by (step, tag).
+fn tensorboard_scalars(dir: &Path) -> std::collections::BTreeMap<(i64, String), f32> {
+    use trainer::reports::tensorboard::{event, read_events, summary};
+    let mut out = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if !name.starts_with("events.out.tfevents.") {
+            continue;
+        }
+        // read_events checks the framing and both CRCs of every record.
+        for e in read_events(&path).unwrap() {
+            if let Some(event::What::Summary(s)) = e.what {
+                for v in s.value {
+                    if let Some(summary::value::Value::SimpleValue(x)) = v.value {
+                        out.insert((e.step, v.tag), x);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_signal_at_a_random_step_stops_cleanly_and_the_resumed_run_ends_bit_for_bit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let iters = 8;
+    let mut args_a = tiny_args(&a, iters);
+    args_a.extend(["--save-every".into(), "2".into()]);
+    ok(trainer(&args_a));
+
+    // TensorBoard got exactly the scalars of metrics.jsonl.
+    let scalars = tensorboard_scalars(&a);
+    let names: Vec<String> = serde_json::from_str::<serde_json::Value>(
+        &std::fs::read_to_string(a.join("config.json")).unwrap(),
+    )
+    .unwrap()["class_names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap().to_string())
+        .collect();
+    let text = std::fs::read_to_string(a.join("metrics.jsonl")).unwrap();
+    let mut expected = 0;
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let step = v["step"].as_i64().unwrap();
+        let mut pairs = vec![];
+        if v["kind"] == "train" {
+            for (key, tag) in [
+                ("loss", "loss/total"),
+                ("sup", "loss/sup"),
+                ("unsup", "loss/unsup"),
+                ("reco", "loss/reco"),
+                ("lr", "train/lr"),
+                ("strong_threshold", "train/strong_threshold"),
+                ("images_per_s", "train/images_per_s"),
+            ] {
+                pairs.push((tag.to_string(), v[key].as_f64().unwrap()));
+            }
+        } else {
+            pairs.push(("eval/miou".into(), v["miou"].as_f64().unwrap()));
+            pairs.push(("eval/pixel_acc".into(), v["pixel_acc"].as_f64().unwrap()));
+            for (i, iou) in v["per_class_iou"].as_array().unwrap().iter().enumerate() {
+                if let Some(x) = iou.as_f64() {
+                    pairs.push((format!("iou/{}", names[i].replace(' ', "_")), x));
+                }
+            }
+        }
+        for (tag, x) in pairs {
+            let got = scalars.get(&(step, tag.clone()));
+            assert_eq!(got, Some(&(x as f32)), "{tag} at step {step}");
+            expected += 1;
+        }
+    }
+    assert_eq!(scalars.len(), expected, "extra scalars in the event file");
+    assert!(scalars.contains_key(&(8, "iou/background".to_string())));
+
+    // Run b: stopped by a signal after a random step, resumed by the printed command.
+    let r = clock_random();
+    let at = 1 + (r % (iters as u64 - 2)) as usize;
+    let signal = ["TERM", "INT", "USR1"][(r / 7 % 3) as usize];
+    let code = match signal {
+        "TERM" => 143,
+        "INT" => 130,
+        _ => 138,
+    };
+    eprintln!("SIG{signal} after step {at}");
+    let mut args_b = tiny_args(&b, iters);
+    args_b.extend(["--save-every".into(), "2".into()]);
+    let mut child = Command::new(BIN)
+        .args(&args_b)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut seen = String::new();
+        let mut signalled = false;
+        for line in std::io::BufReader::new(stderr).lines() {
+            let line = line.unwrap();
+            if !signalled && line.starts_with(&format!("step {at}/")) {
+                send_signal(child.id(), signal);
+                signalled = true;
+            }
+            seen.push_str(&line);
+            seen.push('\n');
+        }
+        (child.wait().unwrap(), seen)
+    });
+    let (status, log) = reader.join().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(code),
+        "exit status of SIG{signal}:\n{log}"
+    );
+    assert!(
+        log.contains(&format!("SIG{signal} received: stopped after step")),
+        "{log}"
+    );
+    assert!(b.join("state.safetensors").is_file() && b.join("last.safetensors").is_file());
+    let resume = log
+        .lines()
+        .skip_while(|l| !l.starts_with("resume with:"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no resume command:\n{log}"))
+        .trim()
+        .to_string();
+    assert!(resume.ends_with("--resume"), "{resume}");
+    let out = Command::new("sh").args(["-c", &resume]).output().unwrap();
+    let resumed = ok(out);
+    assert!(resumed.contains("resuming the run in"), "{resumed}");
+
+    assert_eq!(
+        read(a.join("last.safetensors")),
+        read(b.join("last.safetensors")),
+        "teacher weights differ after SIG{signal} at step {at}"
+    );
+    assert_eq!(
+        tensor_bytes(&a.join("state.safetensors")),
+        tensor_bytes(&b.join("state.safetensors")),
+        "student, teacher or momentum differ after SIG{signal} at step {at}"
+    );
+    assert_eq!(metrics_without_timing(&a), metrics_without_timing(&b));
+
+    // --resume auto: continues a finished run's folder (nothing left to train) and
+    // starts a new one in an empty folder.
+    let mut again = args_b.clone();
+    again.extend(["--resume".into(), "auto".into()]);
+    let text = ok(trainer(&again));
+    assert!(text.contains("last evaluation (step 8)"), "{text}");
+    let fresh = tmp.path().join("fresh");
+    let mut first = tiny_args(&fresh, 2);
+    first.extend(["--resume".into(), "auto".into()]);
+    let text = ok(trainer(&first));
+    assert!(text.contains("starting from step 0"), "{text}");
+}
+
 #[test]
 fn ablate_trains_the_three_variants_per_seed_on_one_split_and_writes_the_table() {
     let tmp = tempfile::tempdir().unwrap();
@@ -278,6 +482,25 @@ fn bad_input_ends_in_an_error_that_names_the_problem() {
         msg.contains("cargo xtask fetch-weights --backbone resnet18"),
         "{msg}"
     );
+    let msg = fails(&["train", "--save-every", "0", "--out", o]);
+    assert!(msg.contains("--save-every must be at least 1"), "{msg}");
+    // --resume needs a run to continue; --resume auto starts one (see the signal test).
+    let msg = fails(&["train", "--resume", "--out", o]);
+    assert!(
+        msg.contains("holds no saved run") && msg.contains("--resume auto"),
+        "{msg}"
+    );
+    let msg = fails(&["train", "--resume", "sometimes", "--out", o]);
+    assert!(msg.contains("sometimes"), "{msg}");
+    // A folder where no file can be created (as root, a read-only folder is writable;
+    // /proc/self is not): the event file fails at the start, before any step.
+    if Path::new("/proc/self").is_dir() {
+        let msg = fails(&["train", "--out", "/proc/self"]);
+        assert!(
+            msg.contains("cannot create the TensorBoard event file") && !msg.contains("step 1/"),
+            "{msg}"
+        );
+    }
     let config = tmp.path().join("config.json");
     std::fs::write(&config, r#"{"iters": 10, "learning_rate": 0.1}"#).unwrap();
     let msg = fails(&["train", "--config", config.to_str().unwrap(), "--out", o]);

@@ -17,7 +17,11 @@
 //!   while rank 0 waits in an all-reduce; the job must end with an error, not hang.
 //!
 //! And `mpirun -np 2 trainer train --sync-bn ...`: the binary, its flags and its launch
-//! detection, end to end.
+//! detection, end to end; `trainer_signal`: SIGUSR1 sent to rank 1 alone at a random
+//! step stops both ranks after the same step, and the resumed 2-rank run ends with the
+//! weights of an uninterrupted one, bit for bit; `srun`: on a single-node SLURM started
+//! by scripts/slurm-local.sh, `srun --mpi=pmix -n 2 trainer train` trains exactly as
+//! `mpirun -np 2` does (skipped without SLURM unless RECO_REQUIRE_SLURM=1, as CI sets).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -40,7 +44,9 @@ const TRAINING_TIMEOUT: Duration = Duration::from_secs(600);
 
 fn timeout(scenario: &str) -> Duration {
     match scenario {
-        "sync_bn_steps" | "train_loop" | "trainer_cli" => TRAINING_TIMEOUT,
+        "sync_bn_steps" | "train_loop" | "trainer_cli" | "trainer_signal" | "srun" => {
+            TRAINING_TIMEOUT
+        }
         _ => TIMEOUT,
     }
 }
@@ -133,8 +139,11 @@ fn both_ranks_report(out: &Outcome, scenario: &str, what: &str) -> Result<()> {
 }
 
 fn check(scenario: &str) -> Result<Duration> {
-    if scenario == "trainer_cli" {
-        return check_trainer_cli();
+    match scenario {
+        "trainer_cli" => return check_trainer_cli(),
+        "trainer_signal" => return check_trainer_signal(),
+        "srun" => return check_srun(),
+        _ => {}
     }
     let dir = tempfile::tempdir()?;
     let run_dir = dir.path().join("run");
@@ -249,11 +258,203 @@ fn check_trainer_cli() -> Result<Duration> {
     Ok(out.took)
 }
 
-const SCENARIOS: [&str; 7] = [
+/// `trainer train` arguments of a tiny run of `iters` steps into `out`.
+fn tiny_train(out: &Path, iters: usize, extra: &str) -> Vec<String> {
+    format!(
+        "train --iters {iters} --eval-every 3 --log-every 1 --batch-size 2 --crop-size 32 \
+         --val-limit 2 --num-queries 16 --num-negatives 32 --output-dim 16 --num-threads 1 \
+         --seed 5 {extra} --out {}",
+        out.display()
+    )
+    .split_whitespace()
+    .map(String::from)
+    .collect()
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// The pid of the process whose environment holds `tag` and OMPI_COMM_WORLD_RANK=`rank`.
+fn rank_pid(tag: &str, rank: usize) -> Option<u32> {
+    let want_rank = format!("OMPI_COMM_WORLD_RANK={rank}");
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        let vars: Vec<&[u8]> = env.split(|&b| b == 0).collect();
+        if vars.contains(&tag.as_bytes()) && vars.contains(&want_rank.as_bytes()) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// SIGUSR1 to rank 1 alone after a random logged step of rank 0: both ranks stop after
+/// the same step, rank 0 writes the state, and the resumed run ends as an uninterrupted
+/// one (weights compared bit for bit).
+fn check_trainer_signal() -> Result<Duration> {
+    let start = Instant::now();
+    let dir = tempfile::tempdir()?;
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let iters = 6;
+    let out = mpirun_program(
+        "trainer_signal",
+        Path::new(TRAINER),
+        &tiny_train(&a, iters, ""),
+    )?;
+    ensure!(out.success, "the uninterrupted run failed:\n{}", out.output);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .subsec_nanos() as usize;
+    let at = 1 + nanos % (iters - 2);
+    let tag = format!("RECO_TEST_TAG={}-{nanos}", std::process::id());
+    let (key, value) = tag.split_once('=').context("a tag")?;
+    let mpirun = std::env::var("MPIRUN").unwrap_or_else(|_| "mpirun".into());
+    let mut child = Command::new(&mpirun)
+        .args([
+            "--allow-run-as-root",
+            "--oversubscribe",
+            "-np",
+            "2",
+            TRAINER,
+        ])
+        .args(tiny_train(&b, iters, ""))
+        .env("RAYON_NUM_THREADS", "1")
+        .env(key, value)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stderr = child.stderr.take().context("stderr")?;
+    let mut log = String::new();
+    let mut signalled = false;
+    {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines() {
+            let line = line?;
+            if !signalled && line.starts_with(&format!("step {at}/")) {
+                let pid = rank_pid(&tag, 1).context("rank 1's process")?;
+                let status = Command::new("kill")
+                    .args(["-USR1", &pid.to_string()])
+                    .status()?;
+                ensure!(status.success(), "kill -USR1 {pid}");
+                signalled = true;
+            }
+            log.push_str(&line);
+            log.push('\n');
+            ensure!(
+                start.elapsed() < TRAINING_TIMEOUT,
+                "the signalled run hangs:\n{log}"
+            );
+        }
+    }
+    let status = child.wait()?;
+    ensure!(signalled, "rank 0 never logged step {at}:\n{log}");
+    ensure!(
+        !status.success(),
+        "the signalled job reported success:\n{log}"
+    );
+    ensure!(
+        log.contains("SIGUSR1 received: stopped after step") && log.contains("resume with:"),
+        "no clean stop on SIGUSR1 after step {at}:\n{log}"
+    );
+    ensure!(
+        b.join("state.safetensors").is_file(),
+        "no state written:\n{log}"
+    );
+    let mut resume = tiny_train(&b, iters, "");
+    resume.push("--resume".into());
+    let out = mpirun_program("trainer_signal", Path::new(TRAINER), &resume)?;
+    ensure!(out.success, "the resumed run failed:\n{}", out.output);
+    ensure!(
+        read(&a.join("last.safetensors"))? == read(&b.join("last.safetensors"))?,
+        "2 ranks: the weights after SIGUSR1 at step {at} and resume differ from an uninterrupted run's"
+    );
+    Ok(start.elapsed())
+}
+
+/// `srun --mpi=pmix -n 2 trainer train` on a local single-node SLURM against `mpirun -np 2`
+/// with the same flags: the same weights, bit for bit.
+fn check_srun() -> Result<Duration> {
+    let start = Instant::now();
+    let have_slurm = ["srun", "slurmctld", "slurmd", "munged"].iter().all(|t| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {t}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    if !have_slurm {
+        ensure!(
+            std::env::var_os("RECO_REQUIRE_SLURM").is_none(),
+            "RECO_REQUIRE_SLURM is set but SLURM is not installed (apt-get install slurm-wlm munge)"
+        );
+        println!("mpi::srun skipped: no SLURM here (apt-get install slurm-wlm munge)");
+        return Ok(start.elapsed());
+    }
+    let dir = tempfile::tempdir()?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/slurm-local.sh");
+    let cluster = dir.path().join("slurm");
+    let up = Command::new("bash")
+        .arg(&script)
+        .arg("start")
+        .arg(&cluster)
+        .output()?;
+    ensure!(
+        up.status.success(),
+        "scripts/slurm-local.sh start failed:\n{}",
+        text(&up)
+    );
+    let conf = cluster.join("slurm.conf");
+    let result = (|| -> Result<()> {
+        let (m, s) = (dir.path().join("mpirun"), dir.path().join("srun"));
+        let out = mpirun_program("srun", Path::new(TRAINER), &tiny_train(&m, 3, ""))?;
+        ensure!(out.success, "mpirun -np 2 failed:\n{}", out.output);
+        let run = Command::new("srun")
+            .args(["--mpi=pmix", "-n", "2", "--time=10", TRAINER])
+            .args(tiny_train(&s, 3, ""))
+            .env("SLURM_CONF", &conf)
+            .env("RAYON_NUM_THREADS", "1")
+            .output()?;
+        let log = text(&run);
+        ensure!(
+            run.status.success(),
+            "srun --mpi=pmix -n 2 trainer train failed:\n{log}"
+        );
+        ensure!(
+            log.contains("data-parallel training on 2 ranks (mpi"),
+            "srun's tasks did not train as 2 ranks:\n{log}"
+        );
+        ensure!(
+            read(&m.join("last.safetensors"))? == read(&s.join("last.safetensors"))?,
+            "srun -n 2 and mpirun -np 2 end with different weights"
+        );
+        Ok(())
+    })();
+    let down = Command::new("bash")
+        .arg(&script)
+        .arg("stop")
+        .arg(&cluster)
+        .output()?;
+    result?;
+    ensure!(
+        down.status.success(),
+        "scripts/slurm-local.sh stop failed:\n{}",
+        text(&down)
+    );
+    Ok(start.elapsed())
+}
+
+const SCENARIOS: [&str; 9] = [
     "collectives",
     "sync_bn_steps",
     "train_loop",
     "trainer_cli",
+    "trainer_signal",
+    "srun",
     "error",
     "panic",
     "kill",

@@ -7,6 +7,7 @@ use anyhow::bail;
 
 use super::train::TrainArgs;
 use crate::ablation::{self, AblationRow};
+use crate::train::Resume;
 
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct AblateArgs {
@@ -29,7 +30,12 @@ pub fn run(args: &AblateArgs) -> anyhow::Result<Vec<AblationRow>> {
         Some(out) => out.clone(),
         None => PathBuf::from("runs").join(format!("ablate-{}", base.dataset)),
     };
-    let rows = ablation::run(&base, args.seeds, &root, args.train.resume)?;
+    // A resumed ablation continues the variants it had begun and starts the others.
+    let resume = match args.train.resume {
+        None => Resume::No,
+        Some(_) => Resume::Auto,
+    };
+    let rows = ablation::run(&base, args.seeds, &root, resume)?;
     let table = ablation::markdown(&rows, &ablation::header(&base, args.seeds));
     let md = ablation::write_table(&root, &table)?;
     println!("\n{table}\n(written to {})", md.display());

@@ -25,8 +25,9 @@ pub struct BenchArgs {
     /// Timed runs per measurement (after one warm-up run).
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
-    /// Measurements to run: any of train, eval, reco.
-    #[arg(long, value_delimiter = ',', default_value = "train,eval,reco")]
+    /// Measurements to run: any of train, eval, reco, save (the run state written to the
+    /// temporary folder, as `--save-every` does).
+    #[arg(long, value_delimiter = ',', default_value = "train,eval,reco,save")]
     pub only: Vec<String>,
     /// Allow TF32 in f32 matrix products on CUDA (PyTorch's default for convolutions;
     /// off by default, as in `trainer check`).
@@ -57,7 +58,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     for what in &args.only {
         if !MEASUREMENTS.contains(&what.as_str()) {
-            bail!("unknown measurement {what:?} in --only: expected train, eval or reco");
+            bail!("unknown measurement {what:?} in --only: expected train, eval, reco or save");
         }
     }
     candle_core::cuda::set_gemm_reduced_precision_f32(args.tf32);
@@ -93,6 +94,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     );
     println!("| measurement | median (ms) | min (ms) | images/s | peak host RSS (MB) | host copies/run |");
     println!("| --- | --- | --- | --- | --- | --- |");
+    let mut medians = std::collections::HashMap::new();
     for what in &args.only {
         let out = Command::new(&exe)
             .args([
@@ -130,14 +132,26 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         let label = match what.as_str() {
             "train" => "train step (teacher + 2 student passes, 3 losses, SGD, EMA)".to_string(),
             "eval" => "eval forward + argmax, 1 image 513x513".to_string(),
+            "save" => "run state write (student, teacher, momentum; atomic)".to_string(),
             _ => "ReCo loss fwd+bwd, rep 20x256x81x81, 256 queries, 512 negatives".to_string(),
         };
+        let rate = if images > 0.0 {
+            format!("{:.2}", images / med)
+        } else {
+            "-".into()
+        };
         println!(
-            "| {label} | {:.1} | {:.1} | {:.2} | {:.0} | {copies} |",
+            "| {label} | {:.1} | {:.1} | {rate} | {mb:.0} | {copies} |",
             1e3 * med,
             1e3 * min,
-            images / med,
-            mb
+        );
+        medians.insert(what.as_str(), med);
+    }
+    if let (Some(train), Some(save)) = (medians.get("train"), medians.get("save")) {
+        let every = crate::train::config::DEFAULT_SAVE_EVERY as f64;
+        println!(
+            "\nthe state written every {every} steps (--save-every default) costs {:.2} % of the step time",
+            100.0 * save / (every * train)
         );
     }
     Ok(())

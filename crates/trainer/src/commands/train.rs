@@ -13,7 +13,7 @@ use reco_loss::ThresholdSchedule;
 use super::args::{DataArgs, DeviceArgs, ValArgs};
 use crate::distributed::{self, Backend, Launch, ProcessGroup};
 use crate::train::config::{TrainConfig, TrainMode};
-use crate::train::train_in_group;
+use crate::train::{train_in_group, Interrupted, Resume};
 
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct TrainArgs {
@@ -59,6 +59,10 @@ pub struct TrainArgs {
     pub eval_every: Option<usize>,
     #[arg(long)]
     pub log_every: Option<usize>,
+    /// Steps between writes of the run state (state.safetensors, last.safetensors)
+    /// besides those at evaluations; a signal (SIGTERM, SIGINT, SIGUSR1) also writes it.
+    #[arg(long)]
+    pub save_every: Option<usize>,
     /// Labelled batch size (= unlabelled batch size; doubled in sup mode).
     #[arg(long)]
     pub batch_size: Option<usize>,
@@ -79,9 +83,11 @@ pub struct TrainArgs {
     pub out: Option<PathBuf>,
     #[command(flatten)]
     pub device: DeviceArgs,
-    /// Continue the run in --out from its last checkpoint.
-    #[arg(long)]
-    pub resume: bool,
+    /// Continue the run in --out from its saved state (an error when there is none);
+    /// `--resume auto` starts a new run when there is none, so that one command line
+    /// serves a job's first start and every requeue.
+    #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "required", value_name = "auto")]
+    pub resume: Option<Resume>,
     #[arg(long)]
     pub temp: Option<f64>,
     #[arg(long)]
@@ -136,6 +142,7 @@ impl TrainArgs {
             iters,
             eval_every,
             log_every,
+            save_every,
             batch_size,
             crop_size,
             lr,
@@ -186,17 +193,59 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     let mut cfg = args.resolve()?;
     let launch = Launch::from_env()?;
     let group = distributed::open_group(&launch, args.dist_backend, &cfg.device)?;
-    // From here an error on one rank must end every rank (no peer left waiting).
+    // From here an error on one rank must end every rank (no peer left waiting). A
+    // signal is not such an error: every rank stopped after the same step, and each
+    // returns it to end its process group in order and exit with 128 + signal.
     distributed::run_or_abort(group.as_ref(), || {
         distributed::check_sync_bn(cfg.sync_bn, group.world_size())?;
         cfg.device = launch.device_name(&cfg.device);
-        run_in_group(cfg, args.resume, group.clone())
-    })
+        let out = cfg.out.clone();
+        match run_in_group(cfg, args.resume.unwrap_or_default(), group.clone()) {
+            Err(e) if e.downcast_ref::<Interrupted>().is_some() => {
+                if group.rank() == 0 {
+                    eprintln!("resume with:\n  {}", resume_command(&out));
+                }
+                Ok(Err(e))
+            }
+            other => other.map(Ok),
+        }
+    })?
+}
+
+/// This process's command line with `--resume` (the bare `trainer` becomes `trainer
+/// train --out <its folder> --resume`), quoted for a POSIX shell.
+fn resume_command(out: &std::path::Path) -> String {
+    let mut argv: Vec<String> = std::env::args().collect();
+    if argv.len() == 1 {
+        argv.extend(["train".into(), "--out".into(), out.display().to_string()]);
+    }
+    if !argv
+        .iter()
+        .any(|a| a == "--resume" || a.starts_with("--resume="))
+    {
+        argv.push("--resume".into());
+    }
+    argv.iter()
+        .map(|a| shell_quote(a))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn shell_quote(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+%".contains(c));
+    if plain {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', "'\\''"))
+    }
 }
 
 fn run_in_group(
     cfg: TrainConfig,
-    resume: bool,
+    resume: Resume,
     group: Arc<dyn ProcessGroup>,
 ) -> anyhow::Result<()> {
     if group.rank() != 0 {
@@ -268,6 +317,57 @@ fn run_in_group(
     Ok(())
 }
 
+/// Adds to the help of every flag of `cmd` that sets a [`TrainConfig`] key its default,
+/// read from [`TrainConfig::for_dataset`] (so the help cannot drift from the code): one
+/// value when every dataset has the same, else the value of each dataset, e.g.
+/// `[default: 500 for synthetic; 40000 for pascal, cityscapes, sun, folder]`. Flags whose
+/// own text already names a default are left alone.
+pub fn with_defaults_in_help(cmd: clap::Command) -> clap::Command {
+    let per_kind: Vec<(DatasetKind, serde_json::Value)> = [DatasetKind::Synthetic]
+        .into_iter()
+        .chain(
+            DatasetKind::ALL
+                .into_iter()
+                .filter(|k| *k != DatasetKind::Synthetic),
+        )
+        .filter_map(|k| {
+            serde_json::to_value(TrainConfig::for_dataset(k))
+                .ok()
+                .map(|v| (k, v))
+        })
+        .collect();
+    cmd.mut_args(|arg| {
+        let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+        if help.to_ascii_lowercase().contains("default") {
+            return arg;
+        }
+        let key = arg.get_id().as_str().to_string();
+        let mut groups: Vec<(String, Vec<&str>)> = Vec::new();
+        for (kind, cfg) in &per_kind {
+            let text = match cfg.get(&key) {
+                None | Some(serde_json::Value::Null) => return arg,
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(v) => v.to_string(),
+            };
+            match groups.iter_mut().find(|(t, _)| *t == text) {
+                Some((_, kinds)) => kinds.push(kind.name()),
+                None => groups.push((text, vec![kind.name()])),
+            }
+        }
+        let default = match groups.as_slice() {
+            [] => return arg,
+            [(only, _)] => only.clone(),
+            several => several
+                .iter()
+                .map(|(v, kinds)| format!("{v} for {}", kinds.join(", ")))
+                .collect::<Vec<_>>()
+                .join("; "),
+        };
+        let sep = if help.is_empty() { "" } else { " " };
+        arg.help(format!("{help}{sep}[default: {default}]"))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,6 +411,7 @@ mod tests {
             e("iters", v("9"), |_, c| c.iters == 9),
             e("eval-every", v("3"), |_, c| c.eval_every == 3),
             e("log-every", v("2"), |_, c| c.log_every == 2),
+            e("save-every", v("7"), |_, c| c.save_every == 7),
             e("batch-size", v("3"), |_, c| c.batch_size == 3),
             e("crop-size", v("97"), |_, c| c.crop_size == 97),
             e("lr", v("0.5"), |_, c| c.lr == 0.5),
@@ -322,7 +423,9 @@ mod tests {
             }),
             e("device", v("cuda:1"), |_, c| c.device == "cuda:1"),
             // Not a setting of the run: `train` hands it to the trainer beside the config.
-            e("resume", String::new(), |a, _| a.resume),
+            e("resume", String::new(), |a, _| {
+                a.resume == Some(Resume::Required)
+            }),
             e("temp", v("0.25"), |_, c| c.temp == 0.25),
             e("num-queries", v("7"), |_, c| c.num_queries == 7),
             e("num-negatives", v("9"), |_, c| c.num_negatives == 9),
@@ -342,6 +445,31 @@ mod tests {
             }),
             e("sync-bn", String::new(), |_, c| c.sync_bn),
         ]
+    }
+
+    #[test]
+    fn the_help_names_each_default_and_where_it_differs_by_dataset() {
+        let cmd = with_defaults_in_help(Wrapper::command());
+        let help = |id: &str| {
+            cmd.get_arguments()
+                .find(|a| a.get_id() == id)
+                .and_then(|a| a.get_help())
+                .map(|h| h.to_string())
+                .unwrap_or_default()
+        };
+        let synthetic = TrainConfig::for_dataset(DatasetKind::Synthetic);
+        let pascal = TrainConfig::for_dataset(DatasetKind::Pascal);
+        let iters = help("iters");
+        assert!(
+            iters.contains(&format!("{} for synthetic", synthetic.iters))
+                && iters.contains(&format!("{} for pascal", pascal.iters)),
+            "{iters}"
+        );
+        assert!(help("temp").contains(&format!("[default: {}]", pascal.temp)));
+        assert!(help("save_every").contains(&format!("[default: {}]", synthetic.save_every)));
+        // Options that are absent by default get no value; texts that name one keep theirs.
+        assert!(!help("pretrained").contains("[default"));
+        assert_eq!(help("strong_threshold").matches("default").count(), 1);
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub enum DistError {
     )]
     BatchNotDivisible { global: usize, world_size: usize },
     #[error(
-        "--sync-bn needs a process group of several ranks (launch with `mpirun -np N` or torchrun-style RANK/WORLD_SIZE); on one process plain batch norm already uses the whole batch"
+        "--sync-bn needs a process group of several ranks (launch with `mpirun -np N`, `srun --mpi=pmix -n N` or torchrun-style RANK/WORLD_SIZE); on one process plain batch norm already uses the whole batch"
     )]
     SyncBnWithoutGroup,
     #[error(
@@ -52,7 +52,7 @@ pub enum DistError {
         launcher: LaunchSource,
     },
     #[error(
-        "the mpi backend needs an MPI launch (`mpirun -np N trainer ...`); this process was started {}",
+        "the mpi backend needs an MPI launch (`mpirun -np N trainer ...` or `srun --mpi=pmix -n N trainer ...`); this process was started {}",
         .0.describe()
     )]
     MpiNeedsMpirun(LaunchSource),
@@ -61,7 +61,7 @@ pub enum DistError {
     )]
     NcclNeedsMpi,
     #[error(
-        "nccl with a torchrun-style launch needs a rendezvous file on a filesystem every rank sees: set RECO_RENDEZVOUS_FILE=/shared/path (MASTER_ADDR/MASTER_PORT are not used)"
+        "nccl with a torchrun-style launch (or under srun in a build without mpi) needs a rendezvous file on a filesystem every rank sees: set RECO_RENDEZVOUS_FILE=/shared/path (MASTER_ADDR/MASTER_PORT are not used)"
     )]
     NcclNeedsRendezvous,
     #[error("MPI: {0}")]
@@ -113,6 +113,13 @@ pub fn check_backend(launch: &Launch, backend: Backend) -> Result<(), DistError>
             Err(DistError::NcclNeedsMpi)
         }
         Backend::Nccl if launch.source == LaunchSource::Torchrun && launch.rendezvous.is_none() => {
+            Err(DistError::NcclNeedsRendezvous)
+        }
+        Backend::Nccl
+            if launch.source == LaunchSource::Slurm
+                && launch.rendezvous.is_none()
+                && !Backend::Mpi.compiled() =>
+        {
             Err(DistError::NcclNeedsRendezvous)
         }
         _ => Ok(()),

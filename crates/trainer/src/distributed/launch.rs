@@ -7,7 +7,16 @@
 //! - torchrun-style variables `RANK`, `WORLD_SIZE`, `LOCAL_RANK` (one process per GPU,
 //!   `nccl` backend). NCCL's unique id then travels through a file on a filesystem every
 //!   rank sees, `RECO_RENDEZVOUS_FILE`; `MASTER_ADDR`/`MASTER_PORT` are not used.
+//! - `srun` (SLURM): `SLURM_PROCID`, `SLURM_STEP_NUM_TASKS`, `SLURM_LOCALID`; one task is
+//!   one rank. The step's task count is read, not `SLURM_NTASKS`: a batch script itself
+//!   sees `SLURM_PROCID=0` and the allocation's `SLURM_NTASKS`, and must stay one process.
+//!   MPI then needs `srun --mpi=pmix`; NCCL takes its id from `RECO_RENDEZVOUS_FILE`, else
+//!   over MPI when built with both.
 //! - nothing set: one process.
+//!
+//! The first launcher whose variables are set wins, in the order Open MPI, MPICH,
+//! torchrun, SLURM: `mpirun` and `torchrun` inside a SLURM job set their own variables,
+//! and their processes inherit SLURM's.
 
 use std::path::PathBuf;
 
@@ -19,6 +28,7 @@ pub enum LaunchSource {
     Single,
     Mpi,
     Torchrun,
+    Slurm,
 }
 
 impl LaunchSource {
@@ -27,6 +37,7 @@ impl LaunchSource {
             LaunchSource::Single => "as a single process",
             LaunchSource::Mpi => "by mpirun",
             LaunchSource::Torchrun => "with torchrun-style RANK/WORLD_SIZE",
+            LaunchSource::Slurm => "by srun",
         }
     }
 }
@@ -54,7 +65,7 @@ struct Vars {
     name: &'static str,
 }
 
-const LAUNCHERS: [Vars; 3] = [
+const LAUNCHERS: [Vars; 4] = [
     Vars {
         rank: "OMPI_COMM_WORLD_RANK",
         size: "OMPI_COMM_WORLD_SIZE",
@@ -76,6 +87,13 @@ const LAUNCHERS: [Vars; 3] = [
         source: LaunchSource::Torchrun,
         name: "torchrun-style",
     },
+    Vars {
+        rank: "SLURM_PROCID",
+        size: "SLURM_STEP_NUM_TASKS",
+        local: "SLURM_LOCALID",
+        source: LaunchSource::Slurm,
+        name: "SLURM (srun)",
+    },
 ];
 
 impl Launch {
@@ -96,7 +114,8 @@ impl Launch {
     }
 
     /// Reads the launch from `get` (the environment, or a map in tests). The first
-    /// launcher whose rank variable is set wins, in the order Open MPI, MPICH, torchrun.
+    /// launcher whose rank or size variable is set wins, in the order Open MPI, MPICH,
+    /// torchrun, SLURM.
     pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Self, DistError> {
         let parse = |var: &'static str| -> Result<Option<usize>, DistError> {
             match get(var) {
@@ -113,6 +132,11 @@ impl Launch {
             }
         };
         for l in &LAUNCHERS {
+            // A SLURM batch script (no job step) has SLURM_PROCID but no step task count:
+            // it is one process.
+            if l.source == LaunchSource::Slurm && get(l.size).is_none() {
+                continue;
+            }
             let (rank, size) = (parse(l.rank)?, parse(l.size)?);
             let (rank, world_size) = match (rank, size) {
                 (None, None) => continue,
@@ -228,6 +252,48 @@ mod tests {
             (LaunchSource::Torchrun, 5, 8, 1)
         );
         assert_eq!(l.rendezvous, Some(PathBuf::from("/shared/run1.id")));
+    }
+
+    #[test]
+    fn srun_tasks_are_ranks_and_a_batch_script_is_one_process() {
+        let l = from(&[
+            ("SLURM_PROCID", "3"),
+            ("SLURM_STEP_NUM_TASKS", "4"),
+            ("SLURM_NTASKS", "4"),
+            ("SLURM_LOCALID", "1"),
+            ("SLURM_NODEID", "1"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (l.source, l.rank, l.world_size, l.local_rank),
+            (LaunchSource::Slurm, 3, 4, 1)
+        );
+        assert_eq!(l.device_name("cuda"), "cuda:1");
+        // sbatch -n 4's batch script itself.
+        let l = from(&[
+            ("SLURM_PROCID", "0"),
+            ("SLURM_NTASKS", "4"),
+            ("SLURM_LOCALID", "0"),
+        ])
+        .unwrap();
+        assert_eq!(l, Launch::single());
+        // mpirun and torchrun inside a SLURM job win over the variables they inherit.
+        let l = from(&[
+            ("OMPI_COMM_WORLD_RANK", "1"),
+            ("OMPI_COMM_WORLD_SIZE", "2"),
+            ("SLURM_PROCID", "0"),
+            ("SLURM_STEP_NUM_TASKS", "1"),
+        ])
+        .unwrap();
+        assert_eq!((l.source, l.rank, l.world_size), (LaunchSource::Mpi, 1, 2));
+        let l = from(&[
+            ("RANK", "5"),
+            ("WORLD_SIZE", "8"),
+            ("SLURM_PROCID", "1"),
+            ("SLURM_STEP_NUM_TASKS", "2"),
+        ])
+        .unwrap();
+        assert_eq!(l.source, LaunchSource::Torchrun);
     }
 
     #[test]

@@ -52,9 +52,15 @@ impl MpiGroup {
         }
         let world = universe.world();
         let (rank, size) = (world.rank() as usize, world.size() as usize);
-        if launch.source == LaunchSource::Mpi && (rank, size) != (launch.rank, launch.world_size) {
+        if matches!(launch.source, LaunchSource::Mpi | LaunchSource::Slurm)
+            && (rank, size) != (launch.rank, launch.world_size)
+        {
+            let hint = match launch.source {
+                LaunchSource::Slurm => "start the tasks with `srun --mpi=pmix` (or set MpiDefault=pmix in slurm.conf), so that MPI sees the job step",
+                _ => "is this binary linked against the MPI that mpirun belongs to?",
+            };
             return Err(DistError::Mpi(format!(
-                "MPI says rank {rank} of {size} but the launcher's variables say rank {} of {}: is this binary linked against the MPI that mpirun belongs to?",
+                "MPI says rank {rank} of {size} but the launcher's variables say rank {} of {}: {hint}",
                 launch.rank, launch.world_size
             )));
         }

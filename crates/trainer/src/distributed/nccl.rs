@@ -67,13 +67,26 @@ impl NcclGroup {
                 Some(path) => id_over_file(path, launch.rank)?,
                 None => return Err(DistError::NcclNeedsRendezvous),
             },
+            // srun: the rendezvous file when given, else over MPI (srun --mpi=pmix).
+            LaunchSource::Slurm if launch.rendezvous.is_some() => match &launch.rendezvous {
+                Some(path) => id_over_file(path, launch.rank)?,
+                None => return Err(DistError::NcclNeedsRendezvous),
+            },
+            #[cfg(feature = "mpi")]
+            LaunchSource::Slurm => {
+                let group = super::mpi::MpiGroup::init(launch)?;
+                let id = id_over_mpi(&group)?;
+                mpi = Some(group);
+                id
+            }
             LaunchSource::Single => new_id()?,
             #[allow(unreachable_patterns)]
             _ => return Err(DistError::NcclNeedsMpi),
         };
         let comm = Comm::from_rank(cuda.cuda_stream(), launch.rank, launch.world_size, id)
             .map_err(|e| DistError::Nccl(format!("ncclCommInitRank failed: {e:?}")))?;
-        if launch.source == LaunchSource::Torchrun && launch.rank == 0 {
+        if matches!(launch.source, LaunchSource::Torchrun | LaunchSource::Slurm) && launch.rank == 0
+        {
             if let Some(path) = &launch.rendezvous {
                 // Every rank has joined: the id is no longer needed, and a later run must
                 // not read this one.

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use image::RgbImage;
 use reco_data::image_to_tensor;
 use reco_loss::query_map;
@@ -33,22 +33,37 @@ fn grey(p: [u8; 3]) -> f32 {
     0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32
 }
 
-/// Writes `<stem>_confidence.png` and `<stem>_hard.png` for `photo` into `output`.
-pub fn explain_one(
-    model: &Segmenter,
+/// The pictures of one photo: its confidence map and hard queries, and the predicted
+/// class of each pixel (row-major).
+pub struct Explained {
+    pub confidence: RgbImage,
+    pub hard: RgbImage,
+    pub hard_count: usize,
+    pub classes: Vec<i64>,
+}
+
+/// The pictures of `photo` from the network's `logits` `[1,C,H,W]` at the photo's size.
+pub fn explain_logits(
     photo: &RgbImage,
-    stem: &str,
+    logits: &Tensor,
     thresholds: Thresholds,
-    device: &Device,
-    output: &Path,
-) -> anyhow::Result<[PathBuf; 2]> {
-    let (w, h) = (photo.width() as usize, photo.height() as usize);
-    let x = image_to_tensor(photo)?.to_device(device)?;
-    let pred = model.logits(&x)?;
-    let logits = resize_bilinear(&pred, h, w, true)?;
-    let q = query_map(&logits, thresholds.weak, thresholds.strong)?;
+) -> anyhow::Result<Explained> {
+    let w = photo.width() as usize;
+    let q = query_map(logits, thresholds.weak, thresholds.strong)?;
     let confidence = q.confidence.flatten_all()?.to_vec1::<f32>()?;
     let hard = q.hard.to_dtype(DType::U8)?.flatten_all()?.to_vec1::<u8>()?;
+    let classes = q
+        .pseudo
+        .flatten_all()?
+        .to_dtype(DType::I64)?
+        .to_vec1::<i64>()?;
+    anyhow::ensure!(
+        confidence.len() == w * photo.height() as usize,
+        "explain: logits of {:?} for a {}x{} photo",
+        logits.dims(),
+        w,
+        photo.height()
+    );
     let conf_img = RgbImage::from_fn(photo.width(), photo.height(), |px, py| {
         let i = py as usize * w + px as usize;
         // Confident pixels bright yellow, unsure ones dark purple, over a faint photo.
@@ -72,18 +87,59 @@ pub fn explain_one(
             image::Rgb([g, g, g])
         }
     });
+    Ok(Explained {
+        confidence: conf_img,
+        hard: hard_img,
+        hard_count: hard.iter().filter(|&&v| v != 0).count(),
+        classes,
+    })
+}
+
+/// Writes `<stem>_confidence.png` and `<stem>_hard.png` for `photo` into `output`.
+pub fn explain_one(
+    model: &Segmenter,
+    photo: &RgbImage,
+    stem: &str,
+    thresholds: Thresholds,
+    device: &Device,
+    output: &Path,
+) -> anyhow::Result<[PathBuf; 2]> {
+    let (w, h) = (photo.width() as usize, photo.height() as usize);
+    let x = image_to_tensor(photo)?.to_device(device)?;
+    let pred = model.logits(&x)?;
+    let logits = resize_bilinear(&pred, h, w, true)?;
+    let e = explain_logits(photo, &logits, thresholds)?;
     let conf_path = output.join(format!("{stem}_confidence.png"));
     let hard_path = output.join(format!("{stem}_hard.png"));
-    save_png(&conf_img, &conf_path)?;
-    save_png(&hard_img, &hard_path)?;
-    let n_hard = hard.iter().filter(|&&v| v != 0).count();
+    save_png(&e.confidence, &conf_path)?;
+    save_png(&e.hard, &hard_path)?;
     eprintln!(
-        "  {stem}: {n_hard} of {} pixels are hard queries (confidence in [{}, {}))",
+        "  {stem}: {} of {} pixels are hard queries (confidence in [{}, {}))",
+        e.hard_count,
         w * h,
         thresholds.weak,
         thresholds.strong
     );
     Ok([conf_path, hard_path])
+}
+
+/// The pictures TensorBoard shows of a validation image during training: the
+/// prediction in the dataset's palette, the confidence map and the hard queries, from
+/// the network being trained (eval mode, as the evaluation predicts).
+pub fn explain_sample(
+    model: &reco_models::Network,
+    photo: &RgbImage,
+    palette: &[[u8; 3]],
+    thresholds: Thresholds,
+    device: &Device,
+) -> anyhow::Result<[RgbImage; 3]> {
+    let (w, h) = (photo.width() as usize, photo.height() as usize);
+    let x = image_to_tensor(photo)?.to_device(device)?;
+    let (pred, _) = model.forward_no_grad(&x, false)?;
+    let logits = resize_bilinear(&pred, h, w, true)?;
+    let e = explain_logits(photo, &logits, thresholds)?;
+    let prediction = reco_data::colorize(&e.classes, w, h, palette)?;
+    Ok([prediction, e.confidence, e.hard])
 }
 
 /// [`explain_one`] for the photo at `path` (read as predict reads it).

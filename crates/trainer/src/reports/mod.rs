@@ -1,12 +1,13 @@
 //! What a run and a trained network are judged by: the segmentation [`metrics`], the
 //! training [`curves`] (`curves.png`), the class-[`relation`] graph (`relation.png`) and
-//! the [`explain`] pictures of `predict --explain`, and the [`tensorboard`] event-file
-//! writer (not yet called by the training loop: issue 24).
+//! the [`explain`] pictures of `predict --explain`, the [`tensorboard`] event-file
+//! writer and the [`run_log`] that writes metrics.jsonl and TensorBoard together.
 
 pub mod curves;
 pub mod explain;
 pub mod metrics;
 pub mod relation;
+pub mod run_log;
 pub mod tensorboard;
 
 use plotters::style::FontStyle;

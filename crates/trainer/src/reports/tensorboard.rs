@@ -29,9 +29,21 @@ pub struct Event {
     pub wall_time: f64,
     #[prost(int64, tag = "2")]
     pub step: i64,
-    #[prost(oneof = "event::What", tags = "3, 5")]
+    #[prost(oneof = "event::What", tags = "3, 5, 7")]
     pub what: Option<event::What>,
 }
+
+/// `tensorflow.SessionLog`: a `START` at step `s` tells TensorBoard to drop the events
+/// of earlier files at steps `>= s` (those a resumed run writes again).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SessionLog {
+    /// 1 = START.
+    #[prost(int32, tag = "1")]
+    pub status: i32,
+}
+
+/// `SessionLog.status` START.
+pub const SESSION_START: i32 = 1;
 
 pub mod event {
     /// `Event.what`.
@@ -41,6 +53,8 @@ pub mod event {
         FileVersion(String),
         #[prost(message, tag = "5")]
         Summary(super::Summary),
+        #[prost(message, tag = "7")]
+        SessionLog(super::SessionLog),
     }
 }
 
@@ -187,6 +201,18 @@ impl EventWriter {
             what: Some(event::What::FileVersion("brain.Event:2".into())),
         })?;
         Ok(w)
+    }
+
+    /// Marks a restart at `step`: TensorBoard then shows, from the files written before,
+    /// only the events below `step` (a resumed run writes the later ones again).
+    pub fn restart_at(&mut self, step: u64) -> anyhow::Result<()> {
+        self.write(Event {
+            wall_time: wall_time(),
+            step: step as i64,
+            what: Some(event::What::SessionLog(SessionLog {
+                status: SESSION_START,
+            })),
+        })
     }
 
     /// The file being written.

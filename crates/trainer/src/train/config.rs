@@ -14,6 +14,11 @@ use serde::{Deserialize, Serialize};
 /// of 200 iterations).
 pub const ORIGINAL_EPOCH_ITERS: usize = 200;
 
+/// Steps between state writes (`--save-every`): writing the state (student, teacher,
+/// momentum) costs under 1 % of the steps between two writes on the default run and on
+/// VOC at 321 (measured in docs/benchmarks.md, "Saving the run state").
+pub const DEFAULT_SAVE_EVERY: usize = 200;
+
 /// Supervised only (the original's `train_sup.py`) or semi-supervised with a mean
 /// teacher (`train_semisup.py`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -48,6 +53,9 @@ pub struct TrainConfig {
     pub iters: usize,
     pub eval_every: usize,
     pub log_every: usize,
+    /// Steps between writes of the run state besides those at evaluations (resume,
+    /// preemption); may change when resuming.
+    pub save_every: usize,
     /// Labelled batch size (the unlabelled batch has the same size; `sup` doubles it).
     pub batch_size: usize,
     pub crop_size: usize,
@@ -113,6 +121,7 @@ impl TrainConfig {
             iters: 40_000,
             eval_every: 1000,
             log_every: 20,
+            save_every: DEFAULT_SAVE_EVERY,
             batch_size: d.batch_size,
             crop_size: d.crop_size.0,
             scale_min: d.scale_range.0,
@@ -293,6 +302,9 @@ impl TrainConfig {
         }
         if self.eval_every == 0 || self.log_every == 0 || self.epoch_iters == 0 {
             bail!("--eval-every, --log-every and epoch_iters must be at least 1");
+        }
+        if self.save_every == 0 {
+            bail!("--save-every must be at least 1 (steps between state writes; the state is also written at every evaluation and when a signal stops the run)");
         }
         if self.batch_size < 2 && self.mode == TrainMode::Semi {
             bail!("--batch-size must be at least 2 in semi-supervised mode (mixing pairs images; batch norm needs 2)");

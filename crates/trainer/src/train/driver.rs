@@ -7,11 +7,11 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use super::config::TrainConfig;
-use super::run::{RunSummary, Trainer};
+use super::run::{Resume, RunSummary, Trainer};
 use crate::distributed::ProcessGroup;
 
 /// Trains in this process alone.
-pub fn train(cfg: TrainConfig, resume: bool) -> anyhow::Result<RunSummary> {
+pub fn train(cfg: TrainConfig, resume: impl Into<Resume>) -> anyhow::Result<RunSummary> {
     let mut trainer = Trainer::new(cfg, resume)?;
     trainer
         .run(&mut |line| eprintln!("{line}"))?
@@ -23,7 +23,7 @@ pub fn train(cfg: TrainConfig, resume: bool) -> anyhow::Result<RunSummary> {
 /// still trains.
 pub fn train_in_group(
     cfg: TrainConfig,
-    resume: bool,
+    resume: impl Into<Resume>,
     group: Arc<dyn ProcessGroup>,
 ) -> anyhow::Result<Option<RunSummary>> {
     let mut trainer = Trainer::in_group(cfg, resume, group.clone())?;

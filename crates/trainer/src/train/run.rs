@@ -1,10 +1,12 @@
 //! The training run: the loop from the current step to the last, with the poly
-//! learning rate, periodic logging (metrics.jsonl, the progress bar), evaluation with
-//! atomic checkpoints (last, best, the run state) and exact resume.
+//! learning rate, periodic logging (metrics.jsonl and TensorBoard, the progress bar),
+//! evaluation with atomic checkpoints (last, best, the run state), the state written
+//! every `save_every` steps, a clean stop on SIGTERM/SIGINT/SIGUSR1 ([`super::stop`])
+//! and exact resume.
 //!
 //! In a data-parallel run (docs/distributed.md) every rank runs this loop on its own
-//! batches; rank 0 alone evaluates and writes the run folder (settings, metrics, curves,
-//! relation graph, checkpoints, state), the others only train.
+//! batches; rank 0 alone evaluates and writes the run folder (settings, metrics, event
+//! file, curves, relation graph, checkpoints, state), the others only train.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -23,13 +25,43 @@ use reco_util::seed::mix_seed;
 use super::config::{parse_device, TrainConfig, TrainMode};
 use super::learner::{Learner, Network, StepLosses, TAG_LABELLED, TAG_PARTIAL, TAG_UNLABELLED};
 use super::state::{self, Best, STATE_FILE};
+use super::stop::{signal_name, Interrupted, StopSignal};
 use crate::distributed::{ProcessGroup, SingleProcess};
 use crate::evaluation::evaluate_with_relation;
 use crate::optim::poly_lr;
+use crate::reports::explain::{explain_sample, Thresholds};
 use crate::reports::metrics::SegMetrics;
 use crate::reports::relation::{draw_relation, RELATION_FILE};
+use crate::reports::run_log::RunLog;
 
 pub(crate) const METRICS_FILE: &str = "metrics.jsonl";
+/// Validation images (the first ones) whose prediction, confidence map and hard queries
+/// TensorBoard shows at each evaluation.
+pub const TENSORBOARD_IMAGES: usize = 3;
+
+/// Whether a run continues the state saved in its folder.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Resume {
+    /// Start at step 0; a folder that already holds a run is an error.
+    #[default]
+    #[value(skip)]
+    No,
+    /// Continue the run in the folder; a folder without a saved state is an error.
+    Required,
+    /// Continue the run when the folder holds one, else start at step 0: one command line
+    /// for a job's first start and every requeue.
+    Auto,
+}
+
+impl From<bool> for Resume {
+    fn from(resume: bool) -> Self {
+        if resume {
+            Resume::Required
+        } else {
+            Resume::No
+        }
+    }
+}
 
 /// The poly schedule of the original: `(1 - epoch/epochs)^POLY_POWER`, never below
 /// `POLY_FLOOR` (the length of an epoch is the `epoch_iters` setting, 200 in the original).
@@ -61,10 +93,12 @@ pub struct Trainer {
     last: Option<SegMetrics>,
     /// Rank 0 (or the only process): evaluates and writes the run folder.
     writer: bool,
+    /// metrics.jsonl and the TensorBoard event file (rank 0 only).
+    log: Option<RunLog>,
 }
 
 impl Trainer {
-    pub fn new(cfg: TrainConfig, resume: bool) -> anyhow::Result<Self> {
+    pub fn new(cfg: TrainConfig, resume: impl Into<Resume>) -> anyhow::Result<Self> {
         Self::in_group(cfg, resume, Arc::new(SingleProcess))
     }
 
@@ -73,9 +107,10 @@ impl Trainer {
     /// writes it.
     pub fn in_group(
         mut cfg: TrainConfig,
-        resume: bool,
+        resume: impl Into<Resume>,
         group: Arc<dyn ProcessGroup>,
     ) -> anyhow::Result<Self> {
+        let resume = resume.into();
         let writer = group.rank() == 0;
         cfg.validate()?;
         let device = parse_device(&cfg.device)?;
@@ -135,6 +170,7 @@ impl Trainer {
             best: None,
             last: None,
             writer,
+            log: None,
         };
         if writer {
             std::fs::create_dir_all(&trainer.cfg.out).with_context(|| {
@@ -145,30 +181,46 @@ impl Trainer {
             })?;
         }
         let state = trainer.cfg.out.join(STATE_FILE);
-        if resume {
-            if state.is_file() {
+        match (resume, state.is_file()) {
+            (Resume::No, false) => {}
+            (Resume::No, true) => bail!(
+                "{} already holds a run ({}): pass --resume to continue it, or choose another --out",
+                trainer.cfg.out.display(),
+                STATE_FILE
+            ),
+            (Resume::Required | Resume::Auto, true) => {
                 let resumed = state::load(&mut trainer.learner, &trainer.cfg, &state)?;
                 trainer.step = resumed.step;
                 trainer.best = resumed.best;
                 if writer {
                     state::truncate_metrics(&trainer.cfg.out.join(METRICS_FILE), resumed.step)?;
+                    eprintln!("resuming the run in {} at step {}", trainer.cfg.out.display(), resumed.step);
                 }
-            } else if writer {
-                eprintln!(
-                    "--resume: no {} in {}, starting from step 0",
-                    STATE_FILE,
-                    trainer.cfg.out.display()
-                );
             }
-        } else if state.is_file() {
-            bail!(
-                "{} already holds a run ({}): pass --resume to continue it, or choose another --out",
+            (Resume::Required, false) => bail!(
+                "--resume: {} holds no saved run ({} is missing): check --out, or pass --resume auto to start a new run when there is none",
                 trainer.cfg.out.display(),
                 STATE_FILE
-            );
+            ),
+            (Resume::Auto, false) => {
+                if writer {
+                    eprintln!(
+                        "--resume auto: no {} in {}, starting from step 0",
+                        STATE_FILE,
+                        trainer.cfg.out.display()
+                    );
+                }
+            }
         }
         trainer.check_ranks_agree_on_the_step()?;
         if writer {
+            // Created now, so that an unwritable folder fails before the first step.
+            trainer.log = Some(RunLog::open(
+                &trainer.cfg.out,
+                trainer.cfg.out.join(METRICS_FILE),
+                trainer.ds.class_names(),
+                trainer.step,
+            )?);
             trainer.write_config()?;
         }
         Ok(trainer)
@@ -267,7 +319,12 @@ impl Trainer {
     /// Runs from the current step to `iters`, evaluating every `eval_every` steps.
     /// Returns the summary on rank 0 (or the only process); other ranks, which neither
     /// evaluate nor log, return `None`.
+    ///
+    /// A stop signal (SIGTERM, SIGINT, SIGUSR1) on any rank ends every rank after the
+    /// same step: rank 0 writes the state and `last.safetensors`, and each rank returns
+    /// [`Interrupted`].
     pub fn run(&mut self, log: &mut dyn FnMut(&str)) -> anyhow::Result<Option<RunSummary>> {
+        let stop = StopSignal::install()?;
         let (mut labelled, mut unlabelled) = self.loaders()?;
         let total = self.cfg.iters;
         let ranks = self.group().world_size();
@@ -340,8 +397,39 @@ impl Trainer {
                 acc_n = 0;
             }
             let eval_step = self.step.is_multiple_of(self.cfg.eval_every) || self.step == total;
+            let save_step = self.step.is_multiple_of(self.cfg.save_every);
             if eval_step && self.writer {
                 self.evaluate_and_save(log, bar.as_ref())?;
+            } else if save_step && self.writer {
+                self.save_state()?;
+            }
+            if self.step == total {
+                break;
+            }
+            // After the step, its evaluation and its checkpoints: every rank asks the
+            // others, so that all stop after this same step.
+            if let Some(signal) = stop.agreed(self.group())? {
+                if let Some(b) = &bar {
+                    b.abandon();
+                }
+                let state = self.cfg.out.join(STATE_FILE);
+                if self.writer {
+                    if !(eval_step || save_step) {
+                        self.save_state()?;
+                    }
+                    log(&format!(
+                        "{} received: stopped after step {}/{total}; state written to {} and last.safetensors",
+                        signal_name(signal),
+                        self.step,
+                        state.display()
+                    ));
+                }
+                return Err(Interrupted {
+                    signal,
+                    step: self.step,
+                    state,
+                }
+                .into());
             }
         }
         if let Some(b) = bar {
@@ -403,38 +491,31 @@ impl Trainer {
             "relation": relation.rows_json(),
         });
         self.append_metrics(&line)?;
-        let out = &self.cfg.out;
-        let tracked = self.step as i64;
-        let meta = self.cfg.checkpoint_meta()?;
-        export_with_meta(
-            &self.eval_net().vars,
-            &meta,
-            &out.join("last.safetensors"),
-            tracked,
-        )?;
+        let out = self.cfg.out.clone();
         if improved {
             export_with_meta(
                 &self.eval_net().vars,
-                &meta,
+                &self.cfg.checkpoint_meta()?,
                 &out.join("best.safetensors"),
-                tracked,
+                self.step as i64,
             )?;
         }
-        state::save(
-            &self.learner,
-            &self.cfg,
-            self.step,
-            self.best.as_ref(),
-            &out.join(STATE_FILE),
-        )?;
+        self.save_state()?;
         if let Err(e) =
             crate::reports::curves::draw_curves(&out.join(METRICS_FILE), &out.join("curves.png"))
         {
             log(&format!("warning: could not draw curves.png: {e:#}"));
         }
-        if let Err(e) = draw_relation(&relation, &self.ds.class_names(), &out.join(RELATION_FILE)) {
-            log(&format!("warning: could not draw {RELATION_FILE}: {e:#}"));
+        let relation_png = out.join(RELATION_FILE);
+        match draw_relation(&relation, &self.ds.class_names(), &relation_png) {
+            Ok(()) => {
+                let step = self.step;
+                self.run_log()?
+                    .png_file(step, "eval/relation", &relation_png)?
+            }
+            Err(e) => log(&format!("warning: could not draw {RELATION_FILE}: {e:#}")),
         }
+        self.log_val_pictures()?;
         if let Some(folder) = &self.unlabelled {
             // Files that failed to decode while loading are only known now.
             if folder.skipped_count() > 0 {
@@ -460,15 +541,74 @@ impl Trainer {
         Ok(())
     }
 
-    fn append_metrics(&self, line: &serde_json::Value) -> anyhow::Result<()> {
-        use std::io::Write;
-        let path = self.cfg.out.join(METRICS_FILE);
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
-        writeln!(f, "{line}").with_context(|| format!("cannot write {}", path.display()))
+    /// `last.safetensors` (the evaluated network's weights) and the run state, both
+    /// written atomically: what a resume needs, at the current step.
+    fn save_state(&self) -> anyhow::Result<()> {
+        let out = &self.cfg.out;
+        export_with_meta(
+            &self.eval_net().vars,
+            &self.cfg.checkpoint_meta()?,
+            &out.join("last.safetensors"),
+            self.step as i64,
+        )?;
+        state::save(
+            &self.learner,
+            &self.cfg,
+            self.step,
+            self.best.as_ref(),
+            &out.join(STATE_FILE),
+        )
+    }
+
+    /// The prediction, confidence map and hard queries of the first validation images,
+    /// as TensorBoard images (tags `val/<id>/...`).
+    fn log_val_pictures(&mut self) -> anyhow::Result<()> {
+        let thresholds = Thresholds {
+            weak: self.cfg.weak_threshold,
+            strong: self
+                .cfg
+                .strong_threshold
+                .value_at(self.step.saturating_sub(1)),
+        };
+        let palette = self.ds.palette();
+        let ids: Vec<String> = self
+            .val_ids()
+            .into_iter()
+            .take(TENSORBOARD_IMAGES)
+            .collect();
+        for id in ids {
+            let sample = self
+                .ds
+                .load(&id)
+                .with_context(|| format!("validation image {id} for TensorBoard"))?;
+            let pictures = explain_sample(
+                &self.eval_net().model,
+                &sample.image,
+                &palette,
+                thresholds,
+                &self.device,
+            )
+            .with_context(|| format!("TensorBoard pictures of validation image {id}"))?;
+            let step = self.step;
+            let run_log = self.run_log()?;
+            for (name, img) in ["prediction", "confidence", "hard_queries"]
+                .iter()
+                .zip(&pictures)
+            {
+                run_log.image(step, &format!("val/{id}/{name}"), img)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn run_log(&mut self) -> anyhow::Result<&mut RunLog> {
+        self.log
+            .as_mut()
+            .context("only rank 0 writes the run's log")
+    }
+
+    fn append_metrics(&mut self, line: &serde_json::Value) -> anyhow::Result<()> {
+        self.run_log()?.append(line)
     }
 }
 
@@ -535,7 +675,7 @@ mod tests {
             out: out.clone(),
             ..TrainConfig::default()
         };
-        let err = Trainer::in_group(cfg, true, Arc::new(ahead_rank_zero()))
+        let err = Trainer::in_group(cfg, Resume::Auto, Arc::new(ahead_rank_zero()))
             .err()
             .expect("the ranks disagree on the step");
         let err = format!("{err:#}");

@@ -1,6 +1,7 @@
 //! The saved state of a run (`state.safetensors`): student, teacher, momentum buffers,
 //! step, EMA count, best evaluation and settings, written atomically after every
-//! evaluation; and the exact resume from it.
+//! evaluation, every `save_every` steps and when a signal stops the run; and the exact
+//! resume from it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -113,6 +114,7 @@ pub(crate) fn load(
         out: PathBuf::new(),
         device: String::new(),
         num_threads: 0,
+        save_every: 0,
         ..c.clone()
     };
     if comparable(&saved) != comparable(cfg) {
