@@ -51,14 +51,18 @@ fn main() -> ExitCode {
     let cli = Cli::from_arg_matches(&cmd.get_matches()).unwrap_or_else(|e| e.exit());
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("Error: {e:?}");
-            // A run stopped by a signal exits as schedulers expect of it: 128 + signal.
-            match e.downcast_ref::<trainer::train::Interrupted>() {
-                Some(i) => ExitCode::from(trainer::train::stop::exit_code(i.signal) as u8),
-                None => ExitCode::FAILURE,
+        // A run stopped by a signal is no failure of the program: it says where it
+        // stopped and exits as schedulers expect of it, with 128 + signal.
+        Err(e) => match e.downcast_ref::<trainer::train::Interrupted>() {
+            Some(i) => {
+                eprintln!("{i}");
+                ExitCode::from(trainer::train::stop::exit_code(i.signal) as u8)
             }
-        }
+            None => {
+                eprintln!("Error: {e:?}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

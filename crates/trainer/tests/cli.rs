@@ -234,6 +234,30 @@ fn tensor_bytes(path: &Path) -> std::collections::BTreeMap<String, String> {
         .collect()
 }
 
+/// `trainer args...`, sent SIG`signal` once it logs step `at`; its exit status and stderr.
+fn signalled_run(args: &[String], at: usize, signal: &str) -> (std::process::ExitStatus, String) {
+    use std::io::BufRead;
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut seen = String::new();
+    let mut signalled = false;
+    for line in std::io::BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        if !signalled && line.starts_with(&format!("step {at}/")) {
+            send_signal(child.id(), signal);
+            signalled = true;
+        }
+        seen.push_str(&line);
+        seen.push('\n');
+    }
+    (child.wait().unwrap(), seen)
+}
+
 /// `kill -<signal> pid`.
 fn send_signal(pid: u32, signal: &str) {
     let status = Command::new("kill")
@@ -335,29 +359,7 @@ fn a_signal_at_a_random_step_stops_cleanly_and_the_resumed_run_ends_bit_for_bit(
     eprintln!("SIG{signal} after step {at}");
     let mut args_b = tiny_args(&b, iters);
     args_b.extend(["--save-every".into(), "2".into()]);
-    let mut child = Command::new(BIN)
-        .args(&args_b)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        use std::io::BufRead;
-        let mut seen = String::new();
-        let mut signalled = false;
-        for line in std::io::BufReader::new(stderr).lines() {
-            let line = line.unwrap();
-            if !signalled && line.starts_with(&format!("step {at}/")) {
-                send_signal(child.id(), signal);
-                signalled = true;
-            }
-            seen.push_str(&line);
-            seen.push('\n');
-        }
-        (child.wait().unwrap(), seen)
-    });
-    let (status, log) = reader.join().unwrap();
+    let (status, log) = signalled_run(&args_b, at, signal);
     assert_eq!(
         status.code(),
         Some(code),
@@ -391,6 +393,26 @@ fn a_signal_at_a_random_step_stops_cleanly_and_the_resumed_run_ends_bit_for_bit(
         "student, teacher or momentum differ after SIG{signal} at step {at}"
     );
     assert_eq!(metrics_without_timing(&a), metrics_without_timing(&b));
+
+    // A signal during an evaluation (it starts right after step 3's log line): the
+    // evaluation and its checkpoints finish, the run stops after step 3 and resumes.
+    let c = tmp.path().join("c");
+    let mut args_c = tiny_args(&c, iters);
+    args_c.extend(["--save-every".into(), "2".into()]);
+    let (status, log) = signalled_run(&args_c, 3, "TERM");
+    assert_eq!(status.code(), Some(143), "{log}");
+    assert!(
+        log.contains("eval at step 3") && log.contains("stopped after step 3/"),
+        "{log}"
+    );
+    let mut resume_c = args_c.clone();
+    resume_c.push("--resume".into());
+    ok(trainer(&resume_c));
+    assert_eq!(
+        read(a.join("last.safetensors")),
+        read(c.join("last.safetensors")),
+        "teacher weights differ after SIGTERM during the evaluation at step 3"
+    );
 
     // --resume auto: continues a finished run's folder (nothing left to train) and
     // starts a new one in an empty folder.

@@ -432,6 +432,17 @@ fn check_srun() -> Result<Duration> {
             read(&m.join("last.safetensors"))? == read(&s.join("last.safetensors"))?,
             "srun -n 2 and mpirun -np 2 end with different weights"
         );
+        // Without --mpi=pmix (this cluster's MpiDefault is none): a clear error.
+        let plain = Command::new("srun")
+            .args(["-n", "2", "--time=5", TRAINER])
+            .args(tiny_train(&dir.path().join("plain"), 3, ""))
+            .env("SLURM_CONF", &conf)
+            .output()?;
+        let log = text(&plain);
+        ensure!(
+            !plain.status.success() && log.contains("srun --mpi=pmix"),
+            "srun without an MPI plugin should fail naming --mpi=pmix:\n{log}"
+        );
         Ok(())
     })();
     let down = Command::new("bash")

@@ -53,10 +53,13 @@ pub struct TrainArgs {
     /// ImageNet backbone weights (safetensors, torchvision names), from `cargo xtask fetch-weights`.
     #[arg(long)]
     pub pretrained: Option<PathBuf>,
+    /// Training steps.
     #[arg(long)]
     pub iters: Option<usize>,
+    /// Steps between evaluations of the teacher on the validation set (and at the end).
     #[arg(long)]
     pub eval_every: Option<usize>,
+    /// Steps between lines of metrics.jsonl, TensorBoard scalars and the log.
     #[arg(long)]
     pub log_every: Option<usize>,
     /// Steps between writes of the run state (state.safetensors, last.safetensors)
@@ -66,8 +69,10 @@ pub struct TrainArgs {
     /// Labelled batch size (= unlabelled batch size; doubled in sup mode).
     #[arg(long)]
     pub batch_size: Option<usize>,
+    /// Side of the square training crops, pixels.
     #[arg(long)]
     pub crop_size: Option<usize>,
+    /// Initial learning rate of SGD (then the poly schedule).
     #[arg(long)]
     pub lr: Option<f64>,
     /// Largest hue shift of the colour jitter (original 0.25; synthetic default 0.05).
@@ -76,6 +81,7 @@ pub struct TrainArgs {
     /// Iterations per epoch of the poly schedule (the original: 200).
     #[arg(long)]
     pub epoch_iters: Option<usize>,
+    /// Seed of the split, the initial weights and every random stream of the run.
     #[arg(long)]
     pub seed: Option<u64>,
     /// Run folder (default runs/<dataset>).
@@ -88,12 +94,17 @@ pub struct TrainArgs {
     /// serves a job's first start and every requeue.
     #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "required", value_name = "auto")]
     pub resume: Option<Resume>,
+    /// Temperature of the ReCo loss.
     #[arg(long)]
     pub temp: Option<f64>,
+    /// ReCo hard queries sampled per class present in the batch.
     #[arg(long)]
     pub num_queries: Option<usize>,
+    /// ReCo negative keys per query.
     #[arg(long)]
     pub num_negatives: Option<usize>,
+    /// δw: pseudo-labels below this confidence are ignored by the unsupervised and ReCo
+    /// losses.
     #[arg(long)]
     pub weak_threshold: Option<f64>,
     /// δs: a constant (default 0.97, the original's) or a ramp START..END@FROM..TO
@@ -104,12 +115,13 @@ pub struct TrainArgs {
     /// unlabelled images instead of the dataset's (semi mode); unreadable files are skipped.
     #[arg(long)]
     pub unlabelled_root: Option<PathBuf>,
+    /// Channels of the representation head (ReCo's features).
     #[arg(long)]
     pub output_dim: Option<usize>,
     #[command(flatten)]
     pub val: ValArgs,
     /// Process group of a data-parallel run: single, mpi or nccl (default single; under
-    /// mpirun or torchrun-style RANK/WORLD_SIZE: mpi on the CPU, nccl on CUDA). The
+    /// mpirun, srun or torchrun-style RANK/WORLD_SIZE: mpi on the CPU, nccl on CUDA). The
     /// batch size is per rank. See docs/distributed.md.
     #[arg(long)]
     pub dist_backend: Option<Backend>,

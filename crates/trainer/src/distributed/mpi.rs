@@ -43,6 +43,16 @@ impl MpiGroup {
     /// Initialises MPI. When `launch` came from mpirun's variables, MPI's rank and size
     /// must agree with them.
     pub fn init(launch: &Launch) -> std::result::Result<Self, DistError> {
+        // Without an MPI plugin srun gives the tasks no PMI server, and Open MPI's own
+        // MPI_Init then fails with a page about rebuilding it; say what to do instead.
+        if launch.source == LaunchSource::Slurm
+            && std::env::var_os("PMIX_RANK").is_none()
+            && std::env::var_os("PMI_FD").is_none()
+        {
+            return Err(DistError::Mpi(
+                "srun started this task without an MPI plugin (no PMIX_RANK or PMI_FD in its environment): start the tasks with `srun --mpi=pmix` (or set MpiDefault=pmix in slurm.conf)".into(),
+            ));
+        }
         let (universe, provided) = mpi::initialize_with_threading(Threading::Funneled)
             .ok_or_else(|| DistError::Mpi("MPI is already initialised in this process".into()))?;
         if provided == Threading::Single {

@@ -55,31 +55,21 @@ impl NcclGroup {
             .map_err(|e| DistError::Nccl(e.to_string()))?;
         #[cfg(feature = "mpi")]
         let mut mpi = None;
-        let id = match launch.source {
+        // srun: the rendezvous file when given, else over MPI (srun --mpi=pmix).
+        let over_file = matches!(launch.source, LaunchSource::Torchrun | LaunchSource::Slurm);
+        let id = match (launch.source, &launch.rendezvous) {
+            (_, Some(path)) if over_file => id_over_file(path, launch.rank)?,
+            (LaunchSource::Torchrun, None) => return Err(DistError::NcclNeedsRendezvous),
             #[cfg(feature = "mpi")]
-            LaunchSource::Mpi => {
+            (LaunchSource::Mpi | LaunchSource::Slurm, _) => {
                 let group = super::mpi::MpiGroup::init(launch)?;
                 let id = id_over_mpi(&group)?;
                 mpi = Some(group);
                 id
             }
-            LaunchSource::Torchrun => match &launch.rendezvous {
-                Some(path) => id_over_file(path, launch.rank)?,
-                None => return Err(DistError::NcclNeedsRendezvous),
-            },
-            // srun: the rendezvous file when given, else over MPI (srun --mpi=pmix).
-            LaunchSource::Slurm if launch.rendezvous.is_some() => match &launch.rendezvous {
-                Some(path) => id_over_file(path, launch.rank)?,
-                None => return Err(DistError::NcclNeedsRendezvous),
-            },
-            #[cfg(feature = "mpi")]
-            LaunchSource::Slurm => {
-                let group = super::mpi::MpiGroup::init(launch)?;
-                let id = id_over_mpi(&group)?;
-                mpi = Some(group);
-                id
-            }
-            LaunchSource::Single => new_id()?,
+            #[cfg(not(feature = "mpi"))]
+            (LaunchSource::Slurm, None) => return Err(DistError::NcclNeedsRendezvous),
+            (LaunchSource::Single, _) => new_id()?,
             #[allow(unreachable_patterns)]
             _ => return Err(DistError::NcclNeedsMpi),
         };
