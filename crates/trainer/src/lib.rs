@@ -8,13 +8,16 @@
 //!   args.rs      flag groups several subcommands share (--device, the model, inference)
 //! ablation.rs    supervised vs ClassMix vs ClassMix + ReCo over seeds, as one table
 //! check/         the reference fixtures, the CPU-vs-device step and the smoke test
-//! bench.rs       timing the train step, the evaluation forward and the ReCo loss
+//! bench.rs       timing the train step, the evaluation forward, the ReCo loss, the state write
 //! inference/     a checkpoint rebuilt for inference, its palette, photos segmented
-//! train/         a training run: settings, learner, loop, saved state, seeds, driver
+//! train/         a training run: settings, learner, loop, saved state, stop on a signal,
+//!                seeds, driver
 //! evaluation.rs  metrics (and class relation) of a network on a validation set
-//! reports/       metrics, curves.png, relation.png and the explain pictures
+//! reports/       metrics, curves.png, relation.png, the explain pictures, TensorBoard
+//!                event files and the run log (metrics.jsonl + TensorBoard)
 //! image_io.rs    photos read as viewers show them, PNG files written atomically
-//! distributed/   process groups of data-parallel training (single, MPI, NCCL)
+//! distributed/   process groups of data-parallel training (single, MPI, NCCL) and the
+//!                launchers (mpirun, srun, torchrun-style)
 //! optim/         SGD, the poly schedule and the mean-teacher EMA (in-place CPU kernels)
 //! ```
 //!
