@@ -803,7 +803,7 @@ fn train_loop(group: &Arc<dyn ProcessGroup>, out: &Path) -> Result<()> {
     cfg.num_threads = 1;
     cfg.seed = 3;
     cfg.out = out.to_path_buf();
-    let mut t = trainer::train::Trainer::in_group(cfg, false, group.clone())?;
+    let mut t = trainer::train::Trainer::in_group(cfg, trainer::train::Resume::No, group.clone())?;
     let summary = t.run(&mut |line| eprintln!("rank {rank}: {line}"))?;
     ensure!(
         summary.is_some() == (rank == 0),

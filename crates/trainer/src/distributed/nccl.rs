@@ -75,8 +75,7 @@ impl NcclGroup {
         };
         let comm = Comm::from_rank(cuda.cuda_stream(), launch.rank, launch.world_size, id)
             .map_err(|e| DistError::Nccl(format!("ncclCommInitRank failed: {e:?}")))?;
-        if matches!(launch.source, LaunchSource::Torchrun | LaunchSource::Slurm) && launch.rank == 0
-        {
+        if over_file && launch.rank == 0 {
             if let Some(path) = &launch.rendezvous {
                 // Every rank has joined: the id is no longer needed, and a later run must
                 // not read this one.

@@ -42,14 +42,18 @@ pub struct Explained {
     pub classes: Vec<i64>,
 }
 
-/// The pictures of `photo` from the network's `logits` `[1,C,H,W]` at the photo's size.
-pub fn explain_logits(
+/// The pictures of `photo` from a network: `forward` maps the normalised photo
+/// `[1,3,H,W]` on `device` to its logits at any size, which are resized to the photo's.
+pub fn explain_photo(
     photo: &RgbImage,
-    logits: &Tensor,
     thresholds: Thresholds,
+    device: &Device,
+    forward: impl FnOnce(&Tensor) -> anyhow::Result<Tensor>,
 ) -> anyhow::Result<Explained> {
-    let w = photo.width() as usize;
-    let q = query_map(logits, thresholds.weak, thresholds.strong)?;
+    let (w, h) = (photo.width() as usize, photo.height() as usize);
+    let x = image_to_tensor(photo)?.to_device(device)?;
+    let logits = resize_bilinear(&forward(&x)?, h, w, true)?;
+    let q = query_map(&logits, thresholds.weak, thresholds.strong)?;
     let confidence = q.confidence.flatten_all()?.to_vec1::<f32>()?;
     let hard = q.hard.to_dtype(DType::U8)?.flatten_all()?.to_vec1::<u8>()?;
     let classes = q
@@ -57,13 +61,6 @@ pub fn explain_logits(
         .flatten_all()?
         .to_dtype(DType::I64)?
         .to_vec1::<i64>()?;
-    anyhow::ensure!(
-        confidence.len() == w * photo.height() as usize,
-        "explain: logits of {:?} for a {}x{} photo",
-        logits.dims(),
-        w,
-        photo.height()
-    );
     let conf_img = RgbImage::from_fn(photo.width(), photo.height(), |px, py| {
         let i = py as usize * w + px as usize;
         // Confident pixels bright yellow, unsure ones dark purple, over a faint photo.
@@ -105,10 +102,7 @@ pub fn explain_one(
     output: &Path,
 ) -> anyhow::Result<[PathBuf; 2]> {
     let (w, h) = (photo.width() as usize, photo.height() as usize);
-    let x = image_to_tensor(photo)?.to_device(device)?;
-    let pred = model.logits(&x)?;
-    let logits = resize_bilinear(&pred, h, w, true)?;
-    let e = explain_logits(photo, &logits, thresholds)?;
+    let e = explain_photo(photo, thresholds, device, |x| Ok(model.logits(x)?))?;
     let conf_path = output.join(format!("{stem}_confidence.png"));
     let hard_path = output.join(format!("{stem}_hard.png"));
     save_png(&e.confidence, &conf_path)?;
@@ -134,10 +128,9 @@ pub fn explain_sample(
     device: &Device,
 ) -> anyhow::Result<[RgbImage; 3]> {
     let (w, h) = (photo.width() as usize, photo.height() as usize);
-    let x = image_to_tensor(photo)?.to_device(device)?;
-    let (pred, _) = model.forward_no_grad(&x, false)?;
-    let logits = resize_bilinear(&pred, h, w, true)?;
-    let e = explain_logits(photo, &logits, thresholds)?;
+    let e = explain_photo(photo, thresholds, device, |x| {
+        Ok(model.forward_no_grad(x, false)?.0)
+    })?;
     let prediction = reco_data::colorize(&e.classes, w, h, palette)?;
     Ok([prediction, e.confidence, e.hard])
 }

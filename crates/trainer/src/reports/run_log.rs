@@ -120,15 +120,17 @@ impl RunLog {
     pub fn png_file(&mut self, step: usize, tag: &str, path: &Path) -> anyhow::Result<()> {
         let bytes =
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let img = image::load_from_memory(&bytes)
+        // The header says the size and colour type; the pixels need no decoding.
+        let decoder = image::ImageReader::new(std::io::Cursor::new(&bytes))
+            .with_guessed_format()
+            .map_err(anyhow::Error::from)
+            .and_then(|r| Ok(r.into_decoder()?))
             .with_context(|| format!("{} is not an image", path.display()))?;
-        let channels = u32::from(img.color().channel_count());
-        self.events.png(
-            step as u64,
-            tag,
-            bytes,
-            (img.width(), img.height(), channels),
-        )
+        let (width, height) = image::ImageDecoder::dimensions(&decoder);
+        let channels = u32::from(image::ImageDecoder::color_type(&decoder).channel_count());
+        drop(decoder);
+        self.events
+            .png(step as u64, tag, bytes, (width, height, channels))
     }
 }
 
@@ -164,6 +166,32 @@ mod tests {
             ]
         );
         assert_eq!(iou_tag("potted plant"), "iou/potted_plant");
+    }
+
+    #[test]
+    fn a_png_file_becomes_an_image_with_its_size_and_bytes() {
+        use super::super::tensorboard::{event, read_events, summary};
+        let dir = tempfile::tempdir().unwrap();
+        let png = dir.path().join("relation.png");
+        let img = RgbImage::from_pixel(5, 3, image::Rgb([1, 2, 3]));
+        crate::image_io::save_png(&img, &png).unwrap();
+        let mut log = RunLog::open(dir.path(), dir.path().join("m.jsonl"), vec![], 0).unwrap();
+        log.png_file(7, "eval/relation", &png).unwrap();
+        let events = read_events(log.events_path()).unwrap();
+        let Some(event::What::Summary(s)) = &events[1].what else {
+            panic!("no summary: {:?}", events[1]);
+        };
+        let Some(summary::value::Value::Image(im)) = &s.value[0].value else {
+            panic!("no image");
+        };
+        assert_eq!(
+            (events[1].step, im.width, im.height, im.colorspace),
+            (7, 5, 3, 3)
+        );
+        assert_eq!(im.encoded_image_string, std::fs::read(&png).unwrap());
+        std::fs::write(&png, b"not a png").unwrap();
+        let err = format!("{:#}", log.png_file(8, "x", &png).unwrap_err());
+        assert!(err.contains("is not an image"), "{err}");
     }
 
     #[test]

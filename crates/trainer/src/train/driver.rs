@@ -11,7 +11,7 @@ use super::run::{Resume, RunSummary, Trainer};
 use crate::distributed::ProcessGroup;
 
 /// Trains in this process alone.
-pub fn train(cfg: TrainConfig, resume: impl Into<Resume>) -> anyhow::Result<RunSummary> {
+pub fn train(cfg: TrainConfig, resume: Resume) -> anyhow::Result<RunSummary> {
     let mut trainer = Trainer::new(cfg, resume)?;
     trainer
         .run(&mut |line| eprintln!("{line}"))?
@@ -23,7 +23,7 @@ pub fn train(cfg: TrainConfig, resume: impl Into<Resume>) -> anyhow::Result<RunS
 /// still trains.
 pub fn train_in_group(
     cfg: TrainConfig,
-    resume: impl Into<Resume>,
+    resume: Resume,
     group: Arc<dyn ProcessGroup>,
 ) -> anyhow::Result<Option<RunSummary>> {
     let mut trainer = Trainer::in_group(cfg, resume, group.clone())?;

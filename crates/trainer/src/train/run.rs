@@ -53,16 +53,6 @@ pub enum Resume {
     Auto,
 }
 
-impl From<bool> for Resume {
-    fn from(resume: bool) -> Self {
-        if resume {
-            Resume::Required
-        } else {
-            Resume::No
-        }
-    }
-}
-
 /// The poly schedule of the original: `(1 - epoch/epochs)^POLY_POWER`, never below
 /// `POLY_FLOOR` (the length of an epoch is the `epoch_iters` setting, 200 in the original).
 const POLY_POWER: f64 = 0.9;
@@ -98,7 +88,7 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    pub fn new(cfg: TrainConfig, resume: impl Into<Resume>) -> anyhow::Result<Self> {
+    pub fn new(cfg: TrainConfig, resume: Resume) -> anyhow::Result<Self> {
         Self::in_group(cfg, resume, Arc::new(SingleProcess))
     }
 
@@ -107,10 +97,9 @@ impl Trainer {
     /// writes it.
     pub fn in_group(
         mut cfg: TrainConfig,
-        resume: impl Into<Resume>,
+        resume: Resume,
         group: Arc<dyn ProcessGroup>,
     ) -> anyhow::Result<Self> {
-        let resume = resume.into();
         let writer = group.rank() == 0;
         cfg.validate()?;
         let device = parse_device(&cfg.device)?;
