@@ -8,8 +8,11 @@
 //! A ReCo network whose architecture the shapes determine (network, backbone, classes,
 //! output_dim: see `reco_models::meta::architecture_from_shapes`) is written with
 //! checkpoint metadata, so that `trainer eval`/`predict` and `Segmenter::load` need no
-//! flags. The output stride leaves no trace in the weights: the metadata records the
-//! original's default (16 for DeepLabV3+, 8 for DeepLabV2), and says so on stderr.
+//! flags. What the weights cannot say comes from [`ConvertOptions`]: the output stride it
+//! was trained at (`--output-stride`), the dataset and the class names. An output stride
+//! nobody stated is written as the original's default (16 for DeepLabV3+, 8 for
+//! DeepLabV2) *marked as assumed* in the metadata (`CheckpointMeta::assumed`), so that a
+//! later `--output-stride` replaces it without a fight; a stated one is a fact.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -17,8 +20,49 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
+use reco_data::DatasetKind;
 use reco_models::meta::{architecture_from_shapes, write_with_meta};
-use reco_models::{CheckpointMeta, DeepLabConfig, NetworkKind, DEEPLABV2_OUTPUT_STRIDE};
+use reco_models::{default_output_stride, CheckpointMeta, DeepLabConfig, ASSUMED_OUTPUT_STRIDE};
+
+/// What the weights of a checkpoint cannot say, as its owner states it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ConvertOptions {
+    /// The output stride the network was trained at; `None`: the original's default,
+    /// recorded as an assumption.
+    pub output_stride: Option<usize>,
+    /// The dataset it was trained on (its class names unless `classes` are given).
+    pub dataset: Option<DatasetKind>,
+    /// Class names in class-index order (e.g. from a `classes.txt`).
+    pub classes: Option<Vec<String>>,
+}
+
+impl ConvertOptions {
+    fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// Class names from `--classes`: a file in the `classes.txt` format (one name per line,
+/// optionally followed by a colour) when `value` names a file, else a comma-separated list.
+pub fn parse_classes(value: &str) -> Result<Vec<String>> {
+    let path = Path::new(value);
+    if path.is_file() {
+        let (names, _colours) = reco_data::datasets::read_classes(path)?;
+        return Ok(names);
+    }
+    if !value.contains(',') {
+        bail!(
+            "--classes {value:?}: no such file, and not a comma-separated list; give a file \
+             with one class name per line (as a labelled folder's classes.txt) or names \
+             separated by commas"
+        );
+    }
+    let names: Vec<String> = value.split(',').map(|n| n.trim().to_string()).collect();
+    if let Some(i) = names.iter().position(|n| n.is_empty()) {
+        bail!("--classes {value:?}: name {} is empty", i + 1);
+    }
+    Ok(names)
+}
 
 /// What a checkpoint turned out to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,8 +146,15 @@ fn read_state_dict(input: &Path) -> Result<Vec<(String, Tensor)>> {
     bail!("{} holds no tensors (not a state_dict)", input.display())
 }
 
-/// Converts `input` (.pth) to `output` (.safetensors). Returns the kind and tensor count.
+/// Converts `input` (.pth) to `output` (.safetensors) with nothing stated beyond the
+/// weights. Returns the kind and tensor count.
 pub fn convert(input: &Path, output: &Path) -> Result<(Kind, usize)> {
+    convert_with(input, output, &ConvertOptions::default())
+}
+
+/// Converts `input` (.pth) to `output` (.safetensors), recording `opts` in the metadata
+/// of a ReCo network. Returns the kind and tensor count.
+pub fn convert_with(input: &Path, output: &Path, opts: &ConvertOptions) -> Result<(Kind, usize)> {
     let mut tensors = read_state_dict(input)?;
     // nn.DataParallel checkpoints prefix every name with `module.`.
     if tensors.iter().all(|(n, _)| n.starts_with("module.")) {
@@ -129,20 +180,20 @@ pub fn convert(input: &Path, output: &Path) -> Result<(Kind, usize)> {
     };
     let count = tensors.len();
     let map: BTreeMap<String, Tensor> = tensors.into_iter().collect();
+    if kind == Kind::TorchvisionResnet && !opts.is_empty() {
+        bail!(
+            "{} is a torchvision ResNet (an ImageNet backbone, no segmentation network): \
+             --output-stride, --dataset and --classes describe a ReCo network; drop them",
+            input.display()
+        );
+    }
+    let meta = network_meta(kind, &map, input, opts)?;
     if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    match network_meta(kind, &map, input) {
+    match meta {
         Some(meta) => {
-            eprintln!(
-                "{}: {} {} with {} classes; output stride {} recorded (the original's default: \
-                 the weights do not say; evaluate with `--output-stride` if it was trained otherwise)",
-                input.display(),
-                meta.network,
-                meta.backbone,
-                meta.num_classes,
-                meta.output_stride
-            );
+            eprintln!("{}", describe(input, &meta));
             // Checked against the shapes, serialised in memory and written atomically.
             write_with_meta(&map, &meta, output)
                 .with_context(|| format!("cannot write {}", output.display()))?;
@@ -158,30 +209,108 @@ pub fn convert(input: &Path, output: &Path) -> Result<(Kind, usize)> {
     Ok((kind, count))
 }
 
-/// The metadata of a ReCo network whose shapes determine its architecture; `None` for
-/// torchvision backbones and partial state_dicts.
+/// The metadata of a ReCo network whose shapes determine its architecture, with what
+/// `opts` states; `None` for torchvision backbones and partial state_dicts (which `opts`
+/// cannot describe: an error when it says anything).
 fn network_meta(
     kind: Kind,
     tensors: &BTreeMap<String, Tensor>,
     input: &Path,
-) -> Option<CheckpointMeta> {
+    opts: &ConvertOptions,
+) -> Result<Option<CheckpointMeta>> {
     if kind == Kind::TorchvisionResnet {
-        return None;
+        return Ok(None);
     }
     let shapes: HashMap<String, Vec<usize>> = tensors
         .iter()
         .map(|(k, t)| (k.clone(), t.dims().to_vec()))
         .collect();
-    let arch = architecture_from_shapes(&shapes, input).ok()?;
-    let output_stride = match arch.network {
-        NetworkKind::DeepLabV3Plus => DeepLabConfig::default().output_stride,
-        NetworkKind::DeepLabV2 => DEEPLABV2_OUTPUT_STRIDE,
+    let arch = match architecture_from_shapes(&shapes, input) {
+        Ok(arch) => arch,
+        // A partial state_dict: converted as plain tensors.
+        Err(_) if opts.is_empty() => return Ok(None),
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!(
+                    "{}: the flags describe a network, but the weights are not a whole one",
+                    input.display()
+                )
+            })
+        }
     };
+    let stated = opts.output_stride;
+    if let Some(os) = stated.filter(|os| ![8, 16, 32].contains(os)) {
+        bail!("--output-stride {os}: the networks run at output stride 8, 16 or 32");
+    }
     let cfg = DeepLabConfig {
         backbone: arch.backbone,
-        output_stride,
+        output_stride: stated.unwrap_or(default_output_stride(arch.network)),
         num_classes: arch.num_classes,
         output_dim: arch.output_dim,
     };
-    Some(CheckpointMeta::new(arch.network, &cfg))
+    let mut meta = CheckpointMeta::new(arch.network, &cfg);
+    if stated.is_none() {
+        meta = meta.assuming(ASSUMED_OUTPUT_STRIDE);
+    }
+    let class_names = match (&opts.classes, opts.dataset) {
+        (Some(names), _) => names.clone(),
+        (None, Some(DatasetKind::Folder)) => bail!(
+            "--dataset folder: a labelled folder's classes are its own; pass its class list \
+             with --classes <root>/classes.txt"
+        ),
+        (None, Some(kind)) => kind.class_names().iter().map(|n| n.to_string()).collect(),
+        (None, None) => Vec::new(),
+    };
+    if !class_names.is_empty() && class_names.len() != arch.num_classes {
+        let source = match (&opts.classes, opts.dataset) {
+            (Some(_), _) => "--classes lists".to_string(),
+            (None, Some(kind)) => format!("the {kind} dataset has"),
+            (None, None) => unreachable!("names come from --classes or --dataset"),
+        };
+        bail!(
+            "{}: the weights predict {} classes but {source} {}: pass the dataset or class \
+             list it was trained with",
+            input.display(),
+            arch.num_classes,
+            class_names.len()
+        );
+    }
+    meta.class_names = class_names;
+    meta.dataset = opts.dataset.map(|d| d.name().to_string());
+    Ok(Some(meta))
+}
+
+/// One line per source of the metadata: what the weights say, what was stated, what is
+/// assumed.
+fn describe(input: &Path, meta: &CheckpointMeta) -> String {
+    let mut text = format!(
+        "{}: from the weights: {} {}, {} classes, representation of {}",
+        input.display(),
+        meta.network,
+        meta.backbone,
+        meta.num_classes,
+        meta.output_dim
+    );
+    let mut stated = Vec::new();
+    if !meta.is_assumed(ASSUMED_OUTPUT_STRIDE) {
+        stated.push(format!("output stride {}", meta.output_stride));
+    }
+    if let Some(d) = &meta.dataset {
+        stated.push(format!("dataset {d}"));
+    }
+    if !meta.class_names.is_empty() {
+        stated.push(format!("{} class names", meta.class_names.len()));
+    }
+    if !stated.is_empty() {
+        text.push_str(&format!("\n  stated: {}", stated.join(", ")));
+    }
+    if meta.is_assumed(ASSUMED_OUTPUT_STRIDE) {
+        text.push_str(&format!(
+            "\n  assumed: output stride {} (the original's default; the weights do not say). \
+             If it was trained at another, convert again with --output-stride N (a later \
+             `trainer --output-stride` also replaces this assumption)",
+            meta.output_stride
+        ));
+    }
+    text
 }

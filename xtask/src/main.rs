@@ -80,11 +80,27 @@ enum Command {
         out_dir: PathBuf,
     },
     /// Convert a PyTorch .pth (original ReCo checkpoint or torchvision ResNet) to safetensors.
+    ///
+    /// The weights say the network, backbone, class count and representation size; the
+    /// flags say what they cannot. An output stride not given is recorded as the
+    /// original's default and marked as assumed.
     Convert {
         #[arg(long)]
         input: PathBuf,
         #[arg(long)]
         output: PathBuf,
+        /// The output stride it was trained at: 8, 16 or 32 (default: the original's, 16
+        /// for DeepLabV3+ and 8 for DeepLabV2, recorded as an assumption).
+        #[arg(long)]
+        output_stride: Option<usize>,
+        /// The dataset it was trained on: pascal, cityscapes, sun, synthetic or folder
+        /// (gives the class names; folder needs --classes).
+        #[arg(long)]
+        dataset: Option<reco_data::DatasetKind>,
+        /// Class names: a file with one per line (as a labelled folder's classes.txt) or
+        /// a comma-separated list.
+        #[arg(long)]
+        classes: Option<String>,
     },
 }
 
@@ -166,8 +182,19 @@ fn main() -> Result<()> {
             out_dir,
         })
         .map(|_| ()),
-        Command::Convert { input, output } => {
-            let (kind, n) = convert::convert(&input, &output)?;
+        Command::Convert {
+            input,
+            output,
+            output_stride,
+            dataset,
+            classes,
+        } => {
+            let opts = convert::ConvertOptions {
+                output_stride,
+                dataset,
+                classes: classes.as_deref().map(convert::parse_classes).transpose()?,
+            };
+            let (kind, n) = convert::convert_with(&input, &output, &opts)?;
             println!(
                 "{}: {kind:?}, {n} tensors -> {}",
                 input.display(),

@@ -274,3 +274,245 @@ fn deeplabv2_is_recognised_from_its_keys_and_written_with_metadata() {
     xtask::convert::convert(&partial, &out).unwrap();
     assert_eq!(reco_models::read_meta(&out).unwrap(), None);
 }
+
+/// A checkpoint of the original code with the reference fixtures' formula weights, written
+/// as `torch.save(model.state_dict())` writes it; returns the fixture's input and eval
+/// prediction (what the original computed at `output_stride`).
+fn original_checkpoint(
+    fixture: &str,
+    pth: &Path,
+) -> (
+    reco_models::NetworkKind,
+    usize,
+    candle_core::Tensor,
+    candle_core::Tensor,
+) {
+    use reco_models::meta::read_header;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../crates/models/tests/fixtures")
+        .join(format!("{fixture}.safetensors"));
+    let (_, meta) = read_header(&path).unwrap();
+    let meta = meta.unwrap();
+    let field = |k: &str| meta[k].parse::<usize>().unwrap();
+    let network = if fixture.starts_with("deeplabv2") {
+        reco_models::NetworkKind::DeepLabV2
+    } else {
+        reco_models::NetworkKind::DeepLabV3Plus
+    };
+    let cfg = reco_models::DeepLabConfig {
+        backbone: meta["backbone"].parse().unwrap(),
+        output_stride: field("output_stride"),
+        num_classes: field("num_classes"),
+        output_dim: field("output_dim"),
+    };
+    let varmap = candle_nn::VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(
+        &varmap,
+        candle_core::DType::F32,
+        &candle_core::Device::Cpu,
+    );
+    reco_models::Network::new(network, &cfg, vb).unwrap();
+    reco_models::reference::fill_formula(&varmap).unwrap();
+    let state = reco_models::checkpoint::state_dict(&varmap, 0).unwrap();
+    let entries: Vec<(&str, Vec<usize>, Data)> = state
+        .iter()
+        .map(|(name, t)| {
+            let data = match t.dtype() {
+                candle_core::DType::I64 => Data::I64(t.flatten_all().unwrap().to_vec1().unwrap()),
+                _ => Data::F32(t.flatten_all().unwrap().to_vec1().unwrap()),
+            };
+            (name.as_str(), t.dims().to_vec(), data)
+        })
+        .collect();
+    write_pth(pth, &entries, None);
+    let t = read_back(&path);
+    (
+        network,
+        cfg.output_stride,
+        t["input"].clone(),
+        t["eval.pred"].clone(),
+    )
+}
+
+fn logits_error(
+    seg: &reco_models::Segmenter,
+    input: &candle_core::Tensor,
+    want: &candle_core::Tensor,
+) -> f64 {
+    let got = seg.logits(input).unwrap();
+    reco_models::reference::rel_err(&got, want).unwrap()
+}
+
+/// The original's checkpoints of both networks, at output stride 8 and 16: converted with
+/// the stride they were trained at, they predict what the original predicts; converted
+/// with nothing stated, the stride is recorded as an assumption; converted with another
+/// stride stated (a network trained at 16 and evaluated at 8, DeepLab's practice), they
+/// still predict as the original at the stride asked for at load.
+#[test]
+fn the_originals_checkpoints_convert_and_predict_at_any_stride() {
+    use reco_models::{MetaFallback, Segmenter, ASSUMED_OUTPUT_STRIDE};
+    let cpu = candle_core::Device::Cpu;
+    let dir = tempfile::tempdir().unwrap();
+    for fixture in [
+        "deeplabv3p_resnet101_os8",
+        "deeplabv3p_resnet50_os16",
+        "deeplabv2_resnet101",
+    ] {
+        let pth = dir.path().join(format!("{fixture}.pth"));
+        let (network, trained, input, want) = original_checkpoint(fixture, &pth);
+        let other = if trained == 8 { 16 } else { 8 };
+
+        // Stated as trained, with the dataset: facts in the metadata, the original's output.
+        let stated = dir.path().join(format!("{fixture}.safetensors"));
+        let (ok, text) = xtask(
+            &[
+                "convert",
+                "--input",
+                pth.to_str().unwrap(),
+                "--output",
+                stated.to_str().unwrap(),
+                "--output-stride",
+                &trained.to_string(),
+                "--dataset",
+                "pascal",
+            ],
+            &[],
+        );
+        assert!(ok, "{text}");
+        assert!(
+            text.contains(&format!(
+                "stated: output stride {trained}, dataset pascal, 21 class names"
+            )),
+            "{text}"
+        );
+        assert!(!text.contains("assumed"), "{text}");
+        let meta = reco_models::read_meta(&stated).unwrap().unwrap();
+        assert_eq!((meta.network, meta.output_stride), (network, trained));
+        assert!(meta.assumed.is_empty());
+        assert_eq!(meta.dataset.as_deref(), Some("pascal"));
+        assert_eq!(meta.class_names[15], "person");
+        let seg = Segmenter::load(&stated, &cpu, &MetaFallback::default()).unwrap();
+        assert_eq!(seg.output_stride(), trained);
+        let e = logits_error(&seg, &input, &want);
+        assert!(e < 1e-4, "{fixture} stated: {e:e}");
+
+        // Nothing stated: the original's default, marked as assumed.
+        let plain = dir.path().join(format!("{fixture}.plain.safetensors"));
+        xtask::convert::convert(&pth, &plain).unwrap();
+        let meta = reco_models::read_meta(&plain).unwrap().unwrap();
+        assert_eq!(
+            meta.output_stride,
+            reco_models::default_output_stride(network)
+        );
+        assert!(meta.is_assumed(ASSUMED_OUTPUT_STRIDE));
+        assert_eq!(meta.dataset, None);
+
+        // Trained at `trained`, recorded as `other`: run at `trained` on request. The stride
+        // matters: at `other` the same weights give another network's output.
+        let relabelled = dir.path().join(format!("{fixture}.other.safetensors"));
+        let opts = xtask::convert::ConvertOptions {
+            output_stride: Some(other),
+            ..Default::default()
+        };
+        xtask::convert::convert_with(&pth, &relabelled, &opts).unwrap();
+        let seg =
+            Segmenter::load_at(&relabelled, &cpu, &MetaFallback::default(), Some(trained)).unwrap();
+        assert_eq!(
+            (seg.meta().output_stride, seg.output_stride()),
+            (other, trained)
+        );
+        let e = logits_error(&seg, &input, &want);
+        assert!(e < 1e-4, "{fixture} at {trained} on request: {e:e}");
+        let seg = Segmenter::load(&relabelled, &cpu, &MetaFallback::default()).unwrap();
+        let wrong = seg.logits(&input).unwrap();
+        if wrong.dims() == want.dims() {
+            let e = reco_models::reference::rel_err(&wrong, &want).unwrap();
+            assert!(e > 1e-2, "{fixture}: the stride changed nothing ({e:e})");
+        }
+        for f in [&pth, &stated, &plain, &relabelled] {
+            std::fs::remove_file(f).unwrap();
+        }
+    }
+}
+
+#[test]
+fn what_the_weights_cannot_say_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let pth = dir.path().join("v2.pth");
+    let w = |n: usize| Data::F32((0..n).map(|i| i as f32).collect());
+    // A ResNet-18 DeepLabV2 with 3 classes.
+    write_pth(
+        &pth,
+        &[
+            ("resnet_conv1.weight", vec![2, 3, 1, 1], w(6)),
+            ("resnet_layer1.0.conv1.weight", vec![2, 2, 1, 1], w(4)),
+            ("resnet_layer3.0.conv1.weight", vec![2, 2, 1, 1], w(4)),
+            ("resnet_layer3.1.conv1.weight", vec![2, 2, 1, 1], w(4)),
+            ("classifier.conv2d_list.0.weight", vec![3, 2, 3, 3], w(54)),
+            ("representation.0.weight", vec![4, 2, 1, 1], w(8)),
+        ],
+        None,
+    );
+    let out = dir.path().join("v2.safetensors");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "convert",
+            "--input",
+            pth.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        xtask(&args, &[])
+    };
+    for (extra, want) in [
+        (&["--output-stride", "4"][..], "8, 16 or 32"),
+        (
+            &["--dataset", "pascal"][..],
+            "predict 3 classes but the pascal dataset has 21",
+        ),
+        (&["--classes", "a,b"][..], "--classes lists 2"),
+        (&["--dataset", "folder"][..], "--classes <root>/classes.txt"),
+        (&["--classes", "nosuchfile"][..], "no such file"),
+        (&["--dataset", "voc"][..], "unknown dataset"),
+    ] {
+        let (ok, text) = run(extra);
+        assert!(!ok, "{extra:?} was accepted: {text}");
+        assert!(text.contains(want), "{extra:?}: {text}");
+        assert!(!out.exists(), "{extra:?} wrote {}", out.display());
+    }
+    // A classes.txt (names, optional colours) names a folder dataset's classes.
+    let classes = dir.path().join("classes.txt");
+    std::fs::write(&classes, "sky 10 20 30\nroad\ncar\n").unwrap();
+    let (ok, text) = run(&[
+        "--dataset",
+        "folder",
+        "--classes",
+        classes.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    let meta = reco_models::read_meta(&out).unwrap().unwrap();
+    assert_eq!(meta.class_names, ["sky", "road", "car"]);
+    assert_eq!(meta.dataset.as_deref(), Some("folder"));
+    assert!(meta.is_assumed(reco_models::ASSUMED_OUTPUT_STRIDE));
+    // A torchvision ResNet takes no network description.
+    let tv = dir.path().join("tv.pth");
+    write_pth(
+        &tv,
+        &[
+            ("conv1.weight", vec![1], w(1)),
+            ("bn1.weight", vec![1], w(1)),
+            ("layer1.0.conv1.weight", vec![1], w(1)),
+            ("layer4.0.conv1.weight", vec![1], w(1)),
+        ],
+        None,
+    );
+    let opts = xtask::convert::ConvertOptions {
+        output_stride: Some(8),
+        ..Default::default()
+    };
+    let err = xtask::convert::convert_with(&tv, &dir.path().join("tv.safetensors"), &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("torchvision ResNet"), "{err}");
+}

@@ -11,6 +11,12 @@
 //! Files without metadata (older runs, converted originals) are described from their
 //! tensor shapes, with the output stride (which leaves no trace in the weights) from the
 //! caller; see [`resolve_meta`].
+//!
+//! Each value is either known (read from the weights, or stated by whoever wrote the file:
+//! the training run, or `xtask convert --output-stride`) or assumed (a default written
+//! down because nobody said, e.g. the original's output stride for a converted
+//! checkpoint). [`CheckpointMeta::assumed`] names the assumed fields, so a reader may let
+//! a flag replace an assumption while a known value stays the truth about training.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -73,7 +79,14 @@ pub struct CheckpointMeta {
     pub class_names: Vec<String>,
     #[serde(default)]
     pub normalization: Normalization,
+    /// The fields whose values are assumptions, not facts (names as in this struct, e.g.
+    /// [`ASSUMED_OUTPUT_STRIDE`]); empty when every value is known.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub assumed: Vec<String>,
 }
+
+/// The name in [`CheckpointMeta::assumed`] of an output stride nobody stated.
+pub const ASSUMED_OUTPUT_STRIDE: &str = "output_stride";
 
 impl CheckpointMeta {
     /// Metadata for a network built with `cfg`; no dataset, ImageNet normalisation.
@@ -88,7 +101,21 @@ impl CheckpointMeta {
             dataset: None,
             class_names: Vec::new(),
             normalization: Normalization::IMAGENET,
+            assumed: Vec::new(),
         }
+    }
+
+    /// Marks `field` as an assumption (see [`CheckpointMeta::assumed`]).
+    pub fn assuming(mut self, field: &str) -> Self {
+        if !self.is_assumed(field) {
+            self.assumed.push(field.to_string());
+        }
+        self
+    }
+
+    /// Whether `field`'s value is an assumption rather than a fact.
+    pub fn is_assumed(&self, field: &str) -> bool {
+        self.assumed.iter().any(|f| f == field)
     }
 
     pub fn with_dataset(mut self, dataset: impl Into<String>, class_names: Vec<String>) -> Self {
@@ -108,7 +135,7 @@ impl CheckpointMeta {
 
     /// The `__metadata__` map written into safetensors files.
     pub fn to_metadata(&self) -> Result<HashMap<String, String>, serde_json::Error> {
-        Ok(HashMap::from([
+        let mut map = HashMap::from([
             (META_KEY.to_string(), serde_json::to_string(self)?),
             ("format".to_string(), "pt".to_string()),
             ("network".to_string(), self.network.name().to_string()),
@@ -116,7 +143,11 @@ impl CheckpointMeta {
             ("output_stride".to_string(), self.output_stride.to_string()),
             ("num_classes".to_string(), self.num_classes.to_string()),
             ("output_dim".to_string(), self.output_dim.to_string()),
-        ]))
+        ]);
+        if !self.assumed.is_empty() {
+            map.insert("assumed".to_string(), self.assumed.join(","));
+        }
+        Ok(map)
     }
 
     /// Parses a `__metadata__` map (`path` names the file in errors); [`read_meta`] and
@@ -177,6 +208,15 @@ impl CheckpointMeta {
             dataset: None,
             class_names: Vec::new(),
             normalization: Normalization::IMAGENET,
+            assumed: map
+                .get("assumed")
+                .map(|a| {
+                    a.split(',')
+                        .filter(|f| !f.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default(),
         };
         Ok(Some(meta))
     }
@@ -473,10 +513,9 @@ pub fn resolve_meta(path: &Path, fallback: &MetaFallback) -> Result<CheckpointMe
             .collect()
     };
     let arch = architecture_from_shapes(&shapes, path)?;
-    let output_stride = fallback.output_stride.unwrap_or(match arch.network {
-        NetworkKind::DeepLabV3Plus => DeepLabConfig::default().output_stride,
-        NetworkKind::DeepLabV2 => DEEPLABV2_OUTPUT_STRIDE,
-    });
+    let output_stride = fallback
+        .output_stride
+        .unwrap_or(default_output_stride(arch.network));
     let meta = CheckpointMeta {
         format_version: META_FORMAT_VERSION,
         network: arch.network,
@@ -487,9 +526,22 @@ pub fn resolve_meta(path: &Path, fallback: &MetaFallback) -> Result<CheckpointMe
         dataset: fallback.dataset.clone(),
         class_names: fallback.class_names.clone(),
         normalization: fallback.normalization.unwrap_or_default(),
+        assumed: match fallback.output_stride {
+            Some(_) => Vec::new(),
+            None => vec![ASSUMED_OUTPUT_STRIDE.to_string()],
+        },
     };
     meta.check_values(path)?;
     Ok(meta)
+}
+
+/// The original code's output stride for `network` (16 for DeepLabV3+, 8 for DeepLabV2):
+/// what a checkpoint that does not say is assumed to have been trained at.
+pub fn default_output_stride(network: NetworkKind) -> usize {
+    match network {
+        NetworkKind::DeepLabV3Plus => DeepLabConfig::default().output_stride,
+        NetworkKind::DeepLabV2 => DEEPLABV2_OUTPUT_STRIDE,
+    }
 }
 
 /// Writes the model's state_dict (the original's names, f32, `num_batches_tracked`

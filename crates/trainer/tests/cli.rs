@@ -712,6 +712,28 @@ fn checkpoints_describe_themselves_and_deeplabv2_trains_evaluates_and_predicts()
             ],
         );
         assert!((0.0..=1.0).contains(&tta), "{tta}");
+        // At another output stride than the trained one: a note, not an error; the JSON
+        // names both strides.
+        let other = if os == 8 { "16" } else { "8" };
+        let out = Command::new(BIN)
+            .args(["eval", "--checkpoint"])
+            .arg(alone.join("last.safetensors"))
+            .args(["--val-limit", "2", "--json", "--output-stride", other])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "running at output stride {other}; it was trained at {os}"
+            )),
+            "{stderr}"
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let v: serde_json::Value =
+            serde_json::from_str(stdout.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
+        assert_eq!(v["output_stride"].to_string(), other);
+        assert_eq!(v["trained_output_stride"], os);
 
         let photos = tmp.path().join(format!("{}-photos", kind.name()));
         std::fs::create_dir_all(&photos).unwrap();
@@ -800,9 +822,9 @@ fn bad_checkpoints_images_and_inference_flags_end_in_clear_errors() {
         msg.contains("unknown.safetensors") && msg.contains("unet"),
         "{msg}"
     );
-    let msg = eval(&ckpt, &["--output-stride", "8"]);
+    let msg = eval(&ckpt, &["--output-stride", "12"]);
     assert!(
-        msg.contains("--output-stride 8") && msg.contains("16"),
+        msg.contains("output stride 12 is not one of 8, 16 or 32"),
         "{msg}"
     );
     let msg = eval(&ckpt, &["--tile", "16"]);

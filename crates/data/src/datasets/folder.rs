@@ -112,8 +112,10 @@ pub fn default_class_color(c: usize) -> [u8; 3] {
     rgb
 }
 
-/// Reads `classes.txt`: names and colours.
-fn read_classes(path: &Path) -> Result<(Vec<String>, Vec<[u8; 3]>)> {
+/// Reads a class list in the format of a labelled folder's `classes.txt`: one class name
+/// per line (line 1 = class 0), optionally followed by an `r g b` colour. Returns the names
+/// and the colours (the Pascal VOC colour map where a line gives none).
+pub fn read_classes(path: &Path) -> Result<(Vec<String>, Vec<[u8; 3]>)> {
     let what = "class list";
     let hint = "write classes.txt with one class name per line (line 1 = class 0), \
                 optionally followed by an `r g b` colour";

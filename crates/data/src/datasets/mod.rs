@@ -16,7 +16,7 @@ mod synthetic;
 
 pub use cityscapes::{Cityscapes, CityscapesLayout, CITYSCAPES_SIZE};
 pub use description::{Description, IdSource, LabelValues, Place};
-pub use folder::{default_class_color, FolderConfig, FolderDataset, FolderSplit};
+pub use folder::{default_class_color, read_classes, FolderConfig, FolderDataset, FolderSplit};
 pub use pascal::{PascalLayout, PascalVoc};
 pub use reader::{FileDataset, Layout};
 pub use sun::{SunLayout, SunRgbd, SUN_SIZE};

@@ -22,7 +22,7 @@ use candle_nn::{VarBuilder, VarMap};
 pub use folded::FoldedNetwork;
 use maps::{finish, Planes};
 
-use crate::deeplab::MIN_INPUT_SIZE;
+use crate::deeplab::{DeepLabConfig, MIN_INPUT_SIZE};
 use crate::meta::{resolve_meta, CheckpointMeta, MetaError, MetaFallback};
 use crate::network::Network;
 
@@ -44,6 +44,8 @@ pub enum SegmentError {
     BadImage(String),
     #[error("invalid prediction options: {0}")]
     BadOptions(String),
+    #[error("output stride {0} is not one of 8, 16 or 32")]
+    BadOutputStride(usize),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }
@@ -59,6 +61,13 @@ impl From<MetaError> for SegmentError {
 impl From<crate::checkpoint::CheckpointError> for SegmentError {
     fn from(e: crate::checkpoint::CheckpointError) -> Self {
         SegmentError::Checkpoint(Box::new(e))
+    }
+}
+
+fn checked_stride(output_stride: usize) -> Result<usize> {
+    match crate::resnet::stage_dilations(output_stride) {
+        Ok(_) => Ok(output_stride),
+        Err(_) => Err(SegmentError::BadOutputStride(output_stride)),
     }
 }
 
@@ -196,6 +205,8 @@ pub struct Prediction {
 pub struct Segmenter {
     net: FoldedNetwork,
     meta: CheckpointMeta,
+    /// The output stride the network runs at (the trained one unless asked otherwise).
+    output_stride: usize,
     device: Device,
 }
 
@@ -204,7 +215,21 @@ impl Segmenter {
     /// original's state_dict as safetensors or `.pth`) strictly, with the project's
     /// loader; `fallback` describes files without metadata.
     pub fn load(path: &Path, device: &Device, fallback: &MetaFallback) -> Result<Self> {
+        Self::load_at(path, device, fallback, None)
+    }
+
+    /// [`Segmenter::load`], run at `output_stride` instead of the trained one (`None`: the
+    /// trained one), as DeepLab evaluates at 8 what it trained at 16: the weights are the
+    /// same, only the dilations of layer3/layer4 and ASPP change. [`Segmenter::meta`]
+    /// still says how the network was trained; [`Segmenter::output_stride`] how it runs.
+    pub fn load_at(
+        path: &Path,
+        device: &Device,
+        fallback: &MetaFallback,
+        output_stride: Option<usize>,
+    ) -> Result<Self> {
         let meta = resolve_meta(path, fallback)?;
+        let output_stride = checked_stride(output_stride.unwrap_or(meta.output_stride))?;
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
         Network::new(meta.network, &meta.config(), vb).map_err(|source| SegmentError::Build {
@@ -213,15 +238,36 @@ impl Segmenter {
             source: Box::new(source),
         })?;
         crate::checkpoint::load_checkpoint(&varmap, path)?;
-        Self::from_varmap_on(&varmap, meta, device)
+        Self::from_varmap_on(&varmap, meta, output_stride, device)
     }
 
     /// From weights a caller already holds in a candle `VarBuilder` under the original
     /// names, e.g. `VarBuilder::from_mmaped_safetensors` (how candle apps load weights).
     pub fn from_varbuilder(vb: &VarBuilder, meta: CheckpointMeta) -> Result<Self> {
+        let output_stride = meta.output_stride;
+        Self::from_varbuilder_at(vb, meta, output_stride)
+    }
+
+    /// [`Segmenter::from_varbuilder`] run at another output stride than the trained one
+    /// (see [`Segmenter::load_at`]).
+    pub fn from_varbuilder_at(
+        vb: &VarBuilder,
+        meta: CheckpointMeta,
+        output_stride: usize,
+    ) -> Result<Self> {
+        let output_stride = checked_stride(output_stride)?;
         let device = vb.device().clone();
-        let net = FoldedNetwork::load(meta.network, &meta.config(), vb, DType::F32)?;
-        Ok(Self { net, meta, device })
+        let cfg = DeepLabConfig {
+            output_stride,
+            ..meta.config()
+        };
+        let net = FoldedNetwork::load(meta.network, &cfg, vb, DType::F32)?;
+        Ok(Self {
+            net,
+            meta,
+            output_stride,
+            device,
+        })
     }
 
     /// From a model's live VarMap (e.g. evaluation during training): a folded snapshot of
@@ -232,21 +278,29 @@ impl Segmenter {
             .next()
             .map(|v| v.device().clone())
             .unwrap_or(Device::Cpu);
-        Self::from_varmap_on(varmap, meta, &device)
+        let output_stride = meta.output_stride;
+        Self::from_varmap_on(varmap, meta, output_stride, &device)
     }
 
-    fn from_varmap_on(varmap: &VarMap, meta: CheckpointMeta, device: &Device) -> Result<Self> {
+    fn from_varmap_on(
+        varmap: &VarMap,
+        meta: CheckpointMeta,
+        output_stride: usize,
+        device: &Device,
+    ) -> Result<Self> {
         let vb = VarBuilder::from_varmap(varmap, DType::F32, device);
-        let net = FoldedNetwork::load(meta.network, &meta.config(), &vb, DType::F32)?;
-        Ok(Self {
-            net,
-            meta,
-            device: device.clone(),
-        })
+        Self::from_varbuilder_at(&vb, meta, output_stride)
     }
 
+    /// How the network was trained (and what it predicts).
     pub fn meta(&self) -> &CheckpointMeta {
         &self.meta
+    }
+
+    /// The output stride the network runs at: [`CheckpointMeta::output_stride`] unless
+    /// another was asked for.
+    pub fn output_stride(&self) -> usize {
+        self.output_stride
     }
 
     pub fn device(&self) -> &Device {

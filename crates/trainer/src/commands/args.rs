@@ -63,8 +63,10 @@ pub struct ModelSource {
     /// in; predict then guesses it from the class count).
     #[arg(long)]
     pub dataset: Option<DatasetKind>,
-    /// 8, 16 or 32, for checkpoints without metadata (default: that of the run the
-    /// checkpoint is in, else the original's: 16 for DeepLabV3+, 8 for DeepLabV2).
+    /// The output stride to run at: 8, 16 or 32 (default: the trained one, from the
+    /// checkpoint's metadata; without metadata that of the run the checkpoint is in, else
+    /// the original's: 16 for DeepLabV3+, 8 for DeepLabV2). Another than the trained one
+    /// runs the same weights with other dilations, e.g. trained at 16, evaluated at 8.
     #[arg(long)]
     pub output_stride: Option<usize>,
 }

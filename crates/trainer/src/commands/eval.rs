@@ -70,6 +70,8 @@ pub fn run(args: &EvalArgs, out: &mut impl Write) -> anyhow::Result<()> {
             .collect();
         let json = serde_json::json!({
             "checkpoint": checkpoint, "dataset": kind.name(), "images": n,
+            "output_stride": loaded.segmenter.output_stride(),
+            "trained_output_stride": loaded.segmenter.meta().output_stride,
             "miou": m.miou, "pixel_acc": m.pixel_acc, "per_class_iou": per_class,
         });
         writeln!(out, "{json}")?;

@@ -2,13 +2,19 @@
 //! file's metadata, or, for files without it (older runs, converted originals), from the
 //! tensor shapes with the output stride and dataset from the flags, else from the
 //! `config.json` of the run folder the checkpoint sits in.
+//!
+//! `--output-stride` on a file whose metadata names another stride runs the network at
+//! the flag's stride (DeepLab trains at 16 and often evaluates at 8: the same weights,
+//! other dilations) with a note on stderr; the metadata stays the truth about training.
+//! When that stride was only assumed (a converted checkpoint whose converter was not
+//! told), the note says so, and without the flag it reminds the user of the assumption.
 
 use std::path::Path;
 
 use anyhow::{bail, Context};
 use candle_core::Device;
 use reco_data::DatasetKind;
-use reco_models::{read_meta, MetaFallback, Segmenter};
+use reco_models::{read_meta, CheckpointMeta, MetaFallback, Segmenter, ASSUMED_OUTPUT_STRIDE};
 
 use crate::train::config::TrainConfig;
 
@@ -60,13 +66,9 @@ pub fn load_model(
     } else {
         None
     };
-    if let (Some(meta), Some(os)) = (&meta, output_stride) {
-        if meta.output_stride != os {
-            bail!(
-                "--output-stride {os} contradicts {}, whose metadata says it was trained at output stride {}: drop the flag",
-                checkpoint.display(),
-                meta.output_stride
-            );
+    if let Some(meta) = &meta {
+        if let Some(note) = stride_note(meta, output_stride) {
+            eprintln!("note: {}: {note}", checkpoint.display());
         }
     }
     let run = run_config_beside(checkpoint);
@@ -86,7 +88,7 @@ pub fn load_model(
         },
         normalization: None,
     };
-    let segmenter = Segmenter::load(checkpoint, device, &fallback)
+    let segmenter = Segmenter::load_at(checkpoint, device, &fallback, output_stride)
         .with_context(|| format!("cannot load {}", checkpoint.display()))?;
     let num_classes = segmenter.meta().num_classes;
     if let Some(kind) = dataset {
@@ -103,4 +105,51 @@ pub fn load_model(
         }
     }
     Ok(LoadedModel { segmenter, dataset })
+}
+
+/// What a user should know about the output stride a checkpoint with metadata runs at,
+/// given `--output-stride` (`requested`); `None` when there is nothing to say.
+pub fn stride_note(meta: &CheckpointMeta, requested: Option<usize>) -> Option<String> {
+    let trained = meta.output_stride;
+    let assumed = meta.is_assumed(ASSUMED_OUTPUT_STRIDE);
+    match requested {
+        Some(os) if os != trained && assumed => Some(format!(
+            "running at output stride {os}; the metadata's {trained} was an assumption (its \
+             converter was not told), so the flag replaces it"
+        )),
+        Some(os) if os != trained => Some(format!(
+            "running at output stride {os}; it was trained at {trained} (the same weights with \
+             other dilations; the metrics are those of the network at {os})"
+        )),
+        None if assumed => Some(format!(
+            "output stride {trained} assumed (the original's default: the weights do not say); \
+             pass --output-stride N if it was trained at another, or convert it with \
+             `cargo xtask convert --output-stride N`"
+        )),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reco_models::{DeepLabConfig, NetworkKind};
+
+    #[test]
+    fn the_stride_note_tells_a_fact_from_an_assumption() {
+        let trained = CheckpointMeta::new(NetworkKind::DeepLabV3Plus, &DeepLabConfig::default());
+        let assumed = trained.clone().assuming(ASSUMED_OUTPUT_STRIDE);
+        assert_eq!(stride_note(&trained, None), None);
+        assert_eq!(stride_note(&trained, Some(16)), None);
+        assert!(stride_note(&trained, Some(8))
+            .unwrap()
+            .contains("trained at 16"));
+        assert!(stride_note(&assumed, Some(8))
+            .unwrap()
+            .contains("assumption"));
+        assert!(stride_note(&assumed, None)
+            .unwrap()
+            .contains("--output-stride N"));
+        assert_eq!(stride_note(&assumed, Some(16)), None);
+    }
 }
