@@ -71,7 +71,8 @@ pub fn run(args: &EvalArgs, out: &mut impl Write) -> anyhow::Result<()> {
         let json = serde_json::json!({
             "checkpoint": checkpoint, "dataset": kind.name(), "images": n,
             "output_stride": loaded.segmenter.output_stride(),
-            "trained_output_stride": loaded.segmenter.meta().output_stride,
+            // null when the metadata only assumed it (a converted checkpoint).
+            "trained_output_stride": trained_output_stride(loaded.segmenter.meta()),
             "miou": m.miou, "pixel_acc": m.pixel_acc, "per_class_iou": per_class,
         });
         writeln!(out, "{json}")?;
@@ -84,4 +85,9 @@ pub fn run(args: &EvalArgs, out: &mut impl Write) -> anyhow::Result<()> {
         writeln!(out, "{}", m.table(&names))?;
     }
     Ok(())
+}
+
+/// The output stride a checkpoint was trained at, when known (not assumed).
+fn trained_output_stride(meta: &reco_models::CheckpointMeta) -> Option<usize> {
+    (!meta.is_assumed(reco_models::ASSUMED_OUTPUT_STRIDE)).then_some(meta.output_stride)
 }
