@@ -14,13 +14,26 @@
 //! gradient of their mean. `dγ = Σ_local g·x̂` and `dβ = Σ_local g` stay local: they are
 //! averaged with every other parameter gradient.
 //!
+//! Two paths compute this. On the CPU a fused kernel normalises (with the ReLU) and its
+//! backward is the formula above. Off the CPU, and with `RECO_OPS=generic`, a composed
+//! path of candle ops runs instead, so that any device (and any float type: f16/bf16
+//! inputs are normalised in f32) gets it: `x̂ = (x − μ)·σ⁻¹` with the global statistics
+//! as constants, then an identity op on `x̂` whose backward turns the gradient `h`
+//! reaching `x̂` into `h − Σ_all h/N − x̂·Σ_all(h·x̂)/N` (one all-reduce), then `γ·x̂ + β`
+//! and the ReLU by candle's own ops. Since `h = γ·g` and `γ` is per channel, the input
+//! gradient is the formula above; `dγ`, `dβ` come from candle's autograd, local.
+//!
 //! Every rank must call [`sync_batch_norm`] (and run its backward) the same number of
 //! times in the same order, as for any collective: the same network on every rank
 //! guarantees it, since candle's backward visits the graph in a deterministic order.
 
 use std::sync::Arc;
 
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use candle_core::backend::{BackendDevice, BackendStorage};
+use candle_core::{
+    CpuStorage, CudaStorage, CustomOp1, CustomOp3, DType, Layout, MetalStorage, Result, Shape,
+    Tensor,
+};
 use rayon::prelude::*;
 
 use crate::ops::check_affine;
@@ -70,7 +83,8 @@ impl Eq for SyncBn {}
 /// the global batch statistics (biased variance), which are the same on every rank, for
 /// the running-average update (with the unbiased factor of the GLOBAL count).
 ///
-/// The output is computed on the CPU; the backward is made of candle ops (any device).
+/// On the CPU (unless `RECO_OPS=generic`) a fused kernel; elsewhere the composed path of
+/// the module documentation. Both backwards are candle ops plus one all-reduce.
 pub fn sync_batch_norm(
     x: &Tensor,
     weight: &Tensor,
@@ -89,6 +103,10 @@ pub fn sync_batch_norm(
             x.dims()
         )
     }
+    if crate::ops::use_generic_path(x.device()) {
+        let y = composed_sync_batch_norm(x, weight, bias, &stats, group, eps, relu)?;
+        return Ok((y, stats));
+    }
     let op = SyncBatchNormOp {
         stats: stats.clone(),
         eps,
@@ -97,6 +115,111 @@ pub fn sync_batch_norm(
     };
     let y = x.contiguous()?.apply_op3(weight, bias, op)?;
     Ok((y, stats))
+}
+
+/// The device-generic synchronized batch norm (see the module documentation).
+fn composed_sync_batch_norm(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    stats: &GlobalStats,
+    group: Arc<dyn StatsAllReduce>,
+    eps: f64,
+    relu: bool,
+) -> Result<Tensor> {
+    let c = weight.dim(0)?;
+    let dev = x.device();
+    // Batch norm stays in f32 under mixed precision; f64 stays f64.
+    let work = if x.dtype() == DType::F64 {
+        DType::F64
+    } else {
+        DType::F32
+    };
+    let per_channel = |v: Vec<f64>| -> Result<Tensor> {
+        match work {
+            DType::F64 => Tensor::from_vec(v, (1, c, 1, 1), dev),
+            _ => Tensor::from_vec(
+                v.into_iter().map(|x| x as f32).collect::<Vec<f32>>(),
+                (1, c, 1, 1),
+                dev,
+            ),
+        }
+    };
+    let mean = per_channel(stats.mean.clone())?;
+    let inv = per_channel(stats.var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect())?;
+    let xhat = x
+        .to_dtype(work)?
+        .broadcast_sub(&mean)?
+        .broadcast_mul(&inv)?
+        .apply_op1(SyncGradient {
+            count: stats.count,
+            group,
+        })?;
+    let y = xhat
+        .broadcast_mul(&weight.to_dtype(work)?.reshape((1, c, 1, 1))?)?
+        .broadcast_add(&bias.to_dtype(work)?.reshape((1, c, 1, 1))?)?;
+    let y = if relu { y.relu()? } else { y };
+    y.to_dtype(x.dtype())
+}
+
+/// Identity on `x̂` whose backward adds what the other ranks' losses contribute through
+/// the shared statistics: `h ↦ h − Σ_all h/N − x̂·Σ_all(h·x̂)/N`.
+struct SyncGradient {
+    count: f64,
+    group: Arc<dyn StatsAllReduce>,
+}
+
+/// A copy of the tensor a storage and layout describe, on the storage's own device.
+fn copy_of<S>(storage: &S, layout: &Layout) -> Result<(S, Shape)>
+where
+    S: BackendStorage,
+    S::Device: BackendDevice<Storage = S>,
+{
+    let shape = layout.shape().clone();
+    // SAFETY: every element of `dst` is written by the strided copy below.
+    let mut dst = unsafe { storage.device().alloc_uninit(&shape, storage.dtype())? };
+    storage.copy_strided_src(&mut dst, 0, layout)?;
+    Ok((dst, shape))
+}
+
+impl CustomOp1 for SyncGradient {
+    fn name(&self) -> &'static str {
+        "reco-sync-batch-norm-gradient"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        copy_of(storage, layout)
+    }
+
+    fn cuda_fwd(&self, storage: &CudaStorage, layout: &Layout) -> Result<(CudaStorage, Shape)> {
+        copy_of(storage, layout)
+    }
+
+    fn metal_fwd(&self, storage: &MetalStorage, layout: &Layout) -> Result<(MetalStorage, Shape)> {
+        copy_of(storage, layout)
+    }
+
+    fn bwd(&self, xhat: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let c = xhat.dim(1)?;
+        let dtype = xhat.dtype();
+        let grad = grad.to_dtype(dtype)?;
+        let sh = grad.sum((0, 2, 3))?;
+        let shx = grad.mul(xhat)?.sum((0, 2, 3))?;
+        let local = Tensor::cat(&[&sh, &shx], 0)?.to_dtype(DType::F64)?;
+        let global = self.group.all_reduce_sum(&local)?;
+        if global.dims() != [2 * c] {
+            candle_core::bail!(
+                "synchronized batch norm backward: the all-reduce returned {:?}, expected [{}]",
+                global.dims(),
+                2 * c
+            )
+        }
+        let global = (global / self.count)?.to_dtype(dtype)?;
+        let mh = global.narrow(0, 0, c)?.reshape((1, c, 1, 1))?;
+        let mhx = global.narrow(0, c, c)?.reshape((1, c, 1, 1))?;
+        let dx = grad.broadcast_sub(&mh)?.sub(&xhat.broadcast_mul(&mhx)?)?;
+        Ok(Some(dx))
+    }
 }
 
 /// The statistics of the global batch: the same on every rank.

@@ -1,5 +1,7 @@
 //! Synchronized batch norm over simulated ranks equals plain batch norm over the whole
-//! batch (f64, 1e-10): outputs, input gradients and the summed parameter gradients.
+//! batch (f64, 1e-10): outputs, input gradients and the summed parameter gradients; on
+//! the CPU kernel and on the composed device path (`RECO_OPS=generic`), whose f16 run
+//! stays within f16's rounding of the f64 result.
 //!
 //! Each rank runs in its own thread with its half of the batch; the fake group sums the
 //! ranks' contributions behind a barrier, as an MPI/NCCL all-reduce would.
@@ -14,6 +16,7 @@ use candle_core::{Device, Result, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use reco_models::ops::{batch_norm, Normalize};
 use reco_models::sync_bn::{sync_batch_norm, StatsAllReduce};
+use reco_util::ops_path::{with_ops_path, OpsPath};
 
 struct Shared {
     slots: Mutex<Vec<Option<Vec<f64>>>>,
@@ -71,27 +74,31 @@ fn run(
     r: Vec<f64>,
     relu: bool,
     group: Option<Arc<dyn StatsAllReduce>>,
+    dtype: DType,
 ) -> Result<Grads> {
     let dev = Device::Cpu;
     let c = w.len();
-    let x = Var::from_tensor(&Tensor::from_vec(x, shape, &dev)?)?;
-    let wv = Var::from_tensor(&Tensor::from_slice(w, c, &dev)?)?;
-    let bv = Var::from_tensor(&Tensor::from_slice(b, c, &dev)?)?;
+    let x = Var::from_tensor(&Tensor::from_vec(x, shape, &dev)?.to_dtype(dtype)?)?;
+    let wv = Var::from_tensor(&Tensor::from_slice(w, c, &dev)?.to_dtype(dtype)?)?;
+    let bv = Var::from_tensor(&Tensor::from_slice(b, c, &dev)?.to_dtype(dtype)?)?;
     let y = match group {
         Some(g) => sync_batch_norm(x.as_tensor(), &wv, &bv, g, 1e-5, relu)?.0,
         None => batch_norm(x.as_tensor(), &wv, &bv, Normalize::Batch, 1e-5, relu)?.0,
     };
-    let loss = y.mul(&Tensor::from_vec(r, shape, &dev)?)?.sum_all()?;
+    let loss = y
+        .mul(&Tensor::from_vec(r, shape, &dev)?.to_dtype(dtype)?)?
+        .sum_all()?;
     let grads = loss.backward()?;
     let get = |t: &Tensor| -> Result<Vec<f64>> {
         grads
             .get(t)
             .expect("gradient present")
             .flatten_all()?
+            .to_dtype(DType::F64)?
             .to_vec1()
     };
     Ok(Grads {
-        y: y.flatten_all()?.to_vec1()?,
+        y: y.flatten_all()?.to_dtype(DType::F64)?.to_vec1()?,
         dx: get(x.as_tensor())?,
         dw: get(wv.as_tensor())?,
         db: get(bv.as_tensor())?,
@@ -111,6 +118,11 @@ fn assert_close(what: &str, got: &[f64], want: &[f64], tol: f64) {
 }
 
 fn two_ranks_equal_full_batch(relu: bool, ranks: usize) {
+    two_ranks_equal_full_batch_on(relu, ranks, OpsPath::Cpu, DType::F64, 1e-10);
+    two_ranks_equal_full_batch_on(relu, ranks, OpsPath::Generic, DType::F64, 1e-10);
+}
+
+fn two_ranks_equal_full_batch_on(relu: bool, ranks: usize, path: OpsPath, dtype: DType, tol: f64) {
     let (b, c, h, w) = (2, 3, 4, 5);
     let full = (b * ranks, c, h, w);
     let per = b * c * h * w;
@@ -119,7 +131,7 @@ fn two_ranks_equal_full_batch(relu: bool, ranks: usize) {
     let r = random(per * ranks, 2, 0.0, 1.0);
     let wt = random(c, 3, 1.0, 0.5);
     let bs = random(c, 4, 0.0, 0.5);
-    let want = run(x.clone(), full, &wt, &bs, r.clone(), relu, None).unwrap();
+    let want = run(x.clone(), full, &wt, &bs, r.clone(), relu, None, DType::F64).unwrap();
 
     let shared = Arc::new(Shared {
         slots: Mutex::new(vec![None; ranks]),
@@ -136,7 +148,11 @@ fn two_ranks_equal_full_batch(relu: bool, ranks: usize) {
                 let xs = x[rank * per..(rank + 1) * per].to_vec();
                 let rs = r[rank * per..(rank + 1) * per].to_vec();
                 let (wt, bs) = (&wt, &bs);
-                s.spawn(move || run(xs, (b, c, h, w), wt, bs, rs, relu, Some(group)).unwrap())
+                s.spawn(move || {
+                    with_ops_path(path, || {
+                        run(xs, (b, c, h, w), wt, bs, rs, relu, Some(group), dtype).unwrap()
+                    })
+                })
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
@@ -145,16 +161,16 @@ fn two_ranks_equal_full_batch(relu: bool, ranks: usize) {
     assert_eq!(shared.calls.load(Ordering::SeqCst), 2 * ranks);
 
     let cat = |f: fn(&Grads) -> &Vec<f64>| got.iter().flat_map(f).copied().collect::<Vec<_>>();
-    assert_close("output", &cat(|g| &g.y), &want.y, 1e-10);
-    assert_close("input gradient", &cat(|g| &g.dx), &want.dx, 1e-10);
+    assert_close("output", &cat(|g| &g.y), &want.y, tol);
+    assert_close("input gradient", &cat(|g| &g.dx), &want.dx, tol);
     // Parameter gradients are per-rank sums: summed over ranks they are the full ones.
     let sum = |f: fn(&Grads) -> &Vec<f64>| {
         (0..c)
             .map(|ch| got.iter().map(|g| f(g)[ch]).sum())
             .collect::<Vec<f64>>()
     };
-    assert_close("weight gradient", &sum(|g| &g.dw), &want.dw, 1e-10);
-    assert_close("bias gradient", &sum(|g| &g.db), &want.db, 1e-10);
+    assert_close("weight gradient", &sum(|g| &g.dw), &want.dw, tol);
+    assert_close("bias gradient", &sum(|g| &g.db), &want.db, tol);
     // Each rank alone would normalise differently: the test can tell the two apart.
     let alone = run(
         x[..per].to_vec(),
@@ -164,6 +180,7 @@ fn two_ranks_equal_full_batch(relu: bool, ranks: usize) {
         r[..per].to_vec(),
         relu,
         None,
+        DType::F64,
     )
     .unwrap();
     let diff = alone
@@ -187,6 +204,15 @@ fn two_ranks_with_fused_relu_equal_plain_batch_norm() {
 #[test]
 fn three_ranks_equal_plain_batch_norm() {
     two_ranks_equal_full_batch(false, 3);
+}
+
+/// f16 inputs and weights on the composed path (statistics and normalisation in f32):
+/// within f16's rounding (2^-11 relative per value, a few roundings deep) of f64.
+#[test]
+fn the_composed_path_in_f16_stays_within_rounding_of_f64() {
+    for relu in [false, true] {
+        two_ranks_equal_full_batch_on(relu, 2, OpsPath::Generic, DType::F16, 1e-2);
+    }
 }
 
 struct Identity;

@@ -161,12 +161,6 @@ impl Learner {
         group: Arc<dyn ProcessGroup>,
     ) -> anyhow::Result<Self> {
         distributed::check_sync_bn(cfg.sync_bn, group.world_size())?;
-        if cfg.sync_bn && !device.is_cpu() {
-            bail!(
-                "--sync-bn runs on the CPU only for now (its batch-norm kernel is CPU code, docs/distributed.md): drop --sync-bn on {}",
-                cfg.device
-            );
-        }
         let sync = cfg.sync_bn.then(|| {
             let reducer: Arc<dyn reco_models::sync_bn::StatsAllReduce> =
                 Arc::new(SyncBnGroup(group.clone()));
