@@ -69,8 +69,7 @@ struct Grads {
 fn run(
     x: Vec<f64>,
     shape: (usize, usize, usize, usize),
-    w: &[f64],
-    b: &[f64],
+    (w, b): (&[f64], &[f64]),
     r: Vec<f64>,
     relu: bool,
     group: Option<Arc<dyn StatsAllReduce>>,
@@ -131,7 +130,16 @@ fn two_ranks_equal_full_batch_on(relu: bool, ranks: usize, path: OpsPath, dtype:
     let r = random(per * ranks, 2, 0.0, 1.0);
     let wt = random(c, 3, 1.0, 0.5);
     let bs = random(c, 4, 0.0, 0.5);
-    let want = run(x.clone(), full, &wt, &bs, r.clone(), relu, None, DType::F64).unwrap();
+    let want = run(
+        x.clone(),
+        full,
+        (&wt, &bs),
+        r.clone(),
+        relu,
+        None,
+        DType::F64,
+    )
+    .unwrap();
 
     let shared = Arc::new(Shared {
         slots: Mutex::new(vec![None; ranks]),
@@ -150,7 +158,7 @@ fn two_ranks_equal_full_batch_on(relu: bool, ranks: usize, path: OpsPath, dtype:
                 let (wt, bs) = (&wt, &bs);
                 s.spawn(move || {
                     with_ops_path(path, || {
-                        run(xs, (b, c, h, w), wt, bs, rs, relu, Some(group), dtype).unwrap()
+                        run(xs, (b, c, h, w), (wt, bs), rs, relu, Some(group), dtype).unwrap()
                     })
                 })
             })
@@ -175,8 +183,7 @@ fn two_ranks_equal_full_batch_on(relu: bool, ranks: usize, path: OpsPath, dtype:
     let alone = run(
         x[..per].to_vec(),
         (b, c, h, w),
-        &wt,
-        &bs,
+        (&wt, &bs),
         r[..per].to_vec(),
         relu,
         None,
