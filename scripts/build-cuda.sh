@@ -2,8 +2,12 @@
 # Builds a binary of this project with candle's `cuda` feature on a CPU-only machine, for the
 # lent H100/H200 (driver 580 = CUDA 13.0; its CUDA 13 libraries live in a PyTorch venv there).
 # usage (from the repository root): bash scripts/build-cuda.sh
-#        [BIN=trainer] [FEATURES=cuda|cudnn] [WORK=/tmp/cudabuild] [BUNDLE_DIR=.gpu]
-#        FEATURES=cudnn for cuDNN convolutions. The crate of BIN must forward the feature to candle.
+#        [BIN=trainer] [FEATURES=cuda,nccl|cuda|cudnn,nccl] [WORK=/tmp/cudabuild] [BUNDLE_DIR=.gpu]
+#        Default cuda,nccl: the NCCL process group (multi-GPU) built in. cudnn for cuDNN
+#        convolutions. The crate of BIN must forward the features to candle.
+# NCCL is not bundled (libnccl.so.2 is ~300 MiB): the binary links it dynamically and
+# run_gpu.sh finds it in the PyTorch cu13 venv of the GPU machine (nvidia/nccl/lib, the
+# nvidia-nccl-cu13 wheel torch depends on); the build links against the same wheel.
 # Output: $WORK/bundle/ (the binary xz-compressed, lib/libcurand.so.10 fallback, run_gpu.sh),
 # copied to $BUNDLE_DIR (default .gpu/, git-ignored) for scripts/gpu-check.sh; carry that folder
 # to the GPU machine. Needs network access to PyPI (the CUDA 13.0 toolchain) and crates.io;
@@ -13,7 +17,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 APP_DIR=${APP_DIR:-$(cd "$HERE/.." && pwd)}
 BUNDLE_DIR=$(realpath -m "${BUNDLE_DIR:-$APP_DIR/.gpu}")
 BIN=${BIN:-trainer}
-FEATURES=${FEATURES:-cuda}
+FEATURES=${FEATURES:-cuda,nccl}
 WORK=${WORK:-/tmp/cudabuild}
 mkdir -p "$WORK" && cd "$WORK"
 
@@ -22,7 +26,8 @@ mkdir -p "$WORK" && cd "$WORK"
 venv/bin/pip install -q --no-deps \
   nvidia-cuda-nvcc==13.0.88 nvidia-cuda-crt==13.0.88 nvidia-nvvm==13.0.88 \
   nvidia-cuda-runtime==13.0.96 nvidia-cuda-cccl==13.0.85 nvidia-cuda-nvrtc==13.0.88 \
-  nvidia-curand==10.4.0.35 nvidia-cublas==13.0.2.14 nvidia-cudnn-cu13==9.21.1.3
+  nvidia-curand==10.4.0.35 nvidia-cublas==13.0.2.14 nvidia-cudnn-cu13==9.21.1.3 \
+  nvidia-nccl-cu13==2.30.7
 SP=$("$WORK/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/nvidia
 CU13=$SP/cu13
 
@@ -33,11 +38,12 @@ CU13=$SP/cu13
 # candle-core 0.11.1 enables cudarc 0.19.x feature `dynamic-linking`, i.e. plain -lcuda -lcublas
 # -lcublasLt -lcurand -lnvrtc (-lcudnn) at link time; candle-kernels adds -lcudart -lstdc++.
 # cudarc is an optional dependency: metadata lists it only with the feature on
-REG=$(dirname "$(cd "$APP_DIR" && cargo metadata --format-version 1 --features "$BIN/$FEATURES" 2>/dev/null | python3 -c '
+REG=$(dirname "$(cd "$APP_DIR" && cargo metadata --format-version 1 --features "$(echo "$FEATURES" | sed "s#\([^,]*\)#$BIN/\1#g")" 2>/dev/null | python3 -c '
 import json,sys; m=json.load(sys.stdin); print([p["manifest_path"] for p in m["packages"] if p["name"]=="cudarc"][0])')")
 L=$WORK/cudaroot/lib; mkdir -p "$L" "$WORK/stubsrc"
 for p in cudart:cu13/lib/libcudart.so.13 cublas:cu13/lib/libcublas.so.13 cublasLt:cu13/lib/libcublasLt.so.13 \
-         curand:cu13/lib/libcurand.so.10 nvrtc:cu13/lib/libnvrtc.so.13 cudnn:cudnn/lib/libcudnn.so.9; do
+         curand:cu13/lib/libcurand.so.10 nvrtc:cu13/lib/libnvrtc.so.13 cudnn:cudnn/lib/libcudnn.so.9 \
+         nccl:nccl/lib/libnccl.so.2; do
   n=${p%%:*}; f=${p#*:}; ln -sf "$SP/$f" "$L/lib$n.so"; ln -sf "$SP/$f" "$L/$(basename "$f")"
 done
 # libcuda.so comes with the driver, which PyPI does not ship: build a link-only stub exporting every

@@ -4,13 +4,15 @@
 #   bash scripts/gpu-check.sh                    # GPU machine, CUDA bundle in .gpu/
 #   DEVICE=cpu QUICK=1 bash scripts/gpu-check.sh # its CPU-side parts here (RECO_OPS=generic)
 #
-# Four parts, each with its own time limit, 8 minutes in all:
+# Five parts, each with its own time limit, 8 minutes in all:
 #   smoke    trainer check --smoke: device, copies, matmul, softmax, conv + gradients,
 #            composed max-pool and batch norm, randn, each against the CPU kernels
 #   check    trainer check: the reference fixtures (eval f32, train-mode f64, losses) and,
 #            on a GPU, the same semi-supervised step on the CPU and the device; TF32 off
 #   bench    trainer bench: VOC setting (10+10 crops of 321 on a GPU), train step, eval
 #            forward at 513, ReCo loss fwd+bwd; with host copies per run
+#   nccl     a 1-rank NCCL run (torchrun variables, --dist-backend nccl) against the same
+#            run in one process: byte-identical last.safetensors (skipped off CUDA)
 #   pytorch  crates/models/benches/pytorch_deeplab.py: the original's eager semi-supervised
 #            step, network train step and eval forward on the same card (skipped without torch)
 # and prints one summary table (the parts' own tables follow it); full logs in $LOG_DIR
@@ -94,6 +96,9 @@ headline() {
       fails=$(grep -c '| FAIL' "$log")
       echo "$(grep -E '^(all [0-9]+|[0-9]+ of [0-9]+|Error)' "$log" | tail -1 | tr '|' '/')$( ((fails > 0)) && echo "; failed: $(grep '| FAIL' "$log" | cut -d'|' -f2 | tr '\n' ';')")"
       ;;
+    nccl)
+      tail -1 "$log" | tr '|' '/'
+      ;;
     bench | pytorch)
       awk -F'|' '$3 ~ /^ *[0-9.]+ *$/ {
           gsub(/^ +| +$/, "", $2); gsub(/ /, "", $3); split($2, w, " ");
@@ -106,12 +111,17 @@ headline() {
 
 run_part smoke 60 "${TR[@]}" check --smoke --device "$DEVICE"
 # shellcheck disable=SC2086 # the *_ARGS are word lists
-run_part check 170 "${TR[@]}" check --device "$DEVICE" $CHECK_ARGS
+run_part check 150 "${TR[@]}" check --device "$DEVICE" $CHECK_ARGS
 # shellcheck disable=SC2086
-run_part bench 150 "${TR[@]}" bench --device "$DEVICE" $BENCH_ARGS
+run_part bench 140 "${TR[@]}" bench --device "$DEVICE" $BENCH_ARGS
+if [ "$DEVICE" = cpu ]; then
+  ROWS+=("| nccl | SKIPPED | 0 | NCCL needs CUDA |")
+else
+  run_part nccl 40 bash scripts/nccl-equal.sh "$LOG_DIR/nccl-runs" "$DEVICE" "${TR[@]}"
+fi
 if "$PYTHON" -c 'import torch, torchvision' >/dev/null 2>&1; then
   # shellcheck disable=SC2086
-  run_part pytorch 100 "$PYTHON" crates/models/benches/pytorch_deeplab.py --device "$DEVICE" $PY_ARGS
+  run_part pytorch 90 "$PYTHON" crates/models/benches/pytorch_deeplab.py --device "$DEVICE" $PY_ARGS
 else
   ROWS+=("| pytorch | SKIPPED | 0 | $PYTHON has no torch/torchvision here |")
 fi
@@ -124,7 +134,7 @@ GPU=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,nohea
   echo "| part | status | seconds | result |"
   echo "| --- | --- | --- | --- |"
   printf '%s\n' "${ROWS[@]}"
-  for part in smoke check bench pytorch; do
+  for part in smoke check bench nccl pytorch; do
     [ -s "$LOG_DIR/$part.log" ] || continue
     echo
     echo "### $part"
