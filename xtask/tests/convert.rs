@@ -218,15 +218,12 @@ fn anything_else_is_refused() {
     assert!(err.contains("nope.pth"), "{err}");
 }
 
-#[test]
-fn deeplabv2_is_recognised_from_its_keys_and_written_with_metadata() {
-    let dir = tempfile::tempdir().unwrap();
-    let pth = dir.path().join("v2.pth");
+/// The keys that decide a DeepLabV2's architecture: a basic-block ResNet with two layer3
+/// blocks (ResNet-18), 3 classes, a 4-channel representation (8 tensors).
+fn write_tiny_deeplabv2(pth: &Path, wrap_key: Option<&str>) {
     let w = |n: usize| Data::F32((0..n).map(|i| i as f32).collect());
-    // The keys that decide the architecture: a basic-block ResNet with two layer3 blocks
-    // (ResNet-18), 3 classes, a 4-channel representation.
     write_pth(
-        &pth,
+        pth,
         &[
             ("resnet_conv1.weight", vec![2, 3, 1, 1], w(6)),
             ("resnet_layer1.0.conv1.weight", vec![2, 2, 1, 1], w(4)),
@@ -237,8 +234,16 @@ fn deeplabv2_is_recognised_from_its_keys_and_written_with_metadata() {
             ("classifier.conv2d_list.0.bias", vec![3], w(3)),
             ("representation.0.weight", vec![4, 2, 1, 1], w(8)),
         ],
-        Some("model"),
+        wrap_key,
     );
+}
+
+#[test]
+fn deeplabv2_is_recognised_from_its_keys_and_written_with_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let pth = dir.path().join("v2.pth");
+    let w = |n: usize| Data::F32((0..n).map(|i| i as f32).collect());
+    write_tiny_deeplabv2(&pth, Some("model"));
     let out = dir.path().join("v2.safetensors");
     let (kind, n) = xtask::convert::convert(&pth, &out).unwrap();
     assert_eq!(kind, xtask::convert::Kind::RecoDeepLabV2);
@@ -441,18 +446,7 @@ fn what_the_weights_cannot_say_is_checked() {
     let pth = dir.path().join("v2.pth");
     let w = |n: usize| Data::F32((0..n).map(|i| i as f32).collect());
     // A ResNet-18 DeepLabV2 with 3 classes.
-    write_pth(
-        &pth,
-        &[
-            ("resnet_conv1.weight", vec![2, 3, 1, 1], w(6)),
-            ("resnet_layer1.0.conv1.weight", vec![2, 2, 1, 1], w(4)),
-            ("resnet_layer3.0.conv1.weight", vec![2, 2, 1, 1], w(4)),
-            ("resnet_layer3.1.conv1.weight", vec![2, 2, 1, 1], w(4)),
-            ("classifier.conv2d_list.0.weight", vec![3, 2, 3, 3], w(54)),
-            ("representation.0.weight", vec![4, 2, 1, 1], w(8)),
-        ],
-        None,
-    );
+    write_tiny_deeplabv2(&pth, None);
     let out = dir.path().join("v2.safetensors");
     let run = |extra: &[&str]| {
         let mut args = vec![
