@@ -8,6 +8,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::layers::Mode;
+use crate::precision::{check_ops_path, Precision};
 use crate::resnet::{Backbone, ResNet, ResNetFeatures};
 use crate::sync_bn::SyncBn;
 
@@ -81,6 +82,7 @@ pub struct DeepLab<H> {
     backbone: ResNet,
     heads: H,
     sync_bn: Option<SyncBn>,
+    precision: Precision,
 }
 
 impl<H: DeepLabHeads> DeepLab<H> {
@@ -97,6 +99,7 @@ impl<H: DeepLabHeads> DeepLab<H> {
             backbone: ResNet::new(cfg.backbone, cfg.output_stride, vb.clone())?,
             heads: H::new(cfg, vb)?,
             sync_bn: None,
+            precision: Precision::F32,
         })
     }
 
@@ -117,6 +120,16 @@ impl<H: DeepLabHeads> DeepLab<H> {
         self.sync_bn.as_ref()
     }
 
+    /// Forward passes compute their convolutions in `precision` ([`crate::precision`]);
+    /// the outputs stay in the input's type.
+    pub fn with_precision(self, precision: Precision) -> Self {
+        Self { precision, ..self }
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
     /// `(prediction [B, num_classes, h, w], representation [B, output_dim, h, w])` at
     /// the network's prediction resolution ([`crate::NetworkKind::prediction_stride`]:
     /// DeepLabV3+ at layer1's stride 4, h = ⌈⌈H/2⌉/2⌉; DeepLabV2 at the output stride).
@@ -134,8 +147,20 @@ impl<H: DeepLabHeads> DeepLab<H> {
 
     pub fn forward_mode(&self, x: &Tensor, mode: Mode) -> Result<(Tensor, Tensor)> {
         check_image_batch(x, H::NAME)?;
-        let mode = mode.with_sync(self.sync_bn.as_ref());
-        let features = self.backbone.forward(x, mode)?;
-        self.heads.forward(&features, mode)
+        let mode = mode
+            .with_sync(self.sync_bn.as_ref())
+            .with_compute(self.precision.compute_dtype());
+        let out = x.dtype();
+        let x = match mode.compute {
+            Some(compute) if compute != out => {
+                check_ops_path(compute, x.device())?;
+                x.to_dtype(compute)?
+            }
+            _ => x.clone(),
+        };
+        let features = self.backbone.forward(&x, mode)?;
+        let (pred, rep) = self.heads.forward(&features, mode)?;
+        // Softmax, the losses and ReCo's similarities run in the input's type (f32).
+        Ok((pred.to_dtype(out)?, rep.to_dtype(out)?))
     }
 }

@@ -2,7 +2,7 @@
 //! gradient switch: candle has no no-grad mode, so inference and the EMA teacher run on
 //! detached weights and record no graph.
 
-use candle_core::{Result, Tensor, Var, D};
+use candle_core::{DType, Result, Tensor, Var, D};
 use candle_nn::{Init, VarBuilder};
 
 use crate::ops::{batch_norm, conv2d, ConvParams, Normalize};
@@ -20,6 +20,10 @@ pub struct Mode<'a> {
     /// every batch-norm layer uses the statistics of the batch over all ranks of this
     /// group. `None`: the local batch (and the single-process code path).
     pub sync: Option<&'a SyncBn>,
+    /// Mixed precision ([`crate::Precision`]): the type the convolutions compute in
+    /// (their weights are cast to it inside the graph); batch norm normalises in its
+    /// weights' type. `None`: the input's type, no casts.
+    pub compute: Option<DType>,
 }
 
 impl<'a> Mode<'a> {
@@ -29,6 +33,15 @@ impl<'a> Mode<'a> {
             train,
             grad,
             sync: None,
+            compute: None,
+        }
+    }
+
+    /// This mode computing in `compute`, unless it already has a compute type.
+    pub fn with_compute(self, compute: Option<DType>) -> Self {
+        Self {
+            compute: self.compute.or(compute),
+            ..self
         }
     }
 
@@ -170,11 +183,17 @@ impl Conv2d {
         })
     }
 
+    /// The convolution in the input's type: in mixed precision the f32 weight is cast
+    /// inside the graph, so its gradient arrives as f32.
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let y = conv2d(x, &maybe_detach(&self.weight, mode.grad), self.params)?;
+        let weight = maybe_detach(&self.weight, mode.grad).to_dtype(x.dtype())?;
+        let y = conv2d(x, &weight, self.params)?;
         match &self.bias {
             None => Ok(y),
-            Some(b) => y.broadcast_add(&maybe_detach(b, mode.grad).reshape((1, (), 1, 1))?),
+            Some(b) => {
+                let b = maybe_detach(b, mode.grad).to_dtype(x.dtype())?;
+                y.broadcast_add(&b.reshape((1, (), 1, 1))?)
+            }
         }
     }
 }
@@ -216,7 +235,14 @@ impl BatchNorm2d {
     }
 
     /// Batch norm, followed by ReLU when `relu` (fused into one op on the CPU).
+    /// In mixed precision the input (in the compute type) is normalised in the weights'
+    /// type (f32) and the output cast back, as PyTorch's autocast keeps batch norm in f32.
     pub fn forward_relu(&self, x: &Tensor, mode: Mode, relu: bool) -> Result<Tensor> {
+        let own = self.weight.dtype();
+        if x.dtype() != own {
+            let y = self.forward_relu(&x.to_dtype(own)?, mode, relu)?;
+            return y.to_dtype(x.dtype());
+        }
         if let (true, Some(sync)) = (mode.train, mode.sync) {
             return self.forward_sync(x, mode.grad, sync, relu);
         }

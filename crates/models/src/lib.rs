@@ -14,6 +14,7 @@ pub mod layers;
 pub mod meta;
 pub mod network;
 pub mod ops;
+pub mod precision;
 /// The parity fixtures' "formula weights" and a relative-error helper: test scaffolding
 /// for this crate's tests and `trainer check`, not part of the model API.
 #[cfg(feature = "test-support")]
@@ -35,6 +36,7 @@ pub use layers::Mode;
 pub use meta::{default_output_stride, resolve_meta, MetaFallback, ASSUMED_OUTPUT_STRIDE};
 pub use meta::{export_with_meta, read_meta, CheckpointMeta, MetaError, Normalization};
 pub use network::{Network, NetworkKind};
+pub use precision::Precision;
 pub use resnet::Backbone;
 pub use segment::{PredictOptions, Prediction, RgbImage, SegmentError, Segmenter, SlidingWindow};
 pub use sync_bn::SyncBn;

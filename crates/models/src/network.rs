@@ -7,6 +7,7 @@ use candle_nn::VarBuilder;
 use crate::deeplab::{DeepLabConfig, DeepLabV3Plus};
 use crate::deeplabv2::DeepLabV2;
 use crate::layers::Mode;
+use crate::precision::Precision;
 use crate::sync_bn::SyncBn;
 
 /// Which network: the names are those stored in checkpoint metadata and used on the
@@ -106,6 +107,22 @@ impl Network {
         match self {
             Network::DeepLabV3Plus(n) => n.sync_bn(),
             Network::DeepLabV2(n) => n.sync_bn(),
+        }
+    }
+
+    /// Forward passes compute their convolutions in `precision` (see
+    /// [`crate::precision`]); the outputs stay in the input's type.
+    pub fn with_precision(self, precision: Precision) -> Self {
+        match self {
+            Network::DeepLabV3Plus(n) => Network::DeepLabV3Plus(n.with_precision(precision)),
+            Network::DeepLabV2(n) => Network::DeepLabV2(n.with_precision(precision)),
+        }
+    }
+
+    pub fn precision(&self) -> Precision {
+        match self {
+            Network::DeepLabV3Plus(n) => n.precision(),
+            Network::DeepLabV2(n) => n.precision(),
         }
     }
 
