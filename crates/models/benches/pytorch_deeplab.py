@@ -20,6 +20,7 @@ allows it in cuDNN convolutions). Needs torch, torchvision and numpy (a scratch 
 the GPU machine's environment; never part of CI).
 """
 import argparse
+import contextlib
 import copy
 import resource
 import statistics
@@ -267,7 +268,21 @@ class EMA:
 
 
 def semi_step(model, ema, optimizer, xl, yl, xu, gen, classes=21, strong=0.97, weak=0.7, temp=0.5,
-              num_queries=256, num_negatives=512):
+              num_queries=256, num_negatives=512, amp=contextlib.nullcontext, scaler=None):
+    with amp():
+        loss = semi_loss(model, ema, xl, yl, xu, gen, classes, strong, weak, temp, num_queries, num_negatives)
+    optimizer.zero_grad()
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    ema.update(model)
+
+
+def semi_loss(model, ema, xl, yl, xu, gen, classes, strong, weak, temp, num_queries, num_negatives):
     pred_l, rep_l = model(xl)
     pred_l_large = F.interpolate(pred_l, size=yl.shape[1:], mode="bilinear", align_corners=True)
     with torch.no_grad():
@@ -292,11 +307,7 @@ def semi_step(model, ema, optimizer, xl, yl, xu, gen, classes=21, strong=0.97, w
         label_all = torch.cat((label_l, label_u))
         prob_all = torch.cat((torch.softmax(pred_l, dim=1), torch.softmax(pred_u, dim=1)))
     reco_loss = compute_reco_loss(rep_all, label_all, mask_all, prob_all, strong, temp, num_queries, num_negatives)
-    loss = sup_loss + unsup_loss + reco_loss
-    optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
-    ema.update(model)
+    return sup_loss + unsup_loss + reco_loss
 
 
 def measure(args, what):
@@ -305,6 +316,12 @@ def measure(args, what):
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
     torch.backends.cudnn.allow_tf32 = args.tf32
     model = DeepLabv3Plus(getattr(torchvision.models, args.backbone)()).to(device)
+    # --amp: autocast around the forward passes and the losses (PyTorch's recipe: matmuls
+    # and convolutions in the low precision, softmax / cross-entropy / batch norm in f32),
+    # backward outside it; f16 with a GradScaler.
+    amp_dtype = {"bf16": torch.bfloat16, "f16": torch.float16}.get(args.amp)
+    amp = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
+    scaler = torch.amp.GradScaler(device.type) if args.amp == "f16" else None
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(args.batch, 3, args.size, args.size, generator=gen).to(device)
     if what == "semi":
@@ -323,13 +340,15 @@ def measure(args, what):
         if what == "train":
             model.train()
             model.zero_grad(set_to_none=True)
-            p, r = model(x)
-            (p.mean() + r.mean()).backward()
+            with amp():
+                p, r = model(x)
+                loss = p.float().mean() + r.float().mean()
+            loss.backward()
         elif what == "semi":
-            semi_step(model, ema, optimizer, x, yl, xu, gen)
+            semi_step(model, ema, optimizer, x, yl, xu, gen, amp=amp, scaler=scaler)
         else:
             model.eval()
-            with torch.no_grad():
+            with torch.no_grad(), amp():
                 model(x[:1] if args.eval_size is None else torch.zeros(1, 3, args.eval_size, args.eval_size,
                                                                         device=device))
         sync(device)
@@ -356,6 +375,8 @@ def main():
     ap.add_argument("--eval-size", type=int, default=None, help="eval on one image of this size (default: one crop)")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--tf32", action="store_true", help="allow TF32 in matmuls and cuDNN convolutions")
+    ap.add_argument("--amp", choices=["off", "bf16", "f16"], default="off",
+                    help="autocast the forward passes and losses to bf16 or f16 (f16 with a GradScaler)")
     ap.add_argument("--only", default="train,eval,semi")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -369,7 +390,11 @@ def main():
     dev = torch.device(args.device)
     where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"PyTorch {torch.__version__} eager DeepLabv3Plus {args.backbone} OS16 on {args.device} ({where}), "
-          f"batch {args.batch}, {args.size}x{args.size}, f32, TF32 {'on' if args.tf32 else 'off'}, "
+          f"batch {args.batch}, {args.size}x{args.size}, "
+          f"{'f32' if args.amp == 'off' else 'autocast ' + args.amp}, TF32 {'on' if args.tf32 else 'off'} "
+          f"(both torch.backends switches set to {args.tf32}; this torch's defaults: "
+          f"cuda.matmul.allow_tf32={torch.backends.cuda.matmul.allow_tf32}, "
+          f"cudnn.allow_tf32={torch.backends.cudnn.allow_tf32}), "
           f"median of {args.runs} runs")
     print("| measurement | median (ms) | min (ms) | images/s | peak host RSS (MB) | peak device (MB) |")
     print("| --- | --- | --- | --- | --- | --- |")
@@ -380,6 +405,7 @@ def main():
             cmd += ["--eval-size", str(args.eval_size)]
         if args.tf32:
             cmd.append("--tf32")
+        cmd += ["--amp", args.amp]
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
             print(f"| {LABELS[what]} | FAILED: {res.stderr.strip().splitlines()[-1:]} | | | | |")

@@ -29,6 +29,10 @@ pub struct Workload {
     pub runs: usize,
     /// The device's name, as in the settings of a run.
     pub device: String,
+    /// The convolutions' precision (`--precision`).
+    pub precision: reco_models::Precision,
+    /// TF32 f32 matmuls on CUDA (`--tf32`).
+    pub tf32: bool,
 }
 
 /// One measurement's result.
@@ -126,6 +130,8 @@ fn pascal_config(w: &Workload) -> TrainConfig {
     cfg.batch_size = w.batch;
     cfg.crop_size = w.crop;
     cfg.device = w.device.clone();
+    cfg.precision = w.precision;
+    cfg.tf32 = w.tf32;
     cfg
 }
 

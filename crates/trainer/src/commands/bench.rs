@@ -33,6 +33,10 @@ pub struct BenchArgs {
     /// off by default, as in `trainer check`).
     #[arg(long)]
     pub tf32: bool,
+    /// The train step's and eval forward's convolutions in f32, bf16 or f16 (as `trainer
+    /// train --precision`).
+    #[arg(long, default_value = "f32")]
+    pub precision: reco_models::Precision,
     /// Internal: run one measurement in this process and print
     /// `median min images peak_mb host_copies_per_run`.
     #[arg(long, hide = true)]
@@ -47,6 +51,8 @@ fn workload(args: &BenchArgs, batch: usize) -> Workload {
         crop: args.crop,
         runs: args.runs,
         device: args.device.name().to_string(),
+        precision: args.precision,
+        tf32: args.tf32,
     }
 }
 
@@ -88,8 +94,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         args.runs
     );
     println!(
-        "kernels: {}; f32 matmul reduced precision (TF32): {}",
+        "kernels: {}; convolutions in {}; f32 matmul reduced precision (TF32): {}",
         crate::check::kernels(&device),
+        args.precision,
         if args.tf32 { "on" } else { "off" }
     );
     println!("| measurement | median (ms) | min (ms) | images/s | peak host RSS (MB) | host copies/run |");
@@ -112,6 +119,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 &args.crop.to_string(),
             ])
             .args(["--runs", &args.runs.to_string(), "--only", what])
+            .args(["--precision", args.precision.name()])
             .args(args.tf32.then_some("--tf32"))
             .output()
             .context("cannot start the measurement process")?;

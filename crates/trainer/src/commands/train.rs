@@ -128,6 +128,15 @@ pub struct TrainArgs {
     /// Synchronized batch norm: statistics of the batch over all ranks (needs several).
     #[arg(long)]
     pub sync_bn: bool,
+    /// Mixed precision: f32, bf16 or f16 convolutions (batch norm, losses, SGD, EMA and
+    /// checkpoints stay f32; f16 adds dynamic loss scaling). On the CPU, bf16/f16 need
+    /// RECO_OPS=generic (slow: for tests); bf16 needs a GPU of compute capability >= 8.0.
+    #[arg(long)]
+    pub precision: Option<reco_models::Precision>,
+    /// f32 matmuls and convolutions in TF32 on CUDA (as PyTorch's
+    /// torch.backends.cuda.matmul.allow_tf32; off by default in both).
+    #[arg(long)]
+    pub tf32: bool,
 }
 
 impl TrainArgs {
@@ -169,6 +178,12 @@ impl TrainArgs {
             strong_threshold,
             output_dim
         );
+        if let Some(p) = self.precision {
+            c.precision = p;
+        }
+        if self.tf32 {
+            c.tf32 = true;
+        }
         if let Some(device) = &self.device.device {
             c.device = device.clone();
         }
@@ -279,7 +294,7 @@ fn run_in_group(
         );
     }
     eprintln!(
-        "training {} on {} ({}{}), {} {} OS{}, {} iterations, output in {}",
+        "training {} on {} ({}{}), {} {} OS{}{}, {} iterations, output in {}",
         match (cfg.mode, cfg.reco) {
             (TrainMode::Sup, false) => "supervised".to_string(),
             (TrainMode::Sup, true) => "supervised + ReCo".to_string(),
@@ -297,6 +312,11 @@ fn run_in_group(
         cfg.network,
         cfg.backbone,
         cfg.output_stride,
+        match (cfg.precision, cfg.tf32) {
+            (reco_models::Precision::F32, false) => String::new(),
+            (reco_models::Precision::F32, true) => ", TF32".to_string(),
+            (p, _) => format!(", {p} convolutions"),
+        },
         cfg.iters,
         cfg.out.display()
     );
@@ -456,6 +476,10 @@ mod tests {
                 a.dist_backend == Some(Backend::Mpi)
             }),
             e("sync-bn", String::new(), |_, c| c.sync_bn),
+            e("precision", v("f16"), |_, c| {
+                c.precision == reco_models::Precision::F16
+            }),
+            e("tf32", String::new(), |_, c| c.tf32),
         ]
     }
 

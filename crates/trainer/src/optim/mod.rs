@@ -7,6 +7,9 @@ use std::collections::BTreeMap;
 use candle_core::{backprop::GradStore, Result, Tensor, Var};
 
 mod cpu;
+mod loss_scale;
+
+pub use loss_scale::{LossScaler, Verdict, MAX_SKIPS_IN_A_ROW};
 
 /// `torch.optim.SGD(params, lr, momentum, weight_decay, nesterov=True)` (dampening 0):
 /// `g ← ∇ + wd·p; b ← g (first step) or μ·b + g; p ← p − lr·(g + μ·b)`.

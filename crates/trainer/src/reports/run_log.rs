@@ -5,7 +5,8 @@
 //! Scalars, by `metrics.jsonl` key (train lines, then eval lines):
 //! `loss` → `loss/total`, `sup` → `loss/sup`, `unsup` → `loss/unsup`, `reco` →
 //! `loss/reco`, `lr` → `train/lr`, `strong_threshold` → `train/strong_threshold`,
-//! `images_per_s` → `train/images_per_s`; `miou` → `eval/miou`, `pixel_acc` →
+//! `images_per_s` → `train/images_per_s`, and in f16 runs `loss_scale` →
+//! `train/loss_scale`, `skipped_steps` → `train/skipped_steps`; `miou` → `eval/miou`, `pixel_acc` →
 //! `eval/pixel_acc`, and `per_class_iou[i]` → `iou/<class name>` (spaces as `_`; absent
 //! classes are skipped).
 
@@ -18,7 +19,7 @@ use image::RgbImage;
 use super::tensorboard::EventWriter;
 
 /// `metrics.jsonl` key → TensorBoard tag, for lines of each kind.
-pub const TRAIN_SCALARS: [(&str, &str); 7] = [
+pub const TRAIN_SCALARS: [(&str, &str); 9] = [
     ("loss", "loss/total"),
     ("sup", "loss/sup"),
     ("unsup", "loss/unsup"),
@@ -26,6 +27,8 @@ pub const TRAIN_SCALARS: [(&str, &str); 7] = [
     ("lr", "train/lr"),
     ("strong_threshold", "train/strong_threshold"),
     ("images_per_s", "train/images_per_s"),
+    ("loss_scale", "train/loss_scale"),
+    ("skipped_steps", "train/skipped_steps"),
 ];
 pub const EVAL_SCALARS: [(&str, &str); 2] =
     [("miou", "eval/miou"), ("pixel_acc", "eval/pixel_acc")];

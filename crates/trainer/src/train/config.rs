@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use reco_data::{AugConfig, DatasetKind, MixMode, Partial, UnsupAugConfig};
 use reco_loss::{ReCoConfig, ThresholdSchedule};
-use reco_models::{Backbone, CheckpointMeta, DeepLabConfig, NetworkKind};
+use reco_models::{Backbone, CheckpointMeta, DeepLabConfig, NetworkKind, Precision};
 use serde::{Deserialize, Serialize};
 
 /// Iterations per epoch of the original's poly schedule (it steps the schedule per epoch
@@ -89,6 +89,12 @@ pub struct TrainConfig {
     /// Synchronized batch norm over the ranks of a data-parallel run (docs/distributed.md):
     /// the batch statistics of the global batch instead of each rank's.
     pub sync_bn: bool,
+    /// Mixed precision (`reco_models::precision`): the convolutions in f32, bf16 or f16;
+    /// batch norm, the losses, SGD, the EMA and checkpoints in f32. f16 adds dynamic loss
+    /// scaling.
+    pub precision: Precision,
+    /// f32 matmuls in TF32 on CUDA (PyTorch's `torch.backends.cuda.matmul.allow_tf32`).
+    pub tf32: bool,
 }
 
 impl Default for TrainConfig {
@@ -144,6 +150,8 @@ impl TrainConfig {
             val_limit: 0,
             num_threads: 0,
             sync_bn: false,
+            precision: Precision::F32,
+            tf32: false,
         };
         match dataset {
             DatasetKind::Cityscapes => cfg.num_labels = 20,

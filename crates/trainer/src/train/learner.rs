@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::config::{TrainConfig, TrainMode};
 use super::seeds::RankSeeds;
 use crate::distributed::{self, ProcessGroup, SingleProcess, SyncBnGroup};
-use crate::optim::{Ema, Sgd};
+use crate::optim::{Ema, LossScaler, Sgd, Verdict, MAX_SKIPS_IN_A_ROW};
 
 /// Stream tags of the per-run and per-step seeds, one per kind of random decision.
 pub(crate) const TAG_INIT: u64 = 1;
@@ -56,7 +56,8 @@ impl Network {
             &cfg.model_config()?,
             VarBuilder::from_varmap(&vars, DType::F32, device),
         )?
-        .with_sync_bn(sync);
+        .with_sync_bn(sync)
+        .with_precision(cfg.precision);
         Ok(Self { vars, model })
     }
 
@@ -143,6 +144,8 @@ pub struct Learner {
     /// The student's trainable variables sorted by name: the order of the gradient
     /// all-reduce, the same on every rank.
     grad_vars: Vec<Var>,
+    /// Dynamic loss scaling (`--precision f16` only).
+    pub(crate) scaler: Option<LossScaler>,
 }
 
 impl Learner {
@@ -161,6 +164,8 @@ impl Learner {
         group: Arc<dyn ProcessGroup>,
     ) -> anyhow::Result<Self> {
         distributed::check_sync_bn(cfg.sync_bn, group.world_size())?;
+        cfg.precision.check_device(&device).context("--precision")?;
+        set_tf32(cfg.tf32, &device);
         let sync = cfg.sync_bn.then(|| {
             let reducer: Arc<dyn reco_models::sync_bn::StatsAllReduce> =
                 Arc::new(SyncBnGroup(group.clone()));
@@ -196,6 +201,7 @@ impl Learner {
             cfg.momentum,
             cfg.weight_decay,
         );
+        let cfg_scaler = cfg.precision.needs_loss_scaling().then(LossScaler::default);
         let regime = match cfg.mode {
             TrainMode::Sup => Regime::Supervised,
             TrainMode::Semi => Regime::SemiSupervised {
@@ -211,7 +217,13 @@ impl Learner {
             group,
             seeds,
             grad_vars,
+            scaler: cfg_scaler,
         })
+    }
+
+    /// The loss scaler's state (`--precision f16`).
+    pub fn loss_scaler(&self) -> Option<LossScaler> {
+        self.scaler
     }
 
     /// The ranks this learner trains with.
@@ -274,9 +286,32 @@ impl Learner {
     fn finish_step(&mut self, losses: Losses, step: usize, lr: f64) -> anyhow::Result<StepLosses> {
         let numbers = losses.numbers()?;
         self.check_finite(&numbers, step)?;
-        let mut grads = backward(&losses.total)?;
+        let total = match &self.scaler {
+            Some(s) => s.scale_loss(&losses.total)?,
+            None => losses.total,
+        };
+        let mut grads = backward(&total)?;
         distributed::average_grads(self.group.as_ref(), &self.grad_vars, &mut grads)
             .context("averaging the gradients over the ranks")?;
+        // Every rank holds the same averaged gradients, so every rank decides alike.
+        if let Some(scaler) = &mut self.scaler {
+            if scaler.unscale(&self.grad_vars, &mut grads)? == Verdict::Skip {
+                if scaler.skips_in_a_row >= MAX_SKIPS_IN_A_ROW {
+                    bail!(
+                        "the f16 gradients overflowed at {} steps in a row (up to step {}; loss scale now {:e}): training stopped; the last good checkpoint in {} is kept. Use --precision bf16 (f32's range) or f32, or a lower --lr.",
+                        scaler.skips_in_a_row,
+                        step + 1,
+                        scaler.scale,
+                        self.cfg.out.display()
+                    );
+                }
+                // As with GradScaler: no SGD step; the teacher still follows the
+                // (unchanged) student, as the training loop calls its update every step.
+                drop(grads);
+                self.ema_update()?;
+                return Ok(numbers);
+            }
+        }
         self.sgd_step(&grads, lr)?;
         drop(grads);
         self.ema_update()?;
@@ -445,6 +480,18 @@ impl Losses {
 
 fn backward(total: &Tensor) -> anyhow::Result<GradStore> {
     Ok(total.backward()?)
+}
+
+/// `--tf32`: f32 matmuls (and candle's convolutions, which are matmuls) on CUDA in TF32,
+/// as PyTorch's `torch.backends.cuda.matmul.allow_tf32` (off by default in both; note
+/// that PyTorch's `torch.backends.cudnn.allow_tf32`, for its cuDNN convolutions, is on
+/// by default). A process-wide switch of candle's CUDA backend; nothing on the CPU.
+fn set_tf32(on: bool, device: &Device) {
+    if device.is_cuda() {
+        candle_core::cuda::set_gemm_reduced_precision_f32(on);
+    } else if on {
+        eprintln!("note: --tf32 changes only CUDA matmuls; on {device:?} f32 stays f32");
+    }
 }
 
 #[cfg(test)]

@@ -364,12 +364,16 @@ impl Trainer {
                 let n = acc_n as f64;
                 // Every rank trains on as many images per step.
                 let images = window_images * ranks;
-                let line = serde_json::json!({
+                let mut line = serde_json::json!({
                     "kind": "train", "step": self.step, "lr": lr,
                     "strong_threshold": self.cfg.strong_threshold.value_at(self.step - 1),
                     "loss": mean.total / n, "sup": mean.sup / n, "unsup": mean.unsup / n, "reco": mean.reco / n,
                     "images_per_s": images as f64 / secs.max(1e-9),
                 });
+                if let Some(scaler) = self.learner.loss_scaler() {
+                    line["loss_scale"] = scaler.scale.into();
+                    line["skipped_steps"] = scaler.skipped.into();
+                }
                 if self.writer {
                     self.append_metrics(&line)?;
                 }

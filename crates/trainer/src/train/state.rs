@@ -37,6 +37,9 @@ struct StateMeta {
     /// training: one).
     #[serde(default = "one")]
     world_size: usize,
+    /// The f16 loss scaler's scale, good steps and skips in a row (absent without one).
+    #[serde(default)]
+    loss_scale: Option<Vec<f64>>,
 }
 
 fn one() -> usize {
@@ -80,6 +83,7 @@ pub(crate) fn save(
         best_step: best.map(|b| b.step),
         config: serde_json::to_string(cfg)?,
         world_size: learner.group().world_size(),
+        loss_scale: learner.loss_scaler().map(|s| s.to_values().to_vec()),
     };
     let mut md = std::collections::HashMap::new();
     md.insert(META_KEY.to_string(), serde_json::to_string(&meta)?);
@@ -146,6 +150,15 @@ pub(crate) fn load(
         })
         .collect();
     learner.sgd.set_buffers(buffers);
+    if learner.scaler.is_some() {
+        let values = meta.loss_scale.with_context(|| {
+            format!("{} holds no loss scale for --precision f16", path.display())
+        })?;
+        learner.scaler = Some(
+            crate::optim::LossScaler::from_values(&values)
+                .with_context(|| format!("{}: bad loss scale {values:?}", path.display()))?,
+        );
+    }
     Ok(Resumed {
         step: meta.step,
         best: meta
@@ -218,5 +231,42 @@ mod tests {
             serde_json::from_str(r#"{"step": 3, "ema_updates": 0, "best_miou": null, "best_step": null, "config": "{}"}"#)
                 .unwrap();
         assert_eq!(old.world_size, 1);
+    }
+
+    #[test]
+    fn an_f16_run_resumes_with_its_loss_scale() {
+        use reco_util::ops_path::{with_ops_path, OpsPath};
+        let cfg = TrainConfig {
+            mode: TrainMode::Sup,
+            num_classes: 3,
+            output_dim: 8,
+            precision: reco_models::Precision::F16,
+            ..TrainConfig::default()
+        };
+        with_ops_path(OpsPath::Generic, || {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(STATE_FILE);
+            let mut a = Learner::new(cfg.clone(), Device::Cpu).unwrap();
+            let scaler = crate::optim::LossScaler {
+                scale: 512.0,
+                good_steps: 33,
+                skips_in_a_row: 1,
+                skipped: 7,
+            };
+            a.scaler = Some(scaler);
+            save(&a, &cfg, 2, None, &path).unwrap();
+            let mut b = Learner::new(cfg.clone(), Device::Cpu).unwrap();
+            assert_eq!(b.loss_scaler(), Some(crate::optim::LossScaler::default()));
+            load(&mut b, &cfg, &path).unwrap();
+            assert_eq!(b.loss_scaler(), Some(scaler));
+            // A state written in another precision is refused like any other setting.
+            let f32_cfg = TrainConfig {
+                precision: reco_models::Precision::F32,
+                ..cfg.clone()
+            };
+            let mut c = Learner::new(f32_cfg.clone(), Device::Cpu).unwrap();
+            let err = format!("{:#}", load(&mut c, &f32_cfg, &path).err().unwrap());
+            assert!(err.contains("settings differ"), "{err}");
+        });
     }
 }
