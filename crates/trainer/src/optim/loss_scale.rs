@@ -144,12 +144,15 @@ mod tests {
         let v = Var::new(&[1f32, 1.0], &Device::Cpu).unwrap();
         let mut s = LossScaler::default();
         let mut g = grads_of(&v, 4.0 * s.scale as f32);
-        assert_eq!(s.unscale(&[v.clone()], &mut g).unwrap(), Verdict::Step);
+        assert_eq!(
+            s.unscale(std::slice::from_ref(&v), &mut g).unwrap(),
+            Verdict::Step
+        );
         let got = g.get(v.as_tensor()).unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(got, vec![4.0, 8.0]);
         s.good_steps = GROWTH_INTERVAL - 1;
         let mut g = grads_of(&v, 1.0);
-        s.unscale(&[v.clone()], &mut g).unwrap();
+        s.unscale(std::slice::from_ref(&v), &mut g).unwrap();
         assert_eq!((s.scale, s.good_steps), (2.0 * INITIAL_SCALE, 0));
     }
 
@@ -162,7 +165,10 @@ mod tests {
                 ..LossScaler::default()
             };
             let mut g = grads_of(&v, bad);
-            assert_eq!(s.unscale(&[v.clone()], &mut g).unwrap(), Verdict::Skip);
+            assert_eq!(
+                s.unscale(std::slice::from_ref(&v), &mut g).unwrap(),
+                Verdict::Skip
+            );
             assert_eq!(s.scale, INITIAL_SCALE / 2.0);
             assert_eq!((s.good_steps, s.skips_in_a_row, s.skipped), (0, 1, 1));
         }
