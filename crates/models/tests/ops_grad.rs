@@ -3,7 +3,8 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use reco_models::ops::{
-    add_relu, conv2d, max_pool_3x3_s2, max_pool_3x3_s2_composed, resize_bilinear, ConvParams,
+    add_relu, conv2d, layer_norm, max_pool_3x3_s2, max_pool_3x3_s2_composed, resize_bilinear,
+    ConvParams,
 };
 use reco_util::ops_path::{with_ops_path, OpsPath};
 
@@ -444,4 +445,35 @@ fn add_relu_matches_composition_and_finite_differences() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("shapes"), "{err}");
+}
+
+/// The differentiable layer norm (candle-nn's has no backward): its values against
+/// candle-nn's fused forward, its gradients (input, weight, bias) against differences.
+#[test]
+fn layer_norm_matches_candle_nn_and_has_gradients() {
+    let x = seeded(&[2, 5, 7], 41);
+    let w = (seeded(&[7], 42) + 1.5).unwrap();
+    let b = seeded(&[7], 43);
+    // candle-nn's fused op has f32 (and f16/bf16) CPU kernels only.
+    let f32_ = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+    let ours = layer_norm(&f32_(&x), &f32_(&w), &f32_(&b), 1e-6).unwrap();
+    let theirs = candle_nn::ops::layer_norm(&f32_(&x), &f32_(&w), &f32_(&b), 1e-6).unwrap();
+    let diff = max_abs_diff(
+        &f32_(&ours).to_dtype(DType::F64).unwrap(),
+        &theirs.to_dtype(DType::F64).unwrap(),
+    );
+    assert!(diff < 1e-5, "{diff}");
+    check_gradients(&[x, w, b], |t| {
+        layer_norm(&t[0], &t[1], &t[2], 1e-6).unwrap()
+    });
+    // Shapes that do not fit are an error naming them.
+    let err = layer_norm(
+        &seeded(&[2, 6], 1),
+        &seeded(&[7], 2),
+        &seeded(&[7], 3),
+        1e-6,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("[6]"), "{err}");
 }
