@@ -20,6 +20,22 @@ fn config() -> DeepLabConfig {
 /// 42x33: the stem (7x7/2), layer3 and layer4 see H and W with different remainders.
 const INPUT: [usize; 4] = [2, 3, 42, 33];
 
+/// Every variable's gradient (`grad.<name>`) and, for the running statistics, which
+/// carry none, their updated values (`value.<name>`).
+fn grads_and_running_stats(
+    varmap: &candle_nn::VarMap,
+    grads: &candle_core::backprop::GradStore,
+) -> BTreeMap<String, Tensor> {
+    let mut out = BTreeMap::new();
+    for (name, var) in varmap.data().lock().unwrap().iter() {
+        match grads.get(var.as_tensor()) {
+            Some(g) => out.insert(format!("grad.{name}"), g.clone()),
+            None => out.insert(format!("value.{name}"), var.as_tensor().clone()),
+        };
+    }
+    out
+}
+
 /// Train-mode outputs, input gradient, every variable's gradient and running statistics.
 fn train_step(path: OpsPath) -> BTreeMap<String, Tensor> {
     with_ops_path(path, || {
@@ -34,13 +50,7 @@ fn train_step(path: OpsPath) -> BTreeMap<String, Tensor> {
             "grad.input".to_string(),
             grads.get(input.as_tensor()).unwrap().clone(),
         );
-        for (name, var) in varmap.data().lock().unwrap().iter() {
-            match grads.get(var.as_tensor()) {
-                Some(g) => out.insert(format!("grad.{name}"), g.clone()),
-                // Running statistics carry no gradient: compare their updated values.
-                None => out.insert(format!("value.{name}"), var.as_tensor().clone()),
-            };
-        }
+        out.extend(grads_and_running_stats(&varmap, &grads));
         out
     })
 }
@@ -129,12 +139,7 @@ fn f16_compute_follows_f32_within_half_precision_rounding() {
             let mut out = BTreeMap::new();
             out.insert("pred".to_string(), pred);
             out.insert("rep".to_string(), rep);
-            for (name, var) in varmap.data().lock().unwrap().iter() {
-                match grads.get(var.as_tensor()) {
-                    Some(g) => out.insert(format!("grad.{name}"), g.clone()),
-                    None => out.insert(format!("value.{name}"), var.as_tensor().clone()),
-                };
-            }
+            out.extend(grads_and_running_stats(&varmap, &grads));
             out
         })
     };

@@ -6,9 +6,9 @@
 //! `loss` → `loss/total`, `sup` → `loss/sup`, `unsup` → `loss/unsup`, `reco` →
 //! `loss/reco`, `lr` → `train/lr`, `strong_threshold` → `train/strong_threshold`,
 //! `images_per_s` → `train/images_per_s`, and in f16 runs `loss_scale` →
-//! `train/loss_scale`, `skipped_steps` → `train/skipped_steps`; `miou` → `eval/miou`, `pixel_acc` →
-//! `eval/pixel_acc`, and `per_class_iou[i]` → `iou/<class name>` (spaces as `_`; absent
-//! classes are skipped).
+//! `train/loss_scale`, `skipped_steps` → `train/skipped_steps`; `miou` → `eval/miou`,
+//! `pixel_acc` → `eval/pixel_acc`, and `per_class_iou[i]` → `iou/<class name>` (spaces as
+//! `_`; absent classes are skipped).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -201,7 +201,7 @@ impl Learner {
             cfg.momentum,
             cfg.weight_decay,
         );
-        let cfg_scaler = cfg.precision.needs_loss_scaling().then(LossScaler::default);
+        let scaler = cfg.precision.needs_loss_scaling().then(LossScaler::default);
         let regime = match cfg.mode {
             TrainMode::Sup => Regime::Supervised,
             TrainMode::Semi => Regime::SemiSupervised {
@@ -217,7 +217,7 @@ impl Learner {
             group,
             seeds,
             grad_vars,
-            scaler: cfg_scaler,
+            scaler,
         })
     }
 
@@ -293,9 +293,13 @@ impl Learner {
         let mut grads = backward(&total)?;
         distributed::average_grads(self.group.as_ref(), &self.grad_vars, &mut grads)
             .context("averaging the gradients over the ranks")?;
-        // Every rank holds the same averaged gradients, so every rank decides alike.
-        if let Some(scaler) = &mut self.scaler {
-            if scaler.unscale(&self.grad_vars, &mut grads)? == Verdict::Skip {
+        // Every rank holds the same averaged gradients, so every rank decides alike. A
+        // skipped step (GradScaler's rule) leaves the student unchanged; the teacher
+        // still follows it, as the training loop calls its update every step.
+        let take_step = match &mut self.scaler {
+            None => true,
+            Some(scaler) => {
+                let verdict = scaler.unscale(&self.grad_vars, &mut grads)?;
                 if scaler.skips_in_a_row >= MAX_SKIPS_IN_A_ROW {
                     bail!(
                         "the f16 gradients overflowed at {} steps in a row (up to step {}; loss scale now {:e}): training stopped; the last good checkpoint in {} is kept. Use --precision bf16 (f32's range) or f32, or a lower --lr.",
@@ -305,14 +309,12 @@ impl Learner {
                         self.cfg.out.display()
                     );
                 }
-                // As with GradScaler: no SGD step; the teacher still follows the
-                // (unchanged) student, as the training loop calls its update every step.
-                drop(grads);
-                self.ema_update()?;
-                return Ok(numbers);
+                verdict == Verdict::Step
             }
+        };
+        if take_step {
+            self.sgd_step(&grads, lr)?;
         }
-        self.sgd_step(&grads, lr)?;
         drop(grads);
         self.ema_update()?;
         Ok(numbers)

@@ -37,7 +37,8 @@ struct StateMeta {
     /// training: one).
     #[serde(default = "one")]
     world_size: usize,
-    /// The f16 loss scaler's scale, good steps and skips in a row (absent without one).
+    /// The f16 loss scaler's `LossScaler::to_values` (scale, good steps, skips in a row,
+    /// skips in all); absent without one.
     #[serde(default)]
     loss_scale: Option<Vec<f64>>,
 }
