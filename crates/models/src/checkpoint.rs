@@ -180,8 +180,7 @@ pub fn infer_config(
     let layer3_blocks = (0..)
         .take_while(|i| tensors.contains_key(&format!("resnet_layer3.{i}.conv1.weight")))
         .count();
-    let backbone = crate::Backbone::all()
-        .into_iter()
+    let backbone = crate::Backbone::resnets()
         .find(|b| b.is_bottleneck() == bottleneck && b.layers()[2] == layer3_blocks)
         .ok_or_else(|| CheckpointError::Shape {
             path: path.to_path_buf(),

@@ -131,8 +131,7 @@ impl<H: DeepLabHeads> DeepLab<H> {
     }
 
     /// `(prediction [B, num_classes, h, w], representation [B, output_dim, h, w])` at
-    /// the network's prediction resolution ([`crate::NetworkKind::prediction_stride`]:
-    /// DeepLabV3+ at layer1's stride 4, h = ⌈⌈H/2⌉/2⌉; DeepLabV2 at the output stride).
+    /// the network's prediction resolution (DeepLabV3+ at layer1's stride 4, h = ⌈⌈H/2⌉/2⌉; DeepLabV2 at the output stride).
     /// `train` selects batch statistics for batch norm (and updates the running
     /// statistics); the graph is recorded.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {

@@ -11,6 +11,10 @@ use rand_chacha::ChaCha8Rng;
 // FNV-1a: stable across Rust versions, unlike DefaultHasher.
 use reco_util::seed::hash_str;
 
+/// The standard deviation of timm's ViT initialisation (linear layers, position
+/// embeddings), as DINOv2's `init_weights_vit_timm`.
+const VIT_STD: f64 = 0.02;
+
 /// Standard normal draws by Box–Muller (keeps the dependency list short).
 fn normal(rng: &mut ChaCha8Rng) -> f64 {
     let u1: f64 = rng.gen_range(f64::EPSILON..1.0);
@@ -18,8 +22,10 @@ fn normal(rng: &mut ChaCha8Rng) -> f64 {
     (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
 }
 
-/// Re-initialises every variable of a DeepLabV3+ VarMap from `seed`; each variable's
-/// values depend only on the seed and its name.
+/// Re-initialises every variable of a network's VarMap from `seed`; each variable's
+/// values depend only on the seed and its name. For DPT: timm's ViT rules for the
+/// encoder (a network trained from scratch; fine-tuning loads DINOv2's weights), PyTorch's
+/// defaults for the head's convolutions.
 pub fn init_seeded(varmap: &VarMap, seed: u64) -> Result<()> {
     let vars = crate::vars::named_vars(varmap)?;
     for (name, var) in vars.iter() {
@@ -36,6 +42,19 @@ pub fn init_seeded(varmap: &VarMap, seed: u64) -> Result<()> {
             // normal here would make the initial logits of the 1x1 classifier huge.
             let bound = 1.0 / ((dims[1] * dims[2] * dims[3]) as f64).sqrt();
             (0..n).map(|_| rng.gen_range(-bound..bound)).collect()
+        } else if dims.len() == 2 && name.ends_with(".weight") {
+            // A linear layer (the ViT's): timm's ViT initialisation, N(0, 0.02²)
+            // (trunc_normal_ truncates at ±2, i.e. 100 standard deviations: never).
+            (0..n).map(|_| VIT_STD * normal(&mut rng)).collect()
+        } else if name.ends_with("pos_embed") {
+            (0..n).map(|_| VIT_STD * normal(&mut rng)).collect()
+        } else if name.ends_with("cls_token") {
+            (0..n).map(|_| 1e-6 * normal(&mut rng)).collect()
+        } else if name.ends_with("mask_token") {
+            vec![0.0; n]
+        } else if name.ends_with(".gamma") {
+            // DINOv2's LayerScale, init_values = 1.
+            vec![1.0; n]
         } else if name.ends_with(".running_var") {
             vec![1.0; n]
         } else if name.ends_with(".running_mean") {

@@ -1,5 +1,6 @@
 //! DeepLabV3+ on torchvision-layout ResNets for ReCo, identical to the original
-//! PyTorch network (`lorenmt/reco`, `network/deeplabv3.py`).
+//! PyTorch network (`lorenmt/reco`, `network/deeplabv3.py`), its DeepLabV2, and DPT on
+//! a DINOv2 encoder as UniMatch V2 builds it ([`dpt`]).
 //!
 //! Built over a [`candle_nn::VarMap`], every parameter and batch-norm running statistic
 //! is a variable named as in the original `state_dict`, so checkpoints move between this
@@ -9,6 +10,7 @@ pub mod checkpoint;
 pub mod deeplab;
 pub mod deeplab_base;
 pub mod deeplabv2;
+pub mod dpt;
 pub mod init;
 pub mod layers;
 pub mod meta;
@@ -23,6 +25,7 @@ pub mod resnet;
 pub mod segment;
 pub mod sync_bn;
 pub mod vars;
+pub mod vit;
 
 pub use checkpoint::{
     export_state_dict, infer_config, load_backbone, load_checkpoint, load_checkpoint_tensors,
@@ -31,6 +34,7 @@ pub use checkpoint::{
 pub use deeplab::{DeepLabConfig, DeepLabV3Plus, MIN_INPUT_SIZE};
 pub use deeplab_base::DeepLab;
 pub use deeplabv2::{DeepLabV2, DEEPLABV2_OUTPUT_STRIDE, DEEPLABV2_RATES};
+pub use dpt::{Dpt, DptLayout, DPT_OUTPUT_STRIDE};
 pub use init::init_seeded;
 pub use layers::Mode;
 pub use meta::{default_output_stride, resolve_meta, MetaFallback, ASSUMED_OUTPUT_STRIDE};

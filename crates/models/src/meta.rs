@@ -229,7 +229,21 @@ impl CheckpointMeta {
                 reason,
             })
         };
-        if crate::resnet::stage_dilations(self.output_stride).is_err() {
+        if self.network.takes_vit() != self.backbone.is_vit() {
+            return invalid(format!(
+                "network {} cannot have backbone {} (DPT takes dinov2-s/b/l, the DeepLabs a ResNet)",
+                self.network, self.backbone
+            ));
+        }
+        if self.network.takes_vit() {
+            if self.output_stride != crate::dpt::DPT_OUTPUT_STRIDE {
+                return invalid(format!(
+                    "output stride {} (DPT on DINOv2 has {}, the patch size)",
+                    self.output_stride,
+                    crate::dpt::DPT_OUTPUT_STRIDE
+                ));
+            }
+        } else if crate::resnet::stage_dilations(self.output_stride).is_err() {
             return invalid(format!(
                 "output stride {} (expected 8, 16 or 32)",
                 self.output_stride
@@ -372,6 +386,23 @@ pub fn architecture_from_shapes(
     path: &Path,
 ) -> Result<ShapeArchitecture, MetaError> {
     let rows = |key: &str| shapes.get(key).and_then(|s| s.first().copied());
+    if let (Some(c), Some(d)) = (
+        rows(crate::dpt::CLASSIFIER_WEIGHT),
+        rows(crate::dpt::REPRESENTATION_WEIGHT),
+    ) {
+        let backbone = crate::dpt::backbone_from_shapes(shapes).map_err(|reason| {
+            MetaError::Unrecognised {
+                path: path.to_path_buf(),
+                reason,
+            }
+        })?;
+        return Ok(ShapeArchitecture {
+            network: NetworkKind::Dpt,
+            backbone,
+            num_classes: c,
+            output_dim: d,
+        });
+    }
     let (network, num_classes, output_dim) = if let (Some(c), Some(d)) = (
         rows("classifier.conv2d_list.0.weight"),
         rows("representation.0.weight"),
@@ -384,15 +415,14 @@ pub fn architecture_from_shapes(
     } else {
         return Err(MetaError::Unrecognised {
             path: path.to_path_buf(),
-            reason: "neither a DeepLabV3+ (classifier.3.weight, representation.3.weight) nor a DeepLabV2 (classifier.conv2d_list.0.weight, representation.0.weight) checkpoint of the original code or of this project".to_string(),
+            reason: "neither a DeepLabV3+ (classifier.3.weight, representation.3.weight), a DeepLabV2 (classifier.conv2d_list.0.weight, representation.0.weight) nor a DPT (head.scratch.output_conv.2.weight, representation.2.weight) checkpoint of the original code or of this project".to_string(),
         });
     };
     let bottleneck = shapes.contains_key("resnet_layer1.0.conv3.weight");
     let layer3_blocks = (0..)
         .take_while(|i| shapes.contains_key(&format!("resnet_layer3.{i}.conv1.weight")))
         .count();
-    let backbone = Backbone::all()
-        .into_iter()
+    let backbone = Backbone::resnets()
         .find(|b| b.is_bottleneck() == bottleneck && b.layers()[2] == layer3_blocks)
         .ok_or_else(|| MetaError::Unrecognised {
             path: path.to_path_buf(),
@@ -541,6 +571,7 @@ pub fn default_output_stride(network: NetworkKind) -> usize {
     match network {
         NetworkKind::DeepLabV3Plus => DeepLabConfig::default().output_stride,
         NetworkKind::DeepLabV2 => DEEPLABV2_OUTPUT_STRIDE,
+        NetworkKind::Dpt => crate::dpt::DPT_OUTPUT_STRIDE,
     }
 }
 

@@ -1,11 +1,13 @@
-//! Either network of the original code behind one type, so that training, evaluation and
-//! checkpoint loading hold "the network" without caring which one it is.
+//! Every network behind one type (the original code's two DeepLabs and DPT on DINOv2),
+//! so that training, evaluation and checkpoint loading hold "the network" without caring
+//! which one it is.
 
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::deeplab::{DeepLabConfig, DeepLabV3Plus};
 use crate::deeplabv2::DeepLabV2;
+use crate::dpt::Dpt;
 use crate::layers::Mode;
 use crate::precision::Precision;
 use crate::sync_bn::SyncBn;
@@ -19,6 +21,9 @@ pub enum NetworkKind {
     DeepLabV3Plus,
     /// DeepLabV2 (`network/deeplabv2.py`, `--backbone deeplabv2` in the original).
     DeepLabV2,
+    /// DPT on a DINOv2 encoder, as UniMatch V2 (`model/semseg/dpt.py`), with ReCo's
+    /// representation head ([`crate::dpt`]).
+    Dpt,
 }
 
 impl NetworkKind {
@@ -26,20 +31,21 @@ impl NetworkKind {
         match self {
             NetworkKind::DeepLabV3Plus => "deeplabv3p",
             NetworkKind::DeepLabV2 => "deeplabv2",
+            NetworkKind::Dpt => "dpt",
         }
     }
 
-    pub fn all() -> [NetworkKind; 2] {
-        [NetworkKind::DeepLabV3Plus, NetworkKind::DeepLabV2]
+    pub fn all() -> [NetworkKind; 3] {
+        [
+            NetworkKind::DeepLabV3Plus,
+            NetworkKind::DeepLabV2,
+            NetworkKind::Dpt,
+        ]
     }
 
-    /// Input pixels per output pixel of the prediction: DeepLabV3+ predicts at the
-    /// layer1 resolution (4), DeepLabV2 at the backbone's output stride.
-    pub fn prediction_stride(self, output_stride: usize) -> usize {
-        match self {
-            NetworkKind::DeepLabV3Plus => 4,
-            NetworkKind::DeepLabV2 => output_stride,
-        }
+    /// Whether the network takes a ResNet (the DeepLabs) or a DINOv2 ViT (DPT).
+    pub fn takes_vit(self) -> bool {
+        self == NetworkKind::Dpt
     }
 }
 
@@ -49,8 +55,9 @@ impl std::str::FromStr for NetworkKind {
         match s.to_ascii_lowercase().as_str() {
             "deeplabv3p" | "deeplabv3plus" | "deeplabv3+" => Ok(NetworkKind::DeepLabV3Plus),
             "deeplabv2" => Ok(NetworkKind::DeepLabV2),
+            "dpt" => Ok(NetworkKind::Dpt),
             _ => Err(format!(
-                "unknown network {s:?}: expected deeplabv3p or deeplabv2"
+                "unknown network {s:?}: expected deeplabv3p, deeplabv2 or dpt"
             )),
         }
     }
@@ -62,7 +69,7 @@ impl std::fmt::Display for NetworkKind {
     }
 }
 
-/// One of the two networks, built over the same kind of VarBuilder and with the same
+/// One of the networks, built over the same kind of VarBuilder and with the same
 /// forward signature: `(prediction, representation)`.
 // Held once per model, never in bulk: the size difference of the variants costs nothing.
 #[allow(clippy::large_enum_variant)]
@@ -70,6 +77,7 @@ impl std::fmt::Display for NetworkKind {
 pub enum Network {
     DeepLabV3Plus(DeepLabV3Plus),
     DeepLabV2(DeepLabV2),
+    Dpt(Dpt),
 }
 
 impl Network {
@@ -77,6 +85,7 @@ impl Network {
         Ok(match kind {
             NetworkKind::DeepLabV3Plus => Network::DeepLabV3Plus(DeepLabV3Plus::new(cfg, vb)?),
             NetworkKind::DeepLabV2 => Network::DeepLabV2(DeepLabV2::new(cfg, vb)?),
+            NetworkKind::Dpt => Network::Dpt(Dpt::new(cfg, vb)?),
         })
     }
 
@@ -84,6 +93,7 @@ impl Network {
         match self {
             Network::DeepLabV3Plus(_) => NetworkKind::DeepLabV3Plus,
             Network::DeepLabV2(_) => NetworkKind::DeepLabV2,
+            Network::Dpt(_) => NetworkKind::Dpt,
         }
     }
 
@@ -91,6 +101,7 @@ impl Network {
         match self {
             Network::DeepLabV3Plus(n) => n.config(),
             Network::DeepLabV2(n) => n.config(),
+            Network::Dpt(n) => n.config(),
         }
     }
 
@@ -100,6 +111,7 @@ impl Network {
         match self {
             Network::DeepLabV3Plus(n) => Network::DeepLabV3Plus(n.with_sync_bn(sync)),
             Network::DeepLabV2(n) => Network::DeepLabV2(n.with_sync_bn(sync)),
+            Network::Dpt(n) => Network::Dpt(n.with_sync_bn(sync)),
         }
     }
 
@@ -107,6 +119,7 @@ impl Network {
         match self {
             Network::DeepLabV3Plus(n) => n.sync_bn(),
             Network::DeepLabV2(n) => n.sync_bn(),
+            Network::Dpt(n) => n.sync_bn(),
         }
     }
 
@@ -116,6 +129,7 @@ impl Network {
         match self {
             Network::DeepLabV3Plus(n) => Network::DeepLabV3Plus(n.with_precision(precision)),
             Network::DeepLabV2(n) => Network::DeepLabV2(n.with_precision(precision)),
+            Network::Dpt(n) => Network::Dpt(n.with_precision(precision)),
         }
     }
 
@@ -123,6 +137,18 @@ impl Network {
         match self {
             Network::DeepLabV3Plus(n) => n.precision(),
             Network::DeepLabV2(n) => n.precision(),
+            Network::Dpt(n) => n.precision(),
+        }
+    }
+
+    /// The input as this network can take it: DPT needs multiples of the patch size, so
+    /// an image of another size is resized bilinearly (align_corners=True) to the nearest
+    /// multiples of 14, as UniMatch V2 evaluates; the DeepLabs take any size. For
+    /// evaluation and prediction; training crops are multiples already.
+    pub fn fit_input(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Network::Dpt(_) => crate::dpt::fit_to_patches(x),
+            _ => Ok(x.clone()),
         }
     }
 
@@ -140,6 +166,7 @@ impl Network {
         match self {
             Network::DeepLabV3Plus(n) => n.forward_mode(x, mode),
             Network::DeepLabV2(n) => n.forward_mode(x, mode),
+            Network::Dpt(n) => n.forward_mode(x, mode),
         }
     }
 }
@@ -153,5 +180,11 @@ impl From<DeepLabV3Plus> for Network {
 impl From<DeepLabV2> for Network {
     fn from(n: DeepLabV2) -> Self {
         Network::DeepLabV2(n)
+    }
+}
+
+impl From<Dpt> for Network {
+    fn from(n: Dpt) -> Self {
+        Network::Dpt(n)
     }
 }

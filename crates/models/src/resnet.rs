@@ -8,7 +8,8 @@ use candle_nn::VarBuilder;
 use crate::layers::{BatchNorm2d, Conv2d, Conv2dConfig, ConvInit, Mode};
 use crate::ops::{add_relu, max_pool_3x3_s2};
 
-/// The ResNet variants of torchvision.
+/// The encoders: torchvision's ResNets (for DeepLabV3+ and DeepLabV2) and Meta's DINOv2
+/// ViTs with patch size 14 (for DPT, [`crate::dpt`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Backbone {
     ResNet18,
@@ -17,17 +18,34 @@ pub enum Backbone {
     #[default]
     ResNet101,
     ResNet152,
+    /// DINOv2 ViT-S/14 (facebook/dinov2-small).
+    Dinov2Small,
+    /// DINOv2 ViT-B/14 (facebook/dinov2-base).
+    Dinov2Base,
+    /// DINOv2 ViT-L/14 (facebook/dinov2-large).
+    Dinov2Large,
 }
 
 impl Backbone {
-    /// Blocks per stage.
+    /// Blocks per stage for a ResNet; all zero for a ViT, which has no stages (only
+    /// [`is_vit`](Self::is_vit) backbones reach [`crate::dpt`], the others
+    /// [`ResNetFeatures`]).
     pub fn layers(self) -> [usize; 4] {
         match self {
             Backbone::ResNet18 => [2, 2, 2, 2],
             Backbone::ResNet34 | Backbone::ResNet50 => [3, 4, 6, 3],
             Backbone::ResNet101 => [3, 4, 23, 3],
             Backbone::ResNet152 => [3, 8, 36, 3],
+            Backbone::Dinov2Small | Backbone::Dinov2Base | Backbone::Dinov2Large => [0; 4],
         }
+    }
+
+    /// A DINOv2 vision transformer rather than a ResNet.
+    pub fn is_vit(self) -> bool {
+        matches!(
+            self,
+            Backbone::Dinov2Small | Backbone::Dinov2Base | Backbone::Dinov2Large
+        )
     }
 
     pub fn is_bottleneck(self) -> bool {
@@ -60,28 +78,47 @@ impl Backbone {
             Backbone::ResNet50 => "resnet50",
             Backbone::ResNet101 => "resnet101",
             Backbone::ResNet152 => "resnet152",
+            Backbone::Dinov2Small => "dinov2-s",
+            Backbone::Dinov2Base => "dinov2-b",
+            Backbone::Dinov2Large => "dinov2-l",
         }
     }
 
-    pub fn all() -> [Backbone; 5] {
+    pub fn all() -> [Backbone; 8] {
         [
             Backbone::ResNet18,
             Backbone::ResNet34,
             Backbone::ResNet50,
             Backbone::ResNet101,
             Backbone::ResNet152,
+            Backbone::Dinov2Small,
+            Backbone::Dinov2Base,
+            Backbone::Dinov2Large,
         ]
+    }
+
+    /// The ResNets only, for recognising a ResNet checkpoint by its blocks.
+    pub fn resnets() -> impl Iterator<Item = Backbone> {
+        Backbone::all().into_iter().filter(|b| !b.is_vit())
     }
 }
 
 impl std::str::FromStr for Backbone {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        let lower = s.to_ascii_lowercase().replace('_', "-");
+        // Also the names of the hub (dinov2-small) and of torch.hub (dinov2_vits14).
+        let alias = match lower.as_str() {
+            "dinov2-small" | "dinov2-vits14" => "dinov2-s",
+            "dinov2-base" | "dinov2-vitb14" => "dinov2-b",
+            "dinov2-large" | "dinov2-vitl14" => "dinov2-l",
+            other => other,
+        };
         Backbone::all()
             .into_iter()
-            .find(|b| b.name() == s.to_ascii_lowercase())
+            .find(|b| b.name() == alias)
             .ok_or_else(|| {
-                format!("unknown backbone {s:?}: expected one of resnet18, resnet34, resnet50, resnet101, resnet152")
+                format!("unknown backbone {s:?}: expected one of resnet18, resnet34, resnet50, resnet101, resnet152 (DeepLab) or dinov2-s, dinov2-b, dinov2-l (DPT)")
             })
     }
 }
@@ -241,6 +278,11 @@ impl ResNet {
     /// `vb` is the model root: parameters are created as `resnet_conv1.*`,
     /// `resnet_bn1.*`, `resnet_layerN.i.*`.
     pub fn new(backbone: Backbone, output_stride: usize, vb: VarBuilder) -> Result<Self> {
+        if backbone.is_vit() {
+            candle_core::bail!(
+                "backbone {backbone} is a vision transformer: it goes with --network dpt, not with a DeepLab network"
+            )
+        }
         let [d3, d4] = stage_dilations(output_stride)?;
         let conv1 = Conv2d::new(
             backbone_conv(3, 64, 7).stride(2).padding(3),

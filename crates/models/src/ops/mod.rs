@@ -7,6 +7,7 @@ mod add_relu;
 mod batch_norm;
 mod conv;
 pub(crate) mod cpu;
+mod gelu;
 mod layer_norm;
 mod pool;
 mod resize;
@@ -15,10 +16,11 @@ pub use add_relu::add_relu;
 pub(crate) use batch_norm::check_affine;
 pub use batch_norm::{batch_norm, ChannelStats, Normalize};
 pub use conv::{conv2d, conv2d_generic, conv2d_input_grad, conv2d_weight_grad, ConvParams};
+pub use gelu::gelu_erf;
 pub use layer_norm::layer_norm;
 pub use pool::{max_pool_3x3_s2, max_pool_3x3_s2_composed};
 pub(crate) use resize::linear_taps;
-pub use resize::{interpolation_matrix, resize_bilinear};
+pub use resize::{bicubic_matrix, interpolation_matrix, resize_bilinear};
 
 /// True when tensors on `device` take the device-generic path (candle's conv2d and its
 /// backward, the composed max-pool and batch norm): always off the CPU, and on the CPU

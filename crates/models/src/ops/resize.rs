@@ -80,3 +80,39 @@ pub fn resize_bilinear(
         .reshape((n, c, out_w, out_h))?;
     y.transpose(2, 3)?.contiguous()
 }
+
+/// The `[out, in]` matrix of PyTorch's 1-D bicubic interpolation (`F.interpolate`,
+/// mode="bicubic", align_corners=False, no antialias) when called with a
+/// `scale_factor`: the source coordinate of output `o` is `(o + 0.5) / scale_factor −
+/// 0.5` (PyTorch uses the given factor, not `input / output`), the cubic convolution
+/// kernel has A = −0.75, and taps beyond the border repeat the edge value.
+/// DINOv2 resizes its position embeddings this way ([`crate::vit`]).
+pub fn bicubic_matrix(
+    input: usize,
+    output: usize,
+    scale_factor: f64,
+    dtype: DType,
+    device: &Device,
+) -> Result<Tensor> {
+    if input == 0 || output == 0 || !(scale_factor > 0.0) {
+        candle_core::bail!(
+            "bicubic interpolation from {input} to {output} needs positive sizes and scale, got scale {scale_factor}"
+        )
+    }
+    const A: f64 = -0.75;
+    // PyTorch's cubic_convolution1 (|x| <= 1) and cubic_convolution2 (1 < |x| < 2).
+    let near = |x: f64| ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0;
+    let far = |x: f64| ((A * x - 5.0 * A) * x + 8.0 * A) * x - 4.0 * A;
+    let mut a = vec![0f64; output * input];
+    for o in 0..output {
+        let src = (o as f64 + 0.5) / scale_factor - 0.5;
+        let i = src.floor();
+        let t = src - i;
+        let weights = [far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)];
+        for (tap, w) in weights.into_iter().enumerate() {
+            let j = (i as i64 - 1 + tap as i64).clamp(0, input as i64 - 1) as usize;
+            a[o * input + j] += w;
+        }
+    }
+    Tensor::from_vec(a, (output, input), device)?.to_dtype(dtype)
+}

@@ -401,6 +401,9 @@ impl FoldedNetwork {
         vb: &VarBuilder,
         dtype: DType,
     ) -> Result<Self> {
+        if kind == NetworkKind::Dpt {
+            candle_core::bail!("DPT has no batch norm to fold: run it as a Network")
+        }
         let backbone = FoldedResNet::load(cfg.backbone, cfg.output_stride, vb, dtype)?;
         let features = cfg.backbone.out_channels();
         let head = match kind {
@@ -485,6 +488,7 @@ impl FoldedNetwork {
                 }
                 FoldedHead::DeepLabV2 { branches, bias }
             }
+            NetworkKind::Dpt => candle_core::bail!("DPT has no batch norm to fold"),
         };
         Ok(Self { backbone, head })
     }

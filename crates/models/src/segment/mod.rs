@@ -24,7 +24,7 @@ use maps::{finish, Planes};
 
 use crate::deeplab::{DeepLabConfig, MIN_INPUT_SIZE};
 use crate::meta::{resolve_meta, CheckpointMeta, MetaError, MetaFallback};
-use crate::network::Network;
+use crate::network::{Network, NetworkKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SegmentError {
@@ -64,10 +64,35 @@ impl From<crate::checkpoint::CheckpointError> for SegmentError {
     }
 }
 
-fn checked_stride(output_stride: usize) -> Result<usize> {
-    match crate::resnet::stage_dilations(output_stride) {
-        Ok(_) => Ok(output_stride),
-        Err(_) => Err(SegmentError::BadOutputStride(output_stride)),
+fn checked_stride(network: NetworkKind, output_stride: usize) -> Result<usize> {
+    let ok = if network.takes_vit() {
+        output_stride == crate::dpt::DPT_OUTPUT_STRIDE
+    } else {
+        crate::resnet::stage_dilations(output_stride).is_ok()
+    };
+    if ok {
+        Ok(output_stride)
+    } else {
+        Err(SegmentError::BadOutputStride(output_stride))
+    }
+}
+
+/// The network a [`Segmenter`] runs: the DeepLabs with batch norm folded, DPT (which has
+/// no batch norm) as it is.
+#[derive(Clone, Debug)]
+enum InferenceNet {
+    Folded(FoldedNetwork),
+    Plain(Network),
+}
+
+impl InferenceNet {
+    fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            InferenceNet::Folded(n) => n.forward(x),
+            // The logits of the input resized to patch multiples cover the whole input,
+            // so callers resize them to the input's size as the DeepLabs' logits.
+            InferenceNet::Plain(n) => Ok(n.forward_no_grad(&n.fit_input(x)?, false)?.0),
+        }
     }
 }
 
@@ -203,7 +228,7 @@ pub struct Prediction {
 /// A checkpoint ready for inference; see the module documentation.
 #[derive(Clone, Debug)]
 pub struct Segmenter {
-    net: FoldedNetwork,
+    net: InferenceNet,
     meta: CheckpointMeta,
     /// The output stride the network runs at (the trained one unless asked otherwise).
     output_stride: usize,
@@ -229,7 +254,8 @@ impl Segmenter {
         output_stride: Option<usize>,
     ) -> Result<Self> {
         let meta = resolve_meta(path, fallback)?;
-        let output_stride = checked_stride(output_stride.unwrap_or(meta.output_stride))?;
+        let output_stride =
+            checked_stride(meta.network, output_stride.unwrap_or(meta.output_stride))?;
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
         Network::new(meta.network, &meta.config(), vb).map_err(|source| SegmentError::Build {
@@ -255,13 +281,17 @@ impl Segmenter {
         meta: CheckpointMeta,
         output_stride: usize,
     ) -> Result<Self> {
-        let output_stride = checked_stride(output_stride)?;
+        let output_stride = checked_stride(meta.network, output_stride)?;
         let device = vb.device().clone();
         let cfg = DeepLabConfig {
             output_stride,
             ..meta.config()
         };
-        let net = FoldedNetwork::load(meta.network, &cfg, vb, DType::F32)?;
+        let net = if meta.network.takes_vit() {
+            InferenceNet::Plain(Network::new(meta.network, &cfg, vb.clone())?)
+        } else {
+            InferenceNet::Folded(FoldedNetwork::load(meta.network, &cfg, vb, DType::F32)?)
+        };
         Ok(Self {
             net,
             meta,
@@ -307,8 +337,10 @@ impl Segmenter {
         &self.device
     }
 
-    /// The folded network's class logits for a normalised `[B, 3, H, W]` input, at the
-    /// prediction resolution (equal to the unfolded network's eval prediction).
+    /// The network's class logits for a normalised `[B, 3, H, W]` input, at the
+    /// prediction resolution (equal to the unfolded network's eval prediction). DPT
+    /// resizes an input that is not a multiple of 14 to the nearest multiples first
+    /// ([`Network::fit_input`]); its logits still cover the whole input.
     pub fn logits(&self, x: &Tensor) -> Result<Tensor> {
         let (_, c, h, w) = x.dims4()?;
         if c != 3 {
@@ -325,7 +357,7 @@ impl Segmenter {
         }
         Ok(self
             .net
-            .forward(&x.to_device(&self.device)?.to_dtype(DType::F32)?)?)
+            .logits(&x.to_device(&self.device)?.to_dtype(DType::F32)?)?)
     }
 
     /// Predicts one 8-bit RGB image.
