@@ -76,13 +76,18 @@ fn dpt_train_mode_gradients_match_unimatch_v2() {
     let (pred, rep) = net.forward_t(input.as_tensor(), true).unwrap();
     let mut report = Vec::new();
     let mut checked = 0;
+    let mut worst = (String::new(), 0f64);
     let check = |what: &str, ours: &Tensor, reference: &Tensor| {
         let e = rel_err(ours, reference);
         report.push(format!("{what}: {e:.2e}"));
         checked += 1;
+        if e > worst.1 {
+            worst = (what.to_string(), e);
+        }
         assert!(e < TRAIN_TOL, "{what} rel err {e:e}\n{}", report.join("\n"));
     };
     compare_train_step(&fx, &varmap, &input, (&pred, &rep), check);
+    println!("{checked} train-mode comparisons, worst {}: {:.2e}", worst.0, worst.1);
     // Outputs, input gradient, and a head and abssum for each of the 178 parameters
     // that receive a gradient.
     assert!(checked > 300, "only {checked} comparisons");
