@@ -392,3 +392,80 @@ pub fn interpolated_position_embedding(pos_embed: &Tensor, h: usize, w: usize) -
     let patch = by_cols.reshape((1, gh * gw, d))?;
     Tensor::cat(&[&class, &patch], 1)
 }
+
+/// Meta's DINOv2 weights as the Hugging Face hub stores them (`facebook/dinov2-small`
+/// and its siblings, transformers' `Dinov2Model`) under this module's (timm's) names:
+/// `embeddings.*` → `cls_token`, `pos_embed`, `mask_token`, `patch_embed.proj.*`;
+/// `encoder.layer.N.*` → `blocks.N.*` with `attention.attention.{query,key,value}`
+/// stacked into `attn.qkv` (q; k; v along the output dimension, as timm's fused
+/// projection), `attention.output.dense` → `attn.proj`, `layer_scale{1,2}.lambda1` →
+/// `ls{1,2}.gamma`; `layernorm` → `norm`. A `dinov2.` prefix (the task models') is
+/// stripped; tensors of other heads (`classifier.*`, `pooler.*`) are dropped. Names
+/// that are already timm's pass through, so either layout converts.
+pub fn timm_from_hf(
+    tensors: std::collections::HashMap<String, Tensor>,
+) -> Result<std::collections::HashMap<String, Tensor>> {
+    use std::collections::{BTreeMap, HashMap};
+    let mut out = HashMap::new();
+    // (block, q|k|v, weight|bias) -> tensor, stacked once all three are there.
+    let mut qkv: BTreeMap<(usize, &'static str), [Option<Tensor>; 3]> = BTreeMap::new();
+    for (name, t) in tensors {
+        let name = name.strip_prefix("dinov2.").unwrap_or(&name).to_string();
+        let mapped = match name.as_str() {
+            "embeddings.cls_token" => "cls_token".to_string(),
+            "embeddings.mask_token" => "mask_token".to_string(),
+            "embeddings.position_embeddings" => "pos_embed".to_string(),
+            n if n.starts_with("embeddings.patch_embeddings.projection.") => {
+                n.replace("embeddings.patch_embeddings.projection.", "patch_embed.proj.")
+            }
+            n if n.starts_with("layernorm.") => n.replace("layernorm.", "norm."),
+            n if n.starts_with("encoder.layer.") => {
+                let rest = &n["encoder.layer.".len()..];
+                let (index, field) = rest.split_once('.').ok_or_else(|| {
+                    candle_core::Error::Msg(format!("unexpected DINOv2 tensor {n}"))
+                })?;
+                let block: usize = index.parse().map_err(|_| {
+                    candle_core::Error::Msg(format!("unexpected DINOv2 tensor {n}"))
+                })?;
+                if let Some(part) = field.strip_prefix("attention.attention.") {
+                    let (which, kind) = part.split_once('.').ok_or_else(|| {
+                        candle_core::Error::Msg(format!("unexpected DINOv2 tensor {n}"))
+                    })?;
+                    let slot = match which {
+                        "query" => 0,
+                        "key" => 1,
+                        "value" => 2,
+                        _ => candle_core::bail!("unexpected DINOv2 tensor {n}"),
+                    };
+                    let kind: &'static str = match kind {
+                        "weight" => "weight",
+                        "bias" => "bias",
+                        _ => candle_core::bail!("unexpected DINOv2 tensor {n}"),
+                    };
+                    qkv.entry((block, kind)).or_default()[slot] = Some(t);
+                    continue;
+                }
+                let field = field
+                    .replace("attention.output.dense.", "attn.proj.")
+                    .replace("layer_scale1.lambda1", "ls1.gamma")
+                    .replace("layer_scale2.lambda1", "ls2.gamma");
+                format!("blocks.{block}.{field}")
+            }
+            n if n.starts_with("classifier.") || n.starts_with("pooler.") => continue,
+            n => n.to_string(),
+        };
+        out.insert(mapped, t);
+    }
+    for ((block, kind), parts) in qkv {
+        let [Some(q), Some(k), Some(v)] = parts else {
+            candle_core::bail!(
+                "DINOv2 block {block}: the attention {kind} needs query, key and value, one is missing"
+            )
+        };
+        out.insert(
+            format!("blocks.{block}.attn.qkv.{kind}"),
+            Tensor::cat(&[&q, &k, &v], 0)?,
+        );
+    }
+    Ok(out)
+}
