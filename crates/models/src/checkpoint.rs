@@ -14,6 +14,8 @@ use crate::vars::named_vars;
 const NUM_BATCHES_TRACKED: &str = "num_batches_tracked";
 /// Prefix the original network puts on every backbone parameter.
 const BACKBONE_PREFIX: &str = "resnet_";
+/// DPT's encoder variables (UniMatch V2's `backbone` module).
+const VIT_PREFIX: &str = "backbone.";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
@@ -242,9 +244,35 @@ pub fn load_checkpoint_tensors(
 /// Initialises the backbone from ImageNet ResNet weights in torchvision naming
 /// (`conv1.*`, `bn1.*`, `layerN.i.*`; `fc.*` ignored), such as timm's
 /// `resnet101.tv_in1k` safetensors. The heads keep their initialisation.
+///
+/// For DPT (variables under `backbone.`) the file holds DINOv2's encoder, as
+/// `cargo xtask fetch-weights --backbone dinov2-s` writes it (timm names) or as the hub
+/// stores it (transformers' names, mapped by [`crate::vit::timm_from_hf`]).
 pub fn load_backbone(varmap: &VarMap, path: &Path) -> Result<(), CheckpointError> {
     let tensors = read_tensors(path)?;
     let known = named_vars(varmap)?;
+    if known.keys().any(|k| k.starts_with(VIT_PREFIX)) {
+        let tensors = crate::vit::timm_from_hf(tensors)?;
+        let mut unexpected: Vec<String> = tensors
+            .keys()
+            .filter(|k| !known.contains_key(&format!("{VIT_PREFIX}{k}")))
+            .cloned()
+            .collect();
+        unexpected.sort();
+        if !unexpected.is_empty() {
+            return Err(CheckpointError::Unexpected {
+                path: path.to_path_buf(),
+                count: unexpected.len(),
+                keys: format!(
+                    "{} (expected a DINOv2 encoder of the configured size, from `cargo xtask fetch-weights --backbone dinov2-s|dinov2-b|dinov2-l`)",
+                    list(&unexpected)
+                ),
+            });
+        }
+        return assign(varmap, &tensors, path, |name| {
+            name.strip_prefix(VIT_PREFIX).map(str::to_string)
+        });
+    }
     let mut unexpected: Vec<String> = tensors
         .keys()
         .filter(|k| {

@@ -44,4 +44,4 @@ pub use precision::Precision;
 pub use resnet::Backbone;
 pub use segment::{PredictOptions, Prediction, RgbImage, SegmentError, Segmenter, SlidingWindow};
 pub use sync_bn::SyncBn;
-pub use vars::{is_running_stat, is_trainable, named_vars, trainable_vars};
+pub use vars::{is_encoder, is_running_stat, is_trainable, named_vars, trainable_vars};

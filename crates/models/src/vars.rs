@@ -21,6 +21,13 @@ pub fn is_trainable(name: &str) -> bool {
     !is_running_stat(name)
 }
 
+/// True for the encoder's variables (the ResNet's `resnet_*`, DINOv2's `backbone.*`):
+/// the group that a pretrained backbone trains at the base learning rate, while the
+/// decoder and heads may take a multiple of it.
+pub fn is_encoder(name: &str) -> bool {
+    name.starts_with("resnet_") || name.starts_with("backbone.")
+}
+
 /// Every variable of `varmap`, sorted by name (so iteration never depends on a hash
 /// map's order). A map poisoned by an earlier panic is an error, not a panic.
 pub fn named_vars(varmap: &VarMap) -> Result<BTreeMap<String, Var>> {

@@ -19,7 +19,7 @@ use crate::reports::metrics::{ConfusionMatrix, SegMetrics};
 /// Class ids `[B,H,W]` predicted for `images [B,3,H,W]` at their full size.
 pub fn predict_classes(model: &Network, images: &Tensor) -> anyhow::Result<Tensor> {
     let (_, _, h, w) = images.dims4()?;
-    let (pred, _) = model.forward_no_grad(images, false)?;
+    let (pred, _) = model.forward_no_grad(&model.fit_input(images)?, false)?;
     Ok(resize_bilinear(&pred, h, w, true)?.argmax(1)?)
 }
 
@@ -90,7 +90,8 @@ pub fn evaluate_with_relation(
     let metrics = evaluate_with(mc.num_classes, ds, ids, num_threads, |batch| {
         let images = batch.images.to_device(device)?;
         let (_, _, h, w) = images.dims4()?;
-        let (pred, rep) = model.forward_no_grad(&images, false)?;
+        // DPT takes patch multiples: other sizes are resized to the nearest ones.
+        let (pred, rep) = model.forward_no_grad(&model.fit_input(&images)?, false)?;
         let labels = batch.labels.to_device(device)?;
         means
             .add(&rep, &labels)

@@ -531,6 +531,15 @@ impl Segmenter {
         let (h, w) = (images.h, images.w);
         let mut sum = Planes::zeros(batch * classes, h, w);
         let mut count = vec![0u16; h * w];
+        // DPT's tiles are patch multiples (512 becomes 518), so that each runs on the
+        // patch grid without resizing.
+        let window = match self.meta.network.takes_vit() {
+            true => SlidingWindow {
+                tile: crate::dpt::nearest_patch_multiple(window.tile),
+                stride: window.stride,
+            },
+            false => *window,
+        };
         for (y0, x0, th, tw) in window.tiles(h, w) {
             let mut tile = Planes::zeros(batch * 3, th, tw);
             for (dst, src) in tile.data.chunks_mut(th * tw).zip(images.data.chunks(h * w)) {

@@ -40,17 +40,21 @@ pub struct TrainArgs {
     /// Add the ReCo loss (`--reco false` to turn it off).
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub reco: Option<bool>,
-    /// deeplabv3p (the paper's) or deeplabv2 (the original's ResNet-101 at output stride 8;
-    /// set --output-stride 8 for that, any backbone and stride are allowed).
+    /// deeplabv3p (the paper's), deeplabv2 (the original's ResNet-101 at output stride 8;
+    /// set --output-stride 8 for that, any backbone and stride are allowed) or dpt (DPT on
+    /// DINOv2 as UniMatch V2; its defaults become UniMatch V2's recipe: dinov2-s, AdamW,
+    /// lr 5e-6 with the head at 40x, crops of 518 on Pascal).
     #[arg(long)]
     pub network: Option<String>,
-    /// resnet18, resnet34, resnet50, resnet101 or resnet152.
+    /// resnet18, resnet34, resnet50, resnet101 or resnet152 (DeepLab); dinov2-s, dinov2-b
+    /// or dinov2-l (DPT).
     #[arg(long)]
     pub backbone: Option<String>,
-    /// 8, 16 or 32.
+    /// 8, 16 or 32 (DPT: 14, the patch size).
     #[arg(long)]
     pub output_stride: Option<usize>,
-    /// ImageNet backbone weights (safetensors, torchvision names), from `cargo xtask fetch-weights`.
+    /// Pretrained encoder weights from `cargo xtask fetch-weights --backbone NAME`:
+    /// ImageNet ResNets (torchvision names) or DINOv2 (timm names, or the hub's).
     #[arg(long)]
     pub pretrained: Option<PathBuf>,
     /// Training steps.
@@ -72,9 +76,23 @@ pub struct TrainArgs {
     /// Side of the square training crops, pixels.
     #[arg(long)]
     pub crop_size: Option<usize>,
-    /// Initial learning rate of SGD (then the poly schedule).
+    /// Initial learning rate (then the poly schedule); of the encoder when
+    /// --head-lr-multiplier is not 1.
     #[arg(long)]
     pub lr: Option<f64>,
+    /// sgd (nesterov, the original's) or adamw (UniMatch V2's, DPT's default).
+    #[arg(long, value_enum)]
+    pub optimizer: Option<crate::optim::OptimizerKind>,
+    /// Weight decay: SGD's L2 term (default 5e-4) or AdamW's decoupled one (0.01).
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// Learning rate of the decoder and heads as a multiple of --lr (default 1; 40 for DPT
+    /// on a pretrained DINOv2, as UniMatch V2).
+    #[arg(long)]
+    pub head_lr_multiplier: Option<f64>,
+    /// Steps of linear warmup from 0 to the scheduled learning rate (default 0).
+    #[arg(long)]
+    pub warmup_iters: Option<usize>,
     /// Largest hue shift of the colour jitter (original 0.25; synthetic default 0.05).
     #[arg(long)]
     pub hue_jitter: Option<f32>,
@@ -142,8 +160,19 @@ pub struct TrainArgs {
 impl TrainArgs {
     pub fn resolve(&self) -> anyhow::Result<TrainConfig> {
         let mut c = match &self.config {
-            Some(path) => TrainConfig::from_file(path, self.data.dataset)?,
-            None => TrainConfig::for_dataset(self.data.dataset.unwrap_or(DatasetKind::Synthetic)),
+            Some(path) => TrainConfig::from_file(path, self.data.dataset, self.network.as_deref())?,
+            None => {
+                let network = match &self.network {
+                    Some(n) => n
+                        .parse::<reco_models::NetworkKind>()
+                        .map_err(|e| anyhow::anyhow!("--network: {e}"))?,
+                    None => reco_models::NetworkKind::default(),
+                };
+                TrainConfig::for_recipe(
+                    self.data.dataset.unwrap_or(DatasetKind::Synthetic),
+                    network,
+                )
+            }
         };
         // Every flag of a setting overrides it when given (the test below checks that
         // none is left out).
@@ -167,6 +196,10 @@ impl TrainArgs {
             batch_size,
             crop_size,
             lr,
+            optimizer,
+            weight_decay,
+            head_lr_multiplier,
+            warmup_iters,
             hue_jitter,
             epoch_iters,
             seed,
@@ -447,6 +480,12 @@ mod tests {
             e("batch-size", v("3"), |_, c| c.batch_size == 3),
             e("crop-size", v("97"), |_, c| c.crop_size == 97),
             e("lr", v("0.5"), |_, c| c.lr == 0.5),
+            e("optimizer", v("adamw"), |_, c| {
+                c.optimizer == crate::optim::OptimizerKind::AdamW
+            }),
+            e("weight-decay", v("0.03"), |_, c| c.weight_decay == 0.03),
+            e("head-lr-multiplier", v("4"), |_, c| c.head_lr_multiplier == 4.0),
+            e("warmup-iters", v("5"), |_, c| c.warmup_iters == 5),
             e("hue-jitter", v("0.125"), |_, c| c.hue_jitter == 0.125),
             e("epoch-iters", v("7"), |_, c| c.epoch_iters == 7),
             e("seed", v("5"), |_, c| c.seed == 5),

@@ -1,15 +1,81 @@
 //! What candle lacks for the original's optimisation (docs/design.md, candle gap 7): SGD with
 //! momentum, nesterov and weight decay exactly as `torch.optim.SGD`, the poly learning
-//! rate of the original (`PolyLR`, stepped per epoch), and the mean-teacher EMA.
+//! rate of the original (`PolyLR`, stepped per epoch), and the mean-teacher EMA; and for
+//! foundation backbones AdamW with a learning-rate factor per parameter group
+//! ([`adamw`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use candle_core::{backprop::GradStore, Result, Tensor, Var};
 
+mod adamw;
 mod cpu;
 mod loss_scale;
 
+pub use adamw::{AdamW, AdamWConfig};
 pub use loss_scale::{LossScaler, Verdict, MAX_SKIPS_IN_A_ROW};
+
+/// Which optimiser a run uses (`--optimizer`, config key `optimizer`).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// Nesterov SGD, the original's (and the DeepLabs' default).
+    #[default]
+    Sgd,
+    /// AdamW, UniMatch V2's for DINOv2 (DPT's default).
+    #[value(name = "adamw")]
+    AdamW,
+}
+
+/// The run's optimiser, either kind behind one step and one saved state.
+pub enum Optimizer {
+    Sgd(Sgd),
+    AdamW(AdamW),
+}
+
+/// The state-file prefix of SGD's momentum buffers.
+const MOMENTUM: &str = "momentum/";
+
+impl Optimizer {
+    pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
+        match self {
+            Optimizer::Sgd(o) => o.step(grads, lr),
+            Optimizer::AdamW(o) => o.step(grads, lr),
+        }
+    }
+
+    /// The optimiser's state as named tensors for the run's state file.
+    pub fn state_tensors(&self) -> Result<Vec<(String, Tensor)>> {
+        match self {
+            Optimizer::Sgd(o) => Ok(o
+                .buffers()
+                .iter()
+                .map(|(k, v)| (format!("{MOMENTUM}{k}"), v.clone()))
+                .collect()),
+            Optimizer::AdamW(o) => o.state_tensors(),
+        }
+    }
+
+    /// Restores [`Optimizer::state_tensors`] from a state file's tensors.
+    pub fn load_state(&mut self, tensors: &HashMap<String, Tensor>) -> Result<()> {
+        match self {
+            Optimizer::Sgd(o) => {
+                o.set_buffers(
+                    tensors
+                        .iter()
+                        .filter_map(|(k, t)| {
+                            k.strip_prefix(MOMENTUM).map(|n| (n.to_string(), t.clone()))
+                        })
+                        .collect(),
+                );
+                Ok(())
+            }
+            Optimizer::AdamW(o) => o.load_state(tensors),
+        }
+    }
+}
 
 /// `torch.optim.SGD(params, lr, momentum, weight_decay, nesterov=True)` (dampening 0):
 /// `g ← ∇ + wd·p; b ← g (first step) or μ·b + g; p ← p − lr·(g + μ·b)`.
@@ -18,6 +84,8 @@ pub struct Sgd {
     momentum: f64,
     weight_decay: f64,
     buffers: BTreeMap<String, Tensor>,
+    /// Factors on the learning rate by parameter name (absent: 1).
+    lr_factors: BTreeMap<String, f64>,
 }
 
 impl Sgd {
@@ -29,7 +97,14 @@ impl Sgd {
             momentum,
             weight_decay,
             buffers: BTreeMap::new(),
+            lr_factors: BTreeMap::new(),
         }
+    }
+
+    /// Parameters whose learning rate is the scheduled one times a factor (e.g. a head
+    /// trained faster than its pretrained encoder).
+    pub fn with_lr_factors(self, lr_factors: BTreeMap<String, f64>) -> Self {
+        Self { lr_factors, ..self }
     }
 
     /// One update with learning rate `lr`. A parameter without gradient is left as is
@@ -39,6 +114,7 @@ impl Sgd {
             let Some(grad) = grads.get(var.as_tensor()) else {
                 continue;
             };
+            let lr = lr * self.lr_factors.get(name).copied().unwrap_or(1.0);
             let p = var.as_detached_tensor();
             if cpu::use_kernels(&p) {
                 // Two in-place passes; the first step's buffer starts at 0, so μ·0 + g = g.

@@ -129,7 +129,7 @@ pub fn explain_sample(
 ) -> anyhow::Result<[RgbImage; 3]> {
     let (w, h) = (photo.width() as usize, photo.height() as usize);
     let e = explain_photo(photo, thresholds, device, |x| {
-        Ok(model.forward_no_grad(x, false)?.0)
+        Ok(model.forward_no_grad(&model.fit_input(x)?, false)?.0)
     })?;
     let prediction = reco_data::colorize(&e.classes, w, h, palette)?;
     Ok([prediction, e.confidence, e.hard])

@@ -10,6 +10,8 @@ use reco_loss::{ReCoConfig, ThresholdSchedule};
 use reco_models::{Backbone, CheckpointMeta, DeepLabConfig, NetworkKind, Precision};
 use serde::{Deserialize, Serialize};
 
+use crate::optim::{AdamWConfig, OptimizerKind};
+
 /// Iterations per epoch of the original's poly schedule (it steps the schedule per epoch
 /// of 200 iterations).
 pub const ORIGINAL_EPOCH_ITERS: usize = 200;
@@ -65,9 +67,25 @@ pub struct TrainConfig {
     /// colour wheel).
     pub hue_jitter: f32,
     pub lr: f64,
+    /// sgd (the original's nesterov SGD) or adamw (UniMatch V2's for DINOv2).
+    pub optimizer: OptimizerKind,
+    /// SGD's momentum.
     pub momentum: f64,
+    /// SGD's L2 weight decay, or AdamW's decoupled one.
     pub weight_decay: f64,
-    /// Iterations per epoch of the poly schedule (the original steps it per epoch).
+    /// AdamW's β1, β2 and ε.
+    pub adam_betas: [f64; 2],
+    pub adam_eps: f64,
+    /// The learning rate of every parameter outside the encoder (decoder and heads) is
+    /// `lr` times this (UniMatch V2's `lr_multi`: 40 with a pretrained DINOv2).
+    pub head_lr_multiplier: f64,
+    /// Steps of linear warmup from 0 to the scheduled learning rate (0: none, as the
+    /// original and UniMatch V2).
+    pub warmup_iters: usize,
+    /// The poly schedule never goes below this (the original: 1e-6; UniMatch V2: 0).
+    pub lr_floor: f64,
+    /// Iterations per epoch of the poly schedule (the original steps it per epoch;
+    /// UniMatch V2 per iteration, i.e. 1).
     pub epoch_iters: usize,
     pub ema_decay: f64,
     pub seed: u64,
@@ -134,8 +152,14 @@ impl TrainConfig {
             scale_max: d.scale_range.1,
             hue_jitter: 0.25,
             lr: 2.5e-3,
+            optimizer: OptimizerKind::Sgd,
             momentum: 0.9,
             weight_decay: 5e-4,
+            adam_betas: [0.9, 0.999],
+            adam_eps: 1e-8,
+            head_lr_multiplier: 1.0,
+            warmup_iters: 0,
+            lr_floor: 1e-6,
             epoch_iters: ORIGINAL_EPOCH_ITERS,
             ema_decay: 0.99,
             seed: 0,
@@ -180,9 +204,63 @@ impl TrainConfig {
         cfg
     }
 
+    /// The defaults for `dataset` trained with `network`: [`TrainConfig::for_dataset`]
+    /// for the DeepLabs; for DPT, UniMatch V2's recipe (`configs/*.yaml`,
+    /// `unimatch_v2.py`): DINOv2-S, AdamW (0.9, 0.999) with weight decay 0.01, lr 5e-6
+    /// for the encoder and 40x for the decoder and heads, poly (power 0.9) per iteration
+    /// down to 0, crops of 518 (Pascal) or 798 (Cityscapes), other datasets' crops at the
+    /// nearest multiple of 14. The rest of the step (mean teacher and its decay, the
+    /// losses and thresholds, ClassMix, ReCo) stays ReCo's.
+    pub fn for_recipe(dataset: DatasetKind, network: NetworkKind) -> Self {
+        let mut cfg = Self::for_dataset(dataset);
+        cfg.network = network.name().to_string();
+        if network != NetworkKind::Dpt {
+            return cfg;
+        }
+        cfg.backbone = Backbone::Dinov2Small.name().to_string();
+        cfg.output_stride = reco_models::DPT_OUTPUT_STRIDE;
+        cfg.optimizer = OptimizerKind::AdamW;
+        let adamw = AdamWConfig::default();
+        cfg.adam_betas = [adamw.beta1, adamw.beta2];
+        cfg.adam_eps = adamw.eps;
+        cfg.weight_decay = adamw.weight_decay;
+        cfg.lr = 5e-6;
+        cfg.head_lr_multiplier = 40.0;
+        cfg.epoch_iters = 1;
+        cfg.lr_floor = 0.0;
+        cfg.crop_size = match dataset {
+            DatasetKind::Pascal => 518,
+            DatasetKind::Cityscapes => 798,
+            _ => reco_models::dpt::nearest_patch_multiple(cfg.crop_size),
+        };
+        if dataset == DatasetKind::Synthetic {
+            // From random weights (no pretrained DINOv2 for a dataset of squares and
+            // discs), the fine-tuning rate would leave the encoder where it starts.
+            cfg.lr = 1e-4;
+            cfg.head_lr_multiplier = 10.0;
+        }
+        cfg
+    }
+
+    /// The AdamW settings of this run.
+    pub fn adamw_config(&self) -> AdamWConfig {
+        AdamWConfig {
+            beta1: self.adam_betas[0],
+            beta2: self.adam_betas[1],
+            eps: self.adam_eps,
+            weight_decay: self.weight_decay,
+        }
+    }
+
     /// Reads a JSON file with any subset of the keys, on top of the dataset defaults
     /// (the file's `dataset`, or `dataset` when the file names none).
-    pub fn from_file(path: &Path, dataset: Option<DatasetKind>) -> anyhow::Result<Self> {
+    /// The defaults under the file's keys follow the network: `network` when given (the
+    /// flag), else the file's `network`, else DeepLabV3+ ([`TrainConfig::for_recipe`]).
+    pub fn from_file(
+        path: &Path,
+        dataset: Option<DatasetKind>,
+        network: Option<&str>,
+    ) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
         let value: serde_json::Value = serde_json::from_str(&text)
@@ -194,7 +272,16 @@ impl TrainConfig {
             ),
             None => None,
         };
-        let base = Self::for_dataset(dataset.or(file_dataset).unwrap_or(DatasetKind::Synthetic));
+        let network = match network.or(value.get("network").and_then(|v| v.as_str())) {
+            Some(n) => n
+                .parse::<NetworkKind>()
+                .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?,
+            None => NetworkKind::DeepLabV3Plus,
+        };
+        let base = Self::for_recipe(
+            dataset.or(file_dataset).unwrap_or(DatasetKind::Synthetic),
+            network,
+        );
         let mut merged = serde_json::to_value(base)?;
         if let (Some(m), Some(o)) = (merged.as_object_mut(), value.as_object()) {
             for (k, v) in o {
@@ -297,12 +384,51 @@ impl TrainConfig {
 
     /// Checks what flags alone cannot, naming the setting and the fix.
     pub fn validate(&self) -> anyhow::Result<()> {
-        self.network()?;
-        self.backbone()?;
-        if ![8, 16, 32].contains(&self.output_stride) {
+        let network = self.network()?;
+        let backbone = self.backbone()?;
+        if network.takes_vit() != backbone.is_vit() {
+            bail!(
+                "--network {network} cannot take --backbone {backbone}: dpt takes dinov2-s, dinov2-b or dinov2-l, deeplabv3p and deeplabv2 a resnet"
+            );
+        }
+        if network.takes_vit() {
+            let patch = reco_models::DPT_OUTPUT_STRIDE;
+            if self.output_stride != patch {
+                bail!(
+                    "--output-stride must be {patch} with --network dpt (DINOv2's patch size), got {}",
+                    self.output_stride
+                );
+            }
+            if self.crop_size % patch != 0 {
+                let below = self.crop_size / patch * patch;
+                bail!(
+                    "--crop-size must be a multiple of {patch} (DINOv2's patch size) with --network dpt, got {}: use {} or {}",
+                    self.crop_size,
+                    below.max(patch),
+                    below + patch
+                );
+            }
+        } else if ![8, 16, 32].contains(&self.output_stride) {
             bail!(
                 "--output-stride must be 8, 16 or 32, got {}",
                 self.output_stride
+            );
+        }
+        if !(self.head_lr_multiplier > 0.0 && self.head_lr_multiplier.is_finite()) {
+            bail!(
+                "--head-lr-multiplier must be a positive number, got {}",
+                self.head_lr_multiplier
+            );
+        }
+        if !(self.lr_floor >= 0.0 && self.lr_floor.is_finite()) {
+            bail!("lr_floor must be a number >= 0, got {}", self.lr_floor);
+        }
+        let [b1, b2] = self.adam_betas;
+        if !((0.0..1.0).contains(&b1) && (0.0..1.0).contains(&b2)) || !(self.adam_eps > 0.0) {
+            bail!(
+                "adam_betas must lie in [0, 1) and adam_eps be positive, got {:?} and {}",
+                self.adam_betas,
+                self.adam_eps
             );
         }
         if self.iters == 0 {

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::config::{TrainConfig, TrainMode};
 use super::seeds::RankSeeds;
 use crate::distributed::{self, ProcessGroup, SingleProcess, SyncBnGroup};
-use crate::optim::{Ema, LossScaler, Sgd, Verdict, MAX_SKIPS_IN_A_ROW};
+use crate::optim::{AdamW, Ema, LossScaler, Optimizer, OptimizerKind, Sgd, Verdict, MAX_SKIPS_IN_A_ROW};
 
 /// Stream tags of the per-run and per-step seeds, one per kind of random decision.
 pub(crate) const TAG_INIT: u64 = 1;
@@ -136,7 +136,7 @@ pub struct Learner {
     pub device: Device,
     pub student: Network,
     pub regime: Regime,
-    pub(crate) sgd: Sgd,
+    pub(crate) optimizer: Optimizer,
     /// The ranks this learner trains with (one process: [`SingleProcess`]).
     group: Arc<dyn ProcessGroup>,
     /// This rank's step seeds (mixing, ReCo sampling).
@@ -196,11 +196,7 @@ impl Learner {
             .context("broadcasting rank 0's initial weights")?;
         let grad_vars = student.trainable_vars()?.into_values().collect();
         let seeds = RankSeeds::new(cfg.seed, group.rank(), group.world_size());
-        let sgd = Sgd::new(
-            student.trainable_vars()?.into_iter().collect(),
-            cfg.momentum,
-            cfg.weight_decay,
-        );
+        let optimizer = build_optimizer(&cfg, student.trainable_vars()?);
         let scaler = cfg.precision.needs_loss_scaling().then(LossScaler::default);
         let regime = match cfg.mode {
             TrainMode::Sup => Regime::Supervised,
@@ -213,7 +209,7 @@ impl Learner {
             device,
             student,
             regime,
-            sgd,
+            optimizer,
             group,
             seeds,
             grad_vars,
@@ -336,7 +332,7 @@ impl Learner {
     }
 
     fn sgd_step(&mut self, grads: &GradStore, lr: f64) -> anyhow::Result<()> {
-        Ok(self.sgd.step(grads, lr)?)
+        Ok(self.optimizer.step(grads, lr)?)
     }
 
     /// The teacher follows the student (nothing to do when supervised).
@@ -477,6 +473,40 @@ impl Losses {
             reco: scalar(self.reco.as_ref())?,
             total: scalar(Some(&self.total))?,
         })
+    }
+}
+
+/// The run's optimiser over the student's trainable variables: the encoder at the
+/// scheduled learning rate, the decoder and heads at `head_lr_multiplier` times it.
+fn build_optimizer(cfg: &TrainConfig, vars: BTreeMap<String, Var>) -> Optimizer {
+    let factor = |name: &str| {
+        if reco_models::is_encoder(name) {
+            1.0
+        } else {
+            cfg.head_lr_multiplier
+        }
+    };
+    match cfg.optimizer {
+        OptimizerKind::Sgd => {
+            let factors = vars
+                .keys()
+                .filter(|n| factor(n) != 1.0)
+                .map(|n| (n.clone(), factor(n)))
+                .collect();
+            Optimizer::Sgd(
+                Sgd::new(vars.into_iter().collect(), cfg.momentum, cfg.weight_decay)
+                    .with_lr_factors(factors),
+            )
+        }
+        OptimizerKind::AdamW => Optimizer::AdamW(AdamW::new(
+            vars.into_iter()
+                .map(|(n, v)| {
+                    let f = factor(&n);
+                    (n, v, f)
+                })
+                .collect(),
+            cfg.adamw_config(),
+        )),
     }
 }
 

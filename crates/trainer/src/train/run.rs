@@ -53,10 +53,20 @@ pub enum Resume {
     Auto,
 }
 
-/// The poly schedule of the original: `(1 - epoch/epochs)^POLY_POWER`, never below
-/// `POLY_FLOOR` (the length of an epoch is the `epoch_iters` setting, 200 in the original).
+/// The poly schedule's power, the original's and UniMatch V2's.
 const POLY_POWER: f64 = 0.9;
-const POLY_FLOOR: f64 = 1e-6;
+
+/// The learning rate at `step` of `total`: the poly schedule `(1 − epoch/epochs)^0.9`
+/// never below `lr_floor` (an epoch is `epoch_iters` steps: 200 in the original, 1 in
+/// UniMatch V2), after a linear warmup over the first `warmup_iters` steps.
+pub fn scheduled_lr(cfg: &TrainConfig, step: usize, total: usize) -> f64 {
+    let lr = poly_lr(cfg.lr, step, cfg.epoch_iters, total, POLY_POWER, cfg.lr_floor);
+    if step < cfg.warmup_iters {
+        lr * (step + 1) as f64 / cfg.warmup_iters as f64
+    } else {
+        lr
+    }
+}
 
 /// What the run reports when it ends.
 pub struct RunSummary {
@@ -326,14 +336,7 @@ impl Trainer {
         let mut acc = StepLosses::default();
         let mut acc_n = 0usize;
         while self.step < total {
-            let lr = poly_lr(
-                self.cfg.lr,
-                self.step,
-                self.cfg.epoch_iters,
-                total,
-                POLY_POWER,
-                POLY_FLOOR,
-            );
+            let lr = scheduled_lr(&self.cfg, self.step, total);
             let lb = next_batch(&mut labelled, "labelled")?;
             let ub = match unlabelled.as_mut() {
                 None => None,

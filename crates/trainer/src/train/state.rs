@@ -70,9 +70,7 @@ pub(crate) fn save(
             tensors.push((format!("teacher/{k}"), v.as_detached_tensor()));
         }
     }
-    for (k, v) in learner.sgd.buffers() {
-        tensors.push((format!("momentum/{k}"), v.clone()));
-    }
+    tensors.extend(learner.optimizer.state_tensors()?);
     let tensors: Vec<(String, Tensor)> = tensors
         .into_iter()
         .map(|(k, t)| Ok((k, t.to_device(&Device::Cpu)?)))
@@ -143,14 +141,10 @@ pub(crate) fn load(
         set("teacher", t.net.named_vars()?)?;
         t.ema.updates = meta.ema_updates;
     }
-    let buffers = tensors
-        .iter()
-        .filter_map(|(k, t)| {
-            k.strip_prefix("momentum/")
-                .map(|n| (n.to_string(), t.clone()))
-        })
-        .collect();
-    learner.sgd.set_buffers(buffers);
+    learner
+        .optimizer
+        .load_state(&tensors)
+        .with_context(|| format!("cannot restore the optimiser from {}", path.display()))?;
     if learner.scaler.is_some() {
         let values = meta.loss_scale.with_context(|| {
             format!("{} holds no loss scale for --precision f16", path.display())
