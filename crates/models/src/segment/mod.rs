@@ -531,11 +531,11 @@ impl Segmenter {
         let (h, w) = (images.h, images.w);
         let mut sum = Planes::zeros(batch * classes, h, w);
         let mut count = vec![0u16; h * w];
-        // DPT's tiles are patch multiples (512 becomes 518), so that each runs on the
-        // patch grid without resizing.
+        // DPT's tiles are patch multiples, rounded up (512 becomes 518), so that each
+        // runs on the patch grid without resizing.
         let window = match self.meta.network.takes_vit() {
             true => SlidingWindow {
-                tile: crate::dpt::nearest_patch_multiple(window.tile),
+                tile: window.tile.div_ceil(crate::vit::PATCH_SIZE) * crate::vit::PATCH_SIZE,
                 stride: window.stride,
             },
             false => *window,
