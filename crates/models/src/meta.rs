@@ -556,9 +556,10 @@ pub fn resolve_meta(path: &Path, fallback: &MetaFallback) -> Result<CheckpointMe
         dataset: fallback.dataset.clone(),
         class_names: fallback.class_names.clone(),
         normalization: fallback.normalization.unwrap_or_default(),
-        assumed: match fallback.output_stride {
-            Some(_) => Vec::new(),
-            None => vec![ASSUMED_OUTPUT_STRIDE.to_string()],
+        // DPT's stride is its patch size, a fact of the weights, never an assumption.
+        assumed: match fallback.output_stride.is_some() || arch.network.takes_vit() {
+            true => Vec::new(),
+            false => vec![ASSUMED_OUTPUT_STRIDE.to_string()],
         },
     };
     meta.check_values(path)?;

@@ -20,6 +20,18 @@ fn small_cfg() -> DeepLabConfig {
     small_config(4, 8)
 }
 
+/// [`small_cfg`] for the DeepLabs; DINOv2-S (the smallest) for DPT.
+fn cfg_for(kind: NetworkKind) -> DeepLabConfig {
+    match kind {
+        NetworkKind::Dpt => DeepLabConfig {
+            backbone: reco_models::Backbone::Dinov2Small,
+            output_stride: reco_models::DPT_OUTPUT_STRIDE,
+            ..small_cfg()
+        },
+        _ => small_cfg(),
+    }
+}
+
 fn export(dir: &Path, kind: NetworkKind, cfg: &DeepLabConfig) -> (PathBuf, Network) {
     let (varmap, net) = formula_network(kind, cfg, DType::F32);
     let path = dir.join(format!("{kind}.safetensors"));
@@ -84,7 +96,9 @@ fn folded_batch_norm_matches_the_unfolded_network() {
 /// The trainer's evaluation: logits upsampled (align_corners) then softmax.
 fn reference_probabilities(net: &Network, x: &Tensor) -> Tensor {
     let (_, _, h, w) = x.dims4().unwrap();
-    let (pred, _) = net.forward_no_grad(&imagenet_normalize(x), false).unwrap();
+    // DPT evaluates an image off the patch grid resized to the nearest multiples of 14.
+    let x = net.fit_input(&imagenet_normalize(x)).unwrap();
+    let (pred, _) = net.forward_no_grad(&x, false).unwrap();
     let up = reco_models::ops::resize_bilinear(&pred, h, w, true).unwrap();
     candle_nn::ops::softmax(&up, 1).unwrap()
 }
@@ -93,7 +107,7 @@ fn reference_probabilities(net: &Network, x: &Tensor) -> Tensor {
 fn both_loaders_predict_like_the_network() {
     let dir = tempfile::tempdir().unwrap();
     for kind in NetworkKind::all() {
-        let (path, net) = export(dir.path(), kind, &small_cfg());
+        let (path, net) = export(dir.path(), kind, &cfg_for(kind));
         let x = image(50, 70);
         let reference = reference_probabilities(&net, &x);
         // The project's loader: metadata, then a strict VarMap load.
@@ -258,6 +272,14 @@ fn files_without_metadata_load_from_shapes_and_the_given_output_stride() {
         &reference_probabilities(&net, &x),
     );
     assert!(e < 1e-5, "{e:e}");
+    // A DPT file without metadata: network, encoder size, classes and representation
+    // size from the shapes; the stride (the patch size) known, not assumed.
+    let (dpt, _) = export(dir.path(), NetworkKind::Dpt, &cfg_for(NetworkKind::Dpt));
+    let bare = rewrite_metadata(&dpt, |m| m.clear());
+    let meta = reco_models::resolve_meta(&bare, &MetaFallback::default()).unwrap();
+    assert_eq!(meta.config(), cfg_for(NetworkKind::Dpt));
+    assert_eq!(meta.network, NetworkKind::Dpt);
+    assert!(meta.assumed.is_empty(), "{:?}", meta.assumed);
     // The reference fixtures' flat keys describe the network too.
     let meta = reco_models::resolve_meta(
         &fixture("deeplabv2_resnet101.safetensors"),
