@@ -21,6 +21,7 @@ pub const MEASUREMENTS: [&str; 4] = ["train", "eval", "reco", "save"];
 /// What is measured: the network, the batch and the device.
 #[derive(Clone, Debug)]
 pub struct Workload {
+    pub network: reco_models::NetworkKind,
     pub backbone: String,
     /// Labelled (= unlabelled) crops per train step.
     pub batch: usize,
@@ -124,8 +125,9 @@ fn timing((median, min, host_copies): (f64, f64, f64), images: usize) -> Timing 
     }
 }
 
-fn pascal_config(w: &Workload) -> TrainConfig {
-    let mut cfg = TrainConfig::for_dataset(DatasetKind::Pascal);
+/// The Pascal VOC recipe of the workload's network, at its backbone, batch and crop.
+pub fn pascal_config(w: &Workload) -> TrainConfig {
+    let mut cfg = TrainConfig::for_recipe(DatasetKind::Pascal, w.network);
     cfg.backbone = w.backbone.clone();
     cfg.batch_size = w.batch;
     cfg.crop_size = w.crop;
@@ -146,8 +148,9 @@ pub fn measure(what: &str, work: &Workload, device: &Device) -> anyhow::Result<T
             let mut learner = Learner::new(cfg, device.clone())?;
             let lb = random_batch(batch, work.crop, classes, 1, device)?;
             let ub = random_batch(batch, work.crop, classes, 2, device)?;
+            let lr = learner.cfg.lr;
             let runs = time_runs(work.runs, device, |i| {
-                learner.step(&lb, Some(&ub), i, 2.5e-3)?;
+                learner.step(&lb, Some(&ub), i, lr)?;
                 Ok(())
             })?;
             Ok(timing(runs, 2 * batch))
@@ -197,7 +200,8 @@ pub fn measure(what: &str, work: &Workload, device: &Device) -> anyhow::Result<T
             // One step first, so that the momentum buffers exist as in a running job.
             let lb = random_batch(batch, work.crop, classes, 1, device)?;
             let ub = random_batch(batch, work.crop, classes, 2, device)?;
-            learner.step(&lb, Some(&ub), 0, 2.5e-3)?;
+            let lr = learner.cfg.lr;
+            learner.step(&lb, Some(&ub), 0, lr)?;
             let dir = std::env::temp_dir().join(format!("reco-bench-save-{}", std::process::id()));
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;

@@ -14,14 +14,20 @@ use crate::bench::{measure, Workload, MEASUREMENTS};
 pub struct BenchArgs {
     #[command(flatten)]
     pub device: DeviceArgs,
-    #[arg(long, default_value = "resnet101")]
-    pub backbone: String,
+    /// deeplabv3p, deeplabv2 or dpt, with its Pascal VOC recipe (`trainer train`'s).
+    #[arg(long, default_value = "deeplabv3p")]
+    pub network: String,
+    /// The encoder (default: the recipe's, resnet101 for the DeepLabs, dinov2-s for DPT).
+    #[arg(long)]
+    pub backbone: Option<String>,
     /// Labelled (= unlabelled) crops per train step: default 10 (the original) on CUDA,
     /// 2 on the CPU.
     #[arg(long)]
     pub batch: Option<usize>,
-    #[arg(long, default_value_t = 321)]
-    pub crop: usize,
+    /// Side of the training crops (default: the recipe's, 321 for the DeepLabs, 518 for
+    /// DPT).
+    #[arg(long)]
+    pub crop: Option<usize>,
     /// Timed runs per measurement (after one warm-up run).
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
@@ -43,17 +49,27 @@ pub struct BenchArgs {
     pub child: bool,
 }
 
-/// The workload of the flags, with `batch` crops.
-fn workload(args: &BenchArgs, batch: usize) -> Workload {
-    Workload {
-        backbone: args.backbone.clone(),
+/// The workload of the flags, with `batch` crops; the network's Pascal recipe fills
+/// the backbone and the crop the flags leave out.
+fn workload(args: &BenchArgs, batch: usize) -> anyhow::Result<Workload> {
+    let network: reco_models::NetworkKind = args
+        .network
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--network: {e}"))?;
+    let recipe = crate::train::config::TrainConfig::for_recipe(
+        reco_data::DatasetKind::Pascal,
+        network,
+    );
+    Ok(Workload {
+        network,
+        backbone: args.backbone.clone().unwrap_or(recipe.backbone),
         batch,
-        crop: args.crop,
+        crop: args.crop.unwrap_or(recipe.crop_size),
         runs: args.runs,
         device: args.device.name().to_string(),
         precision: args.precision,
         tf32: args.tf32,
-    }
+    })
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
@@ -73,7 +89,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             .only
             .first()
             .context("--child needs one --only measurement")?;
-        let t = measure(what, &workload(args, batch), &device)?;
+        let t = measure(what, &workload(args, batch)?, &device)?;
         println!(
             "{} {} {} {} {}",
             t.median,
@@ -85,12 +101,21 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let exe = std::env::current_exe().context("cannot find the trainer executable")?;
+    let work = workload(args, batch)?;
+    let recipe = crate::bench::pascal_config(&work);
     println!(
-        "DeepLabV3+ {} OS16 on {} ({}), Pascal VOC setting: {batch} labelled + {batch} unlabelled crops of {}, ClassMix + ReCo; median of {} runs",
-        args.backbone,
+        "{} {} OS{} on {} ({}), Pascal VOC setting: {batch} labelled + {batch} unlabelled crops of {}, ClassMix + ReCo, {:?}; median of {} runs",
+        match work.network {
+            reco_models::NetworkKind::DeepLabV3Plus => "DeepLabV3+",
+            reco_models::NetworkKind::DeepLabV2 => "DeepLabV2",
+            reco_models::NetworkKind::Dpt => "DPT",
+        },
+        work.backbone,
+        recipe.output_stride,
         args.device.name(),
         if device.is_cpu() { format!("{} threads", candle_core::utils::get_num_threads()) } else { "CUDA".into() },
-        args.crop,
+        work.crop,
+        recipe.optimizer,
         args.runs
     );
     println!(
@@ -109,14 +134,16 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 "--child",
                 "--device",
                 args.device.name(),
+                "--network",
+                work.network.name(),
                 "--backbone",
-                &args.backbone,
+                &work.backbone,
             ])
             .args([
                 "--batch",
                 &batch.to_string(),
                 "--crop",
-                &args.crop.to_string(),
+                &work.crop.to_string(),
             ])
             .args(["--runs", &args.runs.to_string(), "--only", what])
             .args(["--precision", args.precision.name()])
@@ -138,9 +165,22 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             bail!("the {what} measurement printed {text:?}");
         };
         let label = match what.as_str() {
-            "train" => "train step (teacher + 2 student passes, 3 losses, SGD, EMA)".to_string(),
-            "eval" => "eval forward + argmax, 1 image 513x513".to_string(),
-            "save" => "run state write (student, teacher, momentum; atomic)".to_string(),
+            "train" => format!(
+                "train step (teacher + 2 student passes, 3 losses, {:?}, EMA)",
+                recipe.optimizer
+            ),
+            "eval" => {
+                let (eh, ew) = reco_data::DatasetKind::Pascal.defaults().eval_size;
+                let side = eh.max(ew);
+                match work.network.takes_vit() {
+                    true => format!(
+                        "eval forward + argmax, 1 image {side}x{side} (run at {0}x{0})",
+                        reco_models::dpt::nearest_patch_multiple(side)
+                    ),
+                    false => format!("eval forward + argmax, 1 image {side}x{side}"),
+                }
+            }
+            "save" => "run state write (student, teacher, optimiser state; atomic)".to_string(),
             _ => "ReCo loss fwd+bwd, rep 20x256x81x81, 256 queries, 512 negatives".to_string(),
         };
         let rate = if images > 0.0 {
