@@ -1,5 +1,5 @@
 //! The reference fixtures of the original code (docs/design.md#reference-fixtures): the
-//! DeepLabV3+ networks on the formula weights (eval in f32; train and its input gradient
+//! DeepLabV3+ networks and UniMatch V2's DPT on the formula weights (eval in f32; train and its input gradient
 //! in f64) and the losses (supervised and unsupervised cross-entropy, the ReCo loss's
 //! distribution over seeds), each compared with the fixture's values.
 
@@ -11,13 +11,15 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use reco_loss::{reco_loss, supervised_loss, unsupervised_loss, ReCoConfig};
 use reco_models::reference::{fill_formula, formula_x, rel_err};
-use reco_models::{DeepLabConfig, DeepLabV3Plus};
+use reco_models::{DeepLabConfig, Network, NetworkKind};
 
 use super::CheckLine;
 
-pub const MODEL_FIXTURES: [&str; 2] = [
+pub const MODEL_FIXTURES: [&str; 3] = [
     "deeplabv3p_resnet50_os16.safetensors",
     "deeplabv3p_resnet101_os8.safetensors",
+    // UniMatch V2's DPT on DINOv2-S with ReCo's head (crates/models/tests/parity_dpt.rs).
+    "dpt_dinov2s.safetensors",
 ];
 pub const LOSS_FIXTURE: &str = "losses.safetensors";
 const RECO_CASES: [&str; 4] = ["stripes", "imbalanced", "easyclass", "single"];
@@ -71,16 +73,31 @@ pub fn model_checks(path: &Path, device: &Device, out: &mut Vec<CheckLine>) -> a
         .context("fixture metadata lacks output_stride")?
         .parse()?;
     let fx = load(path, device)?;
+    let count = |key: &str, default: usize| -> anyhow::Result<usize> {
+        match meta.get(key) {
+            Some(v) => v
+                .parse()
+                .with_context(|| format!("fixture metadata {key} = {v:?}")),
+            None => Ok(default),
+        }
+    };
+    let network: NetworkKind = match meta.get("network") {
+        Some(n) => n.parse().map_err(anyhow::Error::msg)?,
+        None => NetworkKind::DeepLabV3Plus,
+    };
     let cfg = DeepLabConfig {
         backbone: backbone.parse().map_err(anyhow::Error::msg)?,
         output_stride: os,
-        num_classes: 21,
-        output_dim: 256,
+        num_classes: count("num_classes", 21)?,
+        output_dim: count("output_dim", 256)?,
     };
     let vars = VarMap::new();
-    let model = DeepLabV3Plus::new(&cfg, VarBuilder::from_varmap(&vars, DType::F32, device))?;
+    let model = Network::new(network, &cfg, VarBuilder::from_varmap(&vars, DType::F32, device))?;
     fill_formula(&vars)?;
-    let name = format!("{backbone} OS{os}");
+    let name = match network {
+        NetworkKind::DeepLabV3Plus => format!("{backbone} OS{os}"),
+        other => format!("{other} {backbone}"),
+    };
     let (pred, rep) = model.forward_no_grad(get(&fx, "input")?, false)?;
     let compare = |what: &str, got: &Tensor, key: &str, limit: f64| -> anyhow::Result<_> {
         Ok(CheckLine {
@@ -95,7 +112,7 @@ pub fn model_checks(path: &Path, device: &Device, out: &mut Vec<CheckLine>) -> a
     // statistics of the formula network amplify f32 rounding far beyond any useful
     // tolerance.
     let vars64 = VarMap::new();
-    let model64 = DeepLabV3Plus::new(&cfg, VarBuilder::from_varmap(&vars64, DType::F64, device))?;
+    let model64 = Network::new(network, &cfg, VarBuilder::from_varmap(&vars64, DType::F64, device))?;
     fill_formula(&vars64)?;
     let input = Var::from_tensor(&get(&fx, "input")?.to_dtype(DType::F64)?)?;
     let (pred, rep) = model64.forward_t(input.as_tensor(), true)?;
