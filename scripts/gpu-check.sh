@@ -21,6 +21,8 @@
 #            f32 with TF32 off; pytorch-LOW: the same under autocast LOW
 #   run      200 steps of the default run (synthetic data, ResNet-18) on the device: images/s
 #            of the last window and the final mIoU
+#   bench-dpt  trainer bench --network dpt: DPT on DINOv2-S, UniMatch V2's Pascal recipe
+#            (10+10 crops of 518, AdamW), train step and eval forward; f32
 # Every bench/pytorch/run row also gives the card's peak memory in use while it ran
 # (nvidia-smi, sampled every 100 ms; includes the CUDA context), to set against the
 # original's 12-16 GB on VOC.
@@ -31,7 +33,7 @@
 # (trainer.xz, run_gpu.sh, lib/); carry .gpu to the GPU machine. Settings (environment):
 #   DEVICE (cuda), QUICK (0; 1 = tiny settings for a CPU dry run), TRAINER (command that runs
 #   the trainer; default .gpu/run_gpu.sh .gpu/trainer, else target/release/trainer),
-#   PYTHON (python3), CHECK_ARGS, BENCH_ARGS, PY_ARGS (extra arguments of each part),
+#   PYTHON (python3), CHECK_ARGS, BENCH_ARGS, PY_ARGS, DPT_ARGS (extra arguments of each part),
 #   LOW (bf16 on a GPU, f16 on the CPU), RUN_ITERS (200; QUICK: 4), BUDGET_S (480).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
@@ -61,11 +63,13 @@ if [ "$QUICK" = 1 ]; then
   # The PyTorch script's DeepLabv3Plus is the original's, for bottleneck ResNets (50+).
   PY_ARGS=${PY_ARGS:---backbone resnet50 --batch 2 --size 65 --runs 1}
   RUN_ITERS=${RUN_ITERS:-4}
+  DPT_ARGS=${DPT_ARGS:---batch 2 --crop 42 --runs 1}
 else
   CHECK_ARGS=${CHECK_ARGS:-}
   BENCH_ARGS=${BENCH_ARGS:---runs 5}
   PY_ARGS=${PY_ARGS:---backbone resnet101 --batch 10 --size 321 --eval-size 513 --runs 5}
   RUN_ITERS=${RUN_ITERS:-200}
+  DPT_ARGS=${DPT_ARGS:---runs 3}
 fi
 if [ "$DEVICE" = cpu ]; then LOW=${LOW:-f16}; else LOW=${LOW:-bf16}; fi
 # On the CPU the check is only meaningful on the device path.
@@ -174,6 +178,8 @@ run_part run 60 "${TR[@]}" train --device "$DEVICE" --iters "$RUN_ITERS" --eval-
   --log-every "$(( RUN_ITERS < 50 ? RUN_ITERS : 50 ))" --val-limit 50 --out "$LOG_DIR/run"
 # shellcheck disable=SC2086
 run_part bench-tf32 40 "${TR[@]}" bench --device "$DEVICE" $BENCH_ARGS --only train,eval --tf32
+# shellcheck disable=SC2086
+run_part bench-dpt 60 "${TR[@]}" bench --device "$DEVICE" --network dpt $DPT_ARGS --only train,eval
 
 GPU=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)
 {
@@ -183,7 +189,7 @@ GPU=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,nohea
   echo "| part | status | seconds | result |"
   echo "| --- | --- | --- | --- |"
   printf '%s\n' "${ROWS[@]}"
-  for part in smoke check bench "bench-$LOW" bench-tf32 nccl pytorch "pytorch-$LOW" run; do
+  for part in smoke check bench "bench-$LOW" bench-tf32 nccl pytorch "pytorch-$LOW" run bench-dpt; do
     [ -s "$LOG_DIR/$part.log" ] || continue
     echo
     echo "### $part"
