@@ -44,7 +44,7 @@ const TRAINING_TIMEOUT: Duration = Duration::from_secs(600);
 
 fn timeout(scenario: &str) -> Duration {
     match scenario {
-        "sync_bn_steps" | "train_loop" | "trainer_cli" | "trainer_signal" | "srun" => {
+        "sync_bn_steps" | "train_loop" | "trainer_cli" | "trainer_dpt" | "trainer_signal" | "srun" => {
             TRAINING_TIMEOUT
         }
         _ => TIMEOUT,
@@ -141,6 +141,7 @@ fn both_ranks_report(out: &Outcome, scenario: &str, what: &str) -> Result<()> {
 fn check(scenario: &str) -> Result<Duration> {
     match scenario {
         "trainer_cli" => return check_trainer_cli(),
+        "trainer_dpt" => return check_trainer_dpt(),
         "trainer_signal" => return check_trainer_signal(),
         "srun" => return check_srun(),
         _ => {}
@@ -252,6 +253,30 @@ fn check_trainer_cli() -> Result<Duration> {
     ensure!(
         out.output.matches("last evaluation (step 2)").count() == 1,
         "rank 0 alone reports the result:\n{}",
+        out.output
+    );
+    check_run_folder(&run, 2)?;
+    Ok(out.took)
+}
+
+/// `mpirun -np 2 trainer train --network dpt`: DINOv2 + DPT (AdamW, gradients averaged
+/// over the ranks, the encoder's unused `mask_token` without gradient on both) trains and
+/// writes its run folder once.
+fn check_trainer_dpt() -> Result<Duration> {
+    let dir = tempfile::tempdir()?;
+    let run = dir.path().join("run");
+    let args = format!(
+        "train --network dpt --iters 2 --eval-every 2 --log-every 1 --batch-size 2 --crop-size 42 \
+         --val-limit 2 --num-queries 16 --num-negatives 32 --output-dim 16 --num-threads 1 \
+         --seed 4 --out {}",
+        run.display()
+    );
+    let args: Vec<String> = args.split_whitespace().map(String::from).collect();
+    let out = mpirun_program("trainer_dpt", Path::new(TRAINER), &args)?;
+    ensure!(out.success, "mpirun trainer train --network dpt failed:\n{}", out.output);
+    ensure!(
+        out.output.contains("data-parallel training on 2 ranks (mpi"),
+        "no data-parallel banner:\n{}",
         out.output
     );
     check_run_folder(&run, 2)?;
@@ -459,11 +484,12 @@ fn check_srun() -> Result<Duration> {
     Ok(start.elapsed())
 }
 
-const SCENARIOS: [&str; 9] = [
+const SCENARIOS: [&str; 10] = [
     "collectives",
     "sync_bn_steps",
     "train_loop",
     "trainer_cli",
+    "trainer_dpt",
     "trainer_signal",
     "srun",
     "error",
