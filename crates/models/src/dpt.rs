@@ -72,7 +72,12 @@ pub fn nearest_patch_multiple(side: usize) -> usize {
 /// multiples; unchanged when H and W are multiples already.
 pub fn fit_to_patches(x: &Tensor) -> Result<Tensor> {
     let (_, _, h, w) = x.dims4()?;
-    resize_bilinear(x, nearest_patch_multiple(h), nearest_patch_multiple(w), true)
+    resize_bilinear(
+        x,
+        nearest_patch_multiple(h),
+        nearest_patch_multiple(w),
+        true,
+    )
 }
 
 /// UniMatch V2's head sizes per encoder (`configs/*.yaml` and `dpt.py`).
@@ -369,7 +374,8 @@ impl Dpt {
         let vit = VitConfig::for_backbone(cfg.backbone)?;
         let backbone = Dinov2::new(&vit, vb.pp("backbone"))?;
         let head = DptHead::new(&layout, vit.embed_dim, cfg.num_classes, vb.pp("head"))?;
-        let representation = OutputHead::new(layout.features, cfg.output_dim, vb.pp("representation"))?;
+        let representation =
+            OutputHead::new(layout.features, cfg.output_dim, vb.pp("representation"))?;
         Ok(Self {
             cfg: cfg.clone(),
             layout,

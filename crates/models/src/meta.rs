@@ -390,12 +390,11 @@ pub fn architecture_from_shapes(
         rows(crate::dpt::CLASSIFIER_WEIGHT),
         rows(crate::dpt::REPRESENTATION_WEIGHT),
     ) {
-        let backbone = crate::dpt::backbone_from_shapes(shapes).map_err(|reason| {
-            MetaError::Unrecognised {
+        let backbone =
+            crate::dpt::backbone_from_shapes(shapes).map_err(|reason| MetaError::Unrecognised {
                 path: path.to_path_buf(),
                 reason,
-            }
-        })?;
+            })?;
         return Ok(ShapeArchitecture {
             network: NetworkKind::Dpt,
             backbone,

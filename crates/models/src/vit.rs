@@ -339,8 +339,12 @@ impl Dinov2 {
             .transpose(1, 2)?; // [B, gh·gw, D]
         let cls = param(&self.cls_token, mode, patches.dtype())?.broadcast_as((b, 1, d))?;
         let tokens = Tensor::cat(&[&cls, &patches], 1)?;
-        let pos = interpolated_position_embedding(&param(&self.pos_embed, mode, self.pos_embed.dtype())?, h, w)?
-            .to_dtype(tokens.dtype())?;
+        let pos = interpolated_position_embedding(
+            &param(&self.pos_embed, mode, self.pos_embed.dtype())?,
+            h,
+            w,
+        )?
+        .to_dtype(tokens.dtype())?;
         let mut x = tokens.broadcast_add(&pos)?;
         let mut out = Vec::with_capacity(layers.len());
         for (i, block) in self.blocks.iter().enumerate() {
@@ -386,9 +390,7 @@ pub fn interpolated_position_embedding(pos_embed: &Tensor, h: usize, w: usize) -
     // [grid, grid, D] as [grid, grid·D]: rows first, then columns on [gh, grid, D].
     let patch = pos_embed.narrow(1, 1, n)?.reshape((grid, grid * d))?;
     let by_rows = rows.matmul(&patch)?.reshape((gh, grid, d))?; // [gh, grid, D]
-    let by_cols = cols
-        .broadcast_left(gh)?
-        .matmul(&by_rows)?; // [gh, gw, D]
+    let by_cols = cols.broadcast_left(gh)?.matmul(&by_rows)?; // [gh, gw, D]
     let patch = by_cols.reshape((1, gh * gw, d))?;
     Tensor::cat(&[&class, &patch], 1)
 }
@@ -415,9 +417,10 @@ pub fn timm_from_hf(
             "embeddings.cls_token" => "cls_token".to_string(),
             "embeddings.mask_token" => "mask_token".to_string(),
             "embeddings.position_embeddings" => "pos_embed".to_string(),
-            n if n.starts_with("embeddings.patch_embeddings.projection.") => {
-                n.replace("embeddings.patch_embeddings.projection.", "patch_embed.proj.")
-            }
+            n if n.starts_with("embeddings.patch_embeddings.projection.") => n.replace(
+                "embeddings.patch_embeddings.projection.",
+                "patch_embed.proj.",
+            ),
             n if n.starts_with("layernorm.") => n.replace("layernorm.", "norm."),
             n if n.starts_with("encoder.layer.") => {
                 let rest = &n["encoder.layer.".len()..];

@@ -3,8 +3,8 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use reco_models::ops::{
-    add_relu, conv2d, gelu_erf, layer_norm, max_pool_3x3_s2, max_pool_3x3_s2_composed, resize_bilinear,
-    ConvParams,
+    add_relu, conv2d, gelu_erf, layer_norm, max_pool_3x3_s2, max_pool_3x3_s2_composed,
+    resize_bilinear, ConvParams,
 };
 use reco_util::ops_path::{with_ops_path, OpsPath};
 

@@ -35,7 +35,10 @@ fn dpt_eval_matches_unimatch_v2() {
     let (_vm, net) = formula_dpt(DType::F32);
     let (pred, rep) = net.forward_no_grad(&fx["input"], false).unwrap();
     let (ep, er) = eval_errors(FILE, &fx, &pred, &rep);
-    assert!(ep < EVAL_TOL && er < EVAL_TOL, "eval pred {ep:e}, rep {er:e}");
+    assert!(
+        ep < EVAL_TOL && er < EVAL_TOL,
+        "eval pred {ep:e}, rep {er:e}"
+    );
     // The graph-recording path and train mode (no batch norm, no dropout) agree.
     let (pred_t, _) = net.forward_t(&fx["input"], true).unwrap();
     assert!(rel_err(&pred_t, &pred) < 1e-6);
@@ -87,7 +90,10 @@ fn dpt_train_mode_gradients_match_unimatch_v2() {
         assert!(e < TRAIN_TOL, "{what} rel err {e:e}\n{}", report.join("\n"));
     };
     compare_train_step(&fx, &varmap, &input, (&pred, &rep), check);
-    println!("{checked} train-mode comparisons, worst {}: {:.2e}", worst.0, worst.1);
+    println!(
+        "{checked} train-mode comparisons, worst {}: {:.2e}",
+        worst.0, worst.1
+    );
     // Outputs, input gradient, and a head and abssum for each of the 178 parameters
     // that receive a gradient.
     assert!(checked > 300, "only {checked} comparisons");

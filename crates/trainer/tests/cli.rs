@@ -924,14 +924,17 @@ fn dpt_on_dinov2_trains_resumes_bit_for_bit_evaluates_and_predicts() {
     let args = |out: &Path| -> Vec<String> {
         let mut v = tiny_args(out, iters);
         // Crops of 3x3 patches; the state is written every 2 steps.
-        for (flag, value) in [("--network", "dpt"), ("--crop-size", "42"), ("--save-every", "2")] {
+        for (flag, value) in [
+            ("--network", "dpt"),
+            ("--crop-size", "42"),
+            ("--save-every", "2"),
+        ] {
             set(&mut v, flag, value);
         }
         v
     };
     ok(trainer(&args(&a)));
-    let config: serde_json::Value =
-        serde_json::from_slice(&read(a.join("config.json"))).unwrap();
+    let config: serde_json::Value = serde_json::from_slice(&read(a.join("config.json"))).unwrap();
     let config = &config["config"];
     assert_eq!(config["backbone"], "dinov2-s");
     assert_eq!(config["optimizer"], "adamw");
@@ -965,7 +968,10 @@ fn dpt_on_dinov2_trains_resumes_bit_for_bit_evaluates_and_predicts() {
     let mut resume = args(&b);
     resume.push("--resume".into());
     ok(trainer(&resume));
-    assert_eq!(read(a.join("last.safetensors")), read(b.join("last.safetensors")));
+    assert_eq!(
+        read(a.join("last.safetensors")),
+        read(b.join("last.safetensors"))
+    );
     assert_eq!(
         tensor_bytes(&a.join("state.safetensors")),
         tensor_bytes(&b.join("state.safetensors"))
@@ -974,12 +980,17 @@ fn dpt_on_dinov2_trains_resumes_bit_for_bit_evaluates_and_predicts() {
     // eval on the checkpoint gives the run's last evaluation (validation images of any
     // size are fitted to patch multiples the same way in both).
     let (during, after) = run_and_eval_miou(&a, &[]);
-    assert!((during - after).abs() < 1e-9, "training {during}, eval {after}");
+    assert!(
+        (during - after).abs() < 1e-9,
+        "training {during}, eval {after}"
+    );
     let photos = tmp.path().join("photos");
     std::fs::create_dir_all(&photos).unwrap();
-    image::RgbImage::from_fn(45, 37, |x, y| image::Rgb([(x * 5) as u8, (y * 6) as u8, 90]))
-        .save(photos.join("odd.png"))
-        .unwrap();
+    image::RgbImage::from_fn(45, 37, |x, y| {
+        image::Rgb([(x * 5) as u8, (y * 6) as u8, 90])
+    })
+    .save(photos.join("odd.png"))
+    .unwrap();
     for extra in [&[][..], &["--tile", "32", "--flip"][..], &["--explain"][..]] {
         let preds = tmp.path().join(format!("preds{}", extra.len()));
         ok(Command::new(BIN)
@@ -1000,7 +1011,10 @@ fn dpt_on_dinov2_trains_resumes_bit_for_bit_evaluates_and_predicts() {
     let mut bad = args(&tmp.path().join("bad"));
     set(&mut bad, "--crop-size", "40");
     let e = fails(&bad.iter().map(String::as_str).collect::<Vec<_>>());
-    assert!(e.contains("multiple of 14") && e.contains("use 28 or 42"), "{e}");
+    assert!(
+        e.contains("multiple of 14") && e.contains("use 28 or 42"),
+        "{e}"
+    );
     let mut bad = args(&tmp.path().join("bad2"));
     set(&mut bad, "--backbone", "resnet18");
     let e = fails(&bad.iter().map(String::as_str).collect::<Vec<_>>());

@@ -44,9 +44,8 @@ const TRAINING_TIMEOUT: Duration = Duration::from_secs(600);
 
 fn timeout(scenario: &str) -> Duration {
     match scenario {
-        "sync_bn_steps" | "train_loop" | "trainer_cli" | "trainer_dpt" | "trainer_signal" | "srun" => {
-            TRAINING_TIMEOUT
-        }
+        "sync_bn_steps" | "train_loop" | "trainer_cli" | "trainer_dpt" | "trainer_signal"
+        | "srun" => TRAINING_TIMEOUT,
         _ => TIMEOUT,
     }
 }
@@ -273,9 +272,14 @@ fn check_trainer_dpt() -> Result<Duration> {
     );
     let args: Vec<String> = args.split_whitespace().map(String::from).collect();
     let out = mpirun_program("trainer_dpt", Path::new(TRAINER), &args)?;
-    ensure!(out.success, "mpirun trainer train --network dpt failed:\n{}", out.output);
     ensure!(
-        out.output.contains("data-parallel training on 2 ranks (mpi"),
+        out.success,
+        "mpirun trainer train --network dpt failed:\n{}",
+        out.output
+    );
+    ensure!(
+        out.output
+            .contains("data-parallel training on 2 ranks (mpi"),
         "no data-parallel banner:\n{}",
         out.output
     );

@@ -94,7 +94,7 @@ pub fn bicubic_matrix(
     dtype: DType,
     device: &Device,
 ) -> Result<Tensor> {
-    if input == 0 || output == 0 || !(scale_factor > 0.0) {
+    if input == 0 || output == 0 || scale_factor.is_nan() || scale_factor <= 0.0 {
         candle_core::bail!(
             "bicubic interpolation from {input} to {output} needs positive sizes and scale, got scale {scale_factor}"
         )

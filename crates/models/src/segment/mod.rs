@@ -79,6 +79,8 @@ fn checked_stride(network: NetworkKind, output_stride: usize) -> Result<usize> {
 
 /// The network a [`Segmenter`] runs: the DeepLabs with batch norm folded, DPT (which has
 /// no batch norm) as it is.
+// One per Segmenter: the size difference of the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 enum InferenceNet {
     Folded(FoldedNetwork),

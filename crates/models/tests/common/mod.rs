@@ -146,7 +146,9 @@ pub fn compare_train_step(
             // The head is the first two rows (ResNet fixtures) or, stored flat, the
             // first elements of the flattened gradient (the DPT fixture).
             let head = if reference.rank() == 1 {
-                g.flatten_all().unwrap().narrow(0, 0, reference.dim(0).unwrap())
+                g.flatten_all()
+                    .unwrap()
+                    .narrow(0, 0, reference.dim(0).unwrap())
             } else {
                 g.narrow(0, 0, 2)
             };

@@ -92,7 +92,11 @@ pub fn model_checks(path: &Path, device: &Device, out: &mut Vec<CheckLine>) -> a
         output_dim: count("output_dim", 256)?,
     };
     let vars = VarMap::new();
-    let model = Network::new(network, &cfg, VarBuilder::from_varmap(&vars, DType::F32, device))?;
+    let model = Network::new(
+        network,
+        &cfg,
+        VarBuilder::from_varmap(&vars, DType::F32, device),
+    )?;
     fill_formula(&vars)?;
     let name = match network {
         NetworkKind::DeepLabV3Plus => format!("{backbone} OS{os}"),
@@ -112,7 +116,11 @@ pub fn model_checks(path: &Path, device: &Device, out: &mut Vec<CheckLine>) -> a
     // statistics of the formula network amplify f32 rounding far beyond any useful
     // tolerance.
     let vars64 = VarMap::new();
-    let model64 = Network::new(network, &cfg, VarBuilder::from_varmap(&vars64, DType::F64, device))?;
+    let model64 = Network::new(
+        network,
+        &cfg,
+        VarBuilder::from_varmap(&vars64, DType::F64, device),
+    )?;
     fill_formula(&vars64)?;
     let input = Var::from_tensor(&get(&fx, "input")?.to_dtype(DType::F64)?)?;
     let (pred, rep) = model64.forward_t(input.as_tensor(), true)?;

@@ -56,10 +56,8 @@ fn workload(args: &BenchArgs, batch: usize) -> anyhow::Result<Workload> {
         .network
         .parse()
         .map_err(|e| anyhow::anyhow!("--network: {e}"))?;
-    let recipe = crate::train::config::TrainConfig::for_recipe(
-        reco_data::DatasetKind::Pascal,
-        network,
-    );
+    let recipe =
+        crate::train::config::TrainConfig::for_recipe(reco_data::DatasetKind::Pascal, network);
     Ok(Workload {
         network,
         backbone: args.backbone.clone().unwrap_or(recipe.backbone),

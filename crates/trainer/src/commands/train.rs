@@ -484,7 +484,9 @@ mod tests {
                 c.optimizer == crate::optim::OptimizerKind::AdamW
             }),
             e("weight-decay", v("0.03"), |_, c| c.weight_decay == 0.03),
-            e("head-lr-multiplier", v("4"), |_, c| c.head_lr_multiplier == 4.0),
+            e("head-lr-multiplier", v("4"), |_, c| {
+                c.head_lr_multiplier == 4.0
+            }),
             e("warmup-iters", v("5"), |_, c| c.warmup_iters == 5),
             e("hue-jitter", v("0.125"), |_, c| c.hue_jitter == 0.125),
             e("epoch-iters", v("7"), |_, c| c.epoch_iters == 7),

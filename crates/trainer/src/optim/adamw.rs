@@ -114,17 +114,20 @@ impl AdamW {
         let steps = tensors
             .get(STEPS)
             .ok_or_else(|| candle_core::Error::Msg(format!("the state holds no {STEPS}")))?;
-        self.steps = steps.flatten_all()?.to_vec1::<f64>()?.first().copied().unwrap_or(0.0) as u64;
+        self.steps = steps
+            .flatten_all()?
+            .to_vec1::<f64>()?
+            .first()
+            .copied()
+            .unwrap_or(0.0) as u64;
         self.moments.clear();
         for (key, m) in tensors {
             let Some(name) = key.strip_prefix(EXP_AVG) else {
                 continue;
             };
-            let v = tensors
-                .get(&format!("{EXP_AVG_SQ}{name}"))
-                .ok_or_else(|| {
-                    candle_core::Error::Msg(format!("the state has {key} but no {EXP_AVG_SQ}{name}"))
-                })?;
+            let v = tensors.get(&format!("{EXP_AVG_SQ}{name}")).ok_or_else(|| {
+                candle_core::Error::Msg(format!("the state has {key} but no {EXP_AVG_SQ}{name}"))
+            })?;
             self.moments.insert(
                 name.to_string(),
                 Moments {
@@ -174,7 +177,10 @@ mod tests {
             }
             let ours = var.as_tensor().to_vec1::<f64>().unwrap();
             for i in 0..3 {
-                assert!((ours[i] - w[i]).abs() < 1e-12, "step {k}: {ours:?} vs {w:?}");
+                assert!(
+                    (ours[i] - w[i]).abs() < 1e-12,
+                    "step {k}: {ours:?} vs {w:?}"
+                );
             }
         }
         // The state round-trips: a fresh optimiser continues identically.
@@ -184,7 +190,12 @@ mod tests {
         resumed.load_state(&state).unwrap();
         let g = Tensor::new(&[0.3f64, 0.3, -0.3], &dev).unwrap();
         for (o, x) in [(&mut opt, &var), (&mut resumed, &copy)] {
-            let store = (x.as_tensor() * &g).unwrap().sum_all().unwrap().backward().unwrap();
+            let store = (x.as_tensor() * &g)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
             o.step(&store, 1e-3).unwrap();
         }
         assert_eq!(

@@ -17,7 +17,15 @@ pub use loss_scale::{LossScaler, Verdict, MAX_SKIPS_IN_A_ROW};
 
 /// Which optimiser a run uses (`--optimizer`, config key `optimizer`).
 #[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum OptimizerKind {

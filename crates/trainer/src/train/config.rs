@@ -399,7 +399,7 @@ impl TrainConfig {
                     self.output_stride
                 );
             }
-            if self.crop_size % patch != 0 {
+            if !self.crop_size.is_multiple_of(patch) {
                 let below = self.crop_size / patch * patch;
                 bail!(
                     "--crop-size must be a multiple of {patch} (DINOv2's patch size) with --network dpt, got {}: use {} or {}",
@@ -424,7 +424,8 @@ impl TrainConfig {
             bail!("lr_floor must be a number >= 0, got {}", self.lr_floor);
         }
         let [b1, b2] = self.adam_betas;
-        if !((0.0..1.0).contains(&b1) && (0.0..1.0).contains(&b2)) || !(self.adam_eps > 0.0) {
+        let betas_ok = (0.0..1.0).contains(&b1) && (0.0..1.0).contains(&b2);
+        if !betas_ok || self.adam_eps.is_nan() || self.adam_eps <= 0.0 {
             bail!(
                 "adam_betas must lie in [0, 1) and adam_eps be positive, got {:?} and {}",
                 self.adam_betas,

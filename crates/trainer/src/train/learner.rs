@@ -23,7 +23,9 @@ use serde::{Deserialize, Serialize};
 use super::config::{TrainConfig, TrainMode};
 use super::seeds::RankSeeds;
 use crate::distributed::{self, ProcessGroup, SingleProcess, SyncBnGroup};
-use crate::optim::{AdamW, Ema, LossScaler, Optimizer, OptimizerKind, Sgd, Verdict, MAX_SKIPS_IN_A_ROW};
+use crate::optim::{
+    AdamW, Ema, LossScaler, Optimizer, OptimizerKind, Sgd, Verdict, MAX_SKIPS_IN_A_ROW,
+};
 
 /// Stream tags of the per-run and per-step seeds, one per kind of random decision.
 pub(crate) const TAG_INIT: u64 = 1;

@@ -60,7 +60,14 @@ const POLY_POWER: f64 = 0.9;
 /// never below `lr_floor` (an epoch is `epoch_iters` steps: 200 in the original, 1 in
 /// UniMatch V2), after a linear warmup over the first `warmup_iters` steps.
 pub fn scheduled_lr(cfg: &TrainConfig, step: usize, total: usize) -> f64 {
-    let lr = poly_lr(cfg.lr, step, cfg.epoch_iters, total, POLY_POWER, cfg.lr_floor);
+    let lr = poly_lr(
+        cfg.lr,
+        step,
+        cfg.epoch_iters,
+        total,
+        POLY_POWER,
+        cfg.lr_floor,
+    );
     if step < cfg.warmup_iters {
         lr * (step + 1) as f64 / cfg.warmup_iters as f64
     } else {
