@@ -15,6 +15,12 @@ Measurements (`--only`, comma-separated; default train,eval,semi):
 
     python crates/models/benches/pytorch_deeplab.py [--device cuda --backbone resnet101 --batch 10 --size 321 --runs 5]
 
+`--network dpt --unimatch PATH` times UniMatch V2's DPT on DINOv2 (its modules from a
+LiheYoung/UniMatch-V2 checkout, ReCo's representation head added: `unimatch_dpt.py`)
+the same way, as `trainer bench --network dpt`: the semi step with UniMatch V2's AdamW
+(lr 5e-6, head 40x, weight decay 0.01), eval with the image resized to the nearest
+multiples of 14 and the logits back.
+
 TF32 is off unless --tf32 (as `trainer check`/`trainer bench`; PyTorch's own default
 allows it in cuDNN convolutions). Needs torch, torchvision and numpy (a scratch venv or
 the GPU machine's environment; never part of CI).
@@ -22,6 +28,7 @@ the GPU machine's environment; never part of CI).
 import argparse
 import contextlib
 import copy
+import os
 import resource
 import statistics
 import subprocess
@@ -315,7 +322,15 @@ def measure(args, what):
     device = torch.device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
     torch.backends.cudnn.allow_tf32 = args.tf32
-    model = DeepLabv3Plus(getattr(torchvision.models, args.backbone)()).to(device)
+    if args.network == "dpt":
+        # UniMatch V2's DPT with ReCo's head (unimatch_dpt.py), its AdamW recipe below.
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from unimatch_dpt import DptReco
+
+        encoder = {"dinov2-s": "small", "dinov2-b": "base", "dinov2-l": "large"}[args.backbone]
+        model = DptReco(args.unimatch, encoder).to(device)
+    else:
+        model = DeepLabv3Plus(getattr(torchvision.models, args.backbone)()).to(device)
     # --amp: autocast around the forward passes and the losses (PyTorch's recipe: matmuls
     # and convolutions in the low precision, softmax / cross-entropy / batch norm in f32),
     # backward outside it; f16 with a GradScaler.
@@ -330,7 +345,15 @@ def measure(args, what):
         np.random.seed(0)
         model.train()
         ema = EMA(model, 0.99)
-        optimizer = torch.optim.SGD(model.parameters(), lr=2.5e-3, weight_decay=5e-4, momentum=0.9, nesterov=True)
+        if args.network == "dpt":
+            lr = 5e-6
+            head = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
+            optimizer = torch.optim.AdamW(
+                [{"params": list(model.backbone.parameters()), "lr": lr}, {"params": head, "lr": 40 * lr}],
+                lr=lr, betas=(0.9, 0.999), weight_decay=0.01)
+        else:
+            optimizer = torch.optim.SGD(model.parameters(), lr=2.5e-3, weight_decay=5e-4, momentum=0.9,
+                                        nesterov=True)
         yl = blob_labels(args.batch, args.size, args.size, 21, gen).to(device)
         xu = torch.randn(args.batch, 3, args.size, args.size, generator=gen).to(device)
     times = []
@@ -346,6 +369,18 @@ def measure(args, what):
             loss.backward()
         elif what == "semi":
             semi_step(model, ema, optimizer, x, yl, xu, gen, amp=amp, scaler=scaler)
+        elif args.network == "dpt":
+            # As `trainer bench` evaluates DPT: resized to the nearest multiples of 14
+            # (UniMatch V2's evaluate), the logits back to the image, argmax.
+            model.eval()
+            with torch.no_grad(), amp():
+                img = x[:1] if args.eval_size is None else torch.zeros(1, 3, args.eval_size, args.eval_size,
+                                                                     device=device)
+                h, w = img.shape[-2:]
+                fit = F.interpolate(img, (int(h / 14 + 0.5) * 14, int(w / 14 + 0.5) * 14), mode="bilinear",
+                                    align_corners=True)
+                pred, _ = model(fit)
+                F.interpolate(pred, (h, w), mode="bilinear", align_corners=True).argmax(1)
         else:
             model.eval()
             with torch.no_grad(), amp():
@@ -369,7 +404,9 @@ LABELS = {
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    ap.add_argument("--backbone", default="resnet101")
+    ap.add_argument("--network", choices=["deeplabv3p", "dpt"], default="deeplabv3p")
+    ap.add_argument("--unimatch", default=None, help="a LiheYoung/UniMatch-V2 checkout (for --network dpt)")
+    ap.add_argument("--backbone", default=None, help="default resnet101, or dinov2-s with --network dpt")
     ap.add_argument("--batch", type=int, default=2, help="crops per batch (semi: labelled = unlabelled)")
     ap.add_argument("--size", type=int, default=321)
     ap.add_argument("--eval-size", type=int, default=None, help="eval on one image of this size (default: one crop)")
@@ -380,6 +417,10 @@ def main():
     ap.add_argument("--only", default="train,eval,semi")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.backbone is None:
+        args.backbone = "dinov2-s" if args.network == "dpt" else "resnet101"
+    if args.network == "dpt" and not args.unimatch:
+        raise SystemExit("--network dpt needs --unimatch PATH (a LiheYoung/UniMatch-V2 checkout)")
     whats = [w for w in args.only.split(",") if w]
     for w in whats:
         if w not in LABELS:
@@ -389,7 +430,8 @@ def main():
         return
     dev = torch.device(args.device)
     where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"PyTorch {torch.__version__} eager DeepLabv3Plus {args.backbone} OS16 on {args.device} ({where}), "
+    name = "UniMatch V2 DPT (+ ReCo head), AdamW" if args.network == "dpt" else "DeepLabv3Plus OS16"
+    print(f"PyTorch {torch.__version__} eager {name} {args.backbone} on {args.device} ({where}), "
           f"batch {args.batch}, {args.size}x{args.size}, "
           f"{'f32' if args.amp == 'off' else 'autocast ' + args.amp}, TF32 {'on' if args.tf32 else 'off'} "
           f"(both torch.backends switches set to {args.tf32}; this torch's defaults: "
@@ -400,6 +442,7 @@ def main():
     print("| --- | --- | --- | --- | --- | --- |")
     for what in whats:
         cmd = [sys.executable, __file__, "--child", "--device", args.device, "--backbone", args.backbone,
+               "--network", args.network] + (["--unimatch", args.unimatch] if args.unimatch else []) + [
                "--batch", str(args.batch), "--size", str(args.size), "--runs", str(args.runs), "--only", what]
         if args.eval_size is not None:
             cmd += ["--eval-size", str(args.eval_size)]
