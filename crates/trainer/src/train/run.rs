@@ -688,4 +688,38 @@ mod tests {
         );
         assert!(!out.exists(), "a rank other than 0 created the run folder");
     }
+
+    #[test]
+    fn the_schedule_warms_up_then_follows_poly_down_to_its_floor() {
+        // UniMatch V2's: per iteration, down to 0.
+        let cfg = TrainConfig {
+            lr: 1e-3,
+            epoch_iters: 1,
+            lr_floor: 0.0,
+            warmup_iters: 4,
+            ..TrainConfig::default()
+        };
+        let total = 100;
+        let poly = |step: usize| 1e-3 * (1.0 - step as f64 / total as f64).powf(0.9);
+        for step in 0..4 {
+            let want = poly(step) * (step + 1) as f64 / 4.0;
+            assert!((scheduled_lr(&cfg, step, total) - want).abs() < 1e-15, "step {step}");
+        }
+        for step in [4, 50, 99] {
+            assert!((scheduled_lr(&cfg, step, total) - poly(step)).abs() < 1e-15);
+        }
+        // The original's: per epoch, never below 1e-6, no warmup.
+        let original = TrainConfig {
+            lr: 2.5e-3,
+            epoch_iters: 10,
+            lr_floor: 1e-6,
+            warmup_iters: 0,
+            ..TrainConfig::default()
+        };
+        assert_eq!(scheduled_lr(&original, 0, 100), 2.5e-3);
+        assert_eq!(scheduled_lr(&original, 9, 100), 2.5e-3);
+        let last_epoch = scheduled_lr(&original, 99, 100);
+        assert!((last_epoch - 2.5e-3 * 0.1f64.powf(0.9)).abs() < 1e-15, "{last_epoch}");
+        assert_eq!(scheduled_lr(&original, 100, 100), 1e-6);
+    }
 }
