@@ -2,7 +2,8 @@
 //!
 //! - `fetch-data --dataset pascal|cityscapes|sun`: verified, resumable downloads that
 //!   prepare exactly the folder layouts `crates/data` reads (see each dataset module).
-//! - `fetch-weights --backbone resnet101`: ImageNet ResNet weights from the Hugging Face Hub.
+//! - `fetch-weights --backbone resnet101|dinov2-s|...`: ImageNet ResNet or DINOv2 weights from
+//!   the Hugging Face Hub (DINOv2 converted to timm's names).
 //! - `convert --input x.pth --output x.safetensors`: PyTorch checkpoints to safetensors.
 //!
 //! The modules are a library so that integration tests can drive them; `main.rs` is the

@@ -68,8 +68,16 @@ enum Command {
         #[arg(long)]
         password: Option<String>,
     },
-    /// Download ImageNet ResNet weights (timm/<backbone>.tv_in1k) into models/.
+    /// Download pretrained backbone weights from the Hugging Face Hub into models/.
+    ///
+    /// ResNets: timm/<backbone>.tv_in1k (torchvision's ImageNet weights), copied as they
+    /// are to models/<backbone>.tv_in1k.safetensors. DINOv2: facebook/dinov2-small, -base or
+    /// -large, converted from transformers' names to timm's (the names the DPT encoder
+    /// loads), checked tensor by tensor against that size, and written to
+    /// models/dinov2-s.safetensors (-b, -l). Prints the trainer's --pretrained flag.
     FetchWeights {
+        /// resnet18, resnet34, resnet50, resnet101, or dinov2-s, dinov2-b, dinov2-l (also
+        /// dinov2-small / dinov2-base / dinov2-large, dinov2_vits14 / _vitb14 / _vitl14).
         #[arg(long, default_value = "resnet101")]
         backbone: String,
         /// Hugging Face endpoint [default: $HF_ENDPOINT or https://huggingface.co].
@@ -239,6 +247,24 @@ mod tests {
             }
         ));
         assert!(Cli::try_parse_from(["xtask", "fetch-data", "--retries", "0"]).is_err());
+    }
+
+    #[test]
+    fn fetch_weights_help_names_both_families() {
+        let mut cmd = Cli::command();
+        let help = cmd
+            .find_subcommand_mut("fetch-weights")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        for needle in [
+            "[default: resnet101]",
+            "dinov2-s",
+            "facebook/dinov2-small",
+            "timm",
+        ] {
+            assert!(help.contains(needle), "{needle}: {help}");
+        }
     }
 
     #[test]

@@ -170,3 +170,26 @@ pub fn hf_repo_for(backbone: &str) -> Option<&'static str> {
 }
 
 pub const BACKBONES: [&str; 4] = ["resnet18", "resnet34", "resnet50", "resnet101"];
+
+// ---------------------------------------------------------------------------------------
+// DINOv2 weights on the Hugging Face Hub
+// ---------------------------------------------------------------------------------------
+
+/// Meta's DINOv2 ViT/14 weights as published by Meta on the hub, in transformers'
+/// `Dinov2Model` layout (`embeddings.*`, `encoder.layer.N.*`, `layernorm.*`; f32,
+/// `model.safetensors`): https://huggingface.co/facebook/dinov2-small (ViT-S/14, 22 M
+/// parameters), facebook/dinov2-base (ViT-B/14), facebook/dinov2-large (ViT-L/14).
+/// `fetch-weights` converts them to timm's names (`reco_models::vit::timm_from_hf`).
+pub fn hf_dinov2_repo_for(backbone: reco_models::Backbone) -> Option<&'static str> {
+    use reco_models::Backbone;
+    match backbone {
+        Backbone::Dinov2Small => Some("facebook/dinov2-small"),
+        Backbone::Dinov2Base => Some("facebook/dinov2-base"),
+        Backbone::Dinov2Large => Some("facebook/dinov2-large"),
+        _ => None,
+    }
+}
+
+/// The DINOv2 names `fetch-weights --backbone` takes (besides the aliases of
+/// `reco_models::Backbone::from_str`: dinov2-small, dinov2_vits14, ...).
+pub const DINOV2_BACKBONES: [&str; 3] = ["dinov2-s", "dinov2-b", "dinov2-l"];
