@@ -401,7 +401,9 @@ pub fn interpolated_position_embedding(pos_embed: &Tensor, h: usize, w: usize) -
 /// `encoder.layer.N.*` → `blocks.N.*` with `attention.attention.{query,key,value}`
 /// stacked into `attn.qkv` (q; k; v along the output dimension, as timm's fused
 /// projection), `attention.output.dense` → `attn.proj`, `layer_scale{1,2}.lambda1` →
-/// `ls{1,2}.gamma`; `layernorm` → `norm`. A `dinov2.` prefix (the task models') is
+/// `ls{1,2}.gamma`; `layernorm` → `norm`. transformers >= 5 names the projections
+/// `attention.{q,k,v,o}_proj` in memory (a `state_dict()` saved directly); those map the
+/// same way. A `dinov2.` prefix (the task models') is
 /// stripped; tensors of other heads (`classifier.*`, `pooler.*`) are dropped. Names
 /// that are already timm's pass through, so either layout converts.
 pub fn timm_from_hf(
@@ -430,14 +432,20 @@ pub fn timm_from_hf(
                 let block: usize = index.parse().map_err(|_| {
                     candle_core::Error::Msg(format!("unexpected DINOv2 tensor {n}"))
                 })?;
-                if let Some(part) = field.strip_prefix("attention.attention.") {
+                // The checkpoints' `attention.attention.{query,key,value}`, or the
+                // in-memory names of transformers >= 5 (`attention.{q,k,v}_proj`).
+                if let Some(part) = field.strip_prefix("attention.attention.").or_else(|| {
+                    field
+                        .strip_prefix("attention.")
+                        .filter(|p| !p.starts_with("output.") && !p.starts_with("o_proj."))
+                }) {
                     let (which, kind) = part.split_once('.').ok_or_else(|| {
                         candle_core::Error::Msg(format!("unexpected DINOv2 tensor {n}"))
                     })?;
                     let slot = match which {
-                        "query" => 0,
-                        "key" => 1,
-                        "value" => 2,
+                        "query" | "q_proj" => 0,
+                        "key" | "k_proj" => 1,
+                        "value" | "v_proj" => 2,
                         _ => candle_core::bail!("unexpected DINOv2 tensor {n}"),
                     };
                     let kind: &'static str = match kind {
@@ -450,6 +458,7 @@ pub fn timm_from_hf(
                 }
                 let field = field
                     .replace("attention.output.dense.", "attn.proj.")
+                    .replace("attention.o_proj.", "attn.proj.")
                     .replace("layer_scale1.lambda1", "ls1.gamma")
                     .replace("layer_scale2.lambda1", "ls2.gamma");
                 format!("blocks.{block}.{field}")
@@ -471,4 +480,57 @@ pub fn timm_from_hf(
         );
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+    use std::collections::HashMap;
+
+    #[test]
+    fn hub_names_of_either_transformers_generation_stack_into_qkv() {
+        let t = |v: f32| Tensor::full(v, (2, 3), &Device::Cpu).unwrap();
+        for (q, k, v, o) in [
+            (
+                "attention.attention.query",
+                "attention.attention.key",
+                "attention.attention.value",
+                "attention.output.dense",
+            ),
+            (
+                "attention.q_proj",
+                "attention.k_proj",
+                "attention.v_proj",
+                "attention.o_proj",
+            ),
+        ] {
+            let hub: HashMap<String, Tensor> = [(q, 1.0), (k, 2.0), (v, 3.0), (o, 4.0)]
+                .into_iter()
+                .map(|(n, x)| (format!("dinov2.encoder.layer.0.{n}.weight"), t(x)))
+                .collect();
+            let out = timm_from_hf(hub).unwrap();
+            let mut names: Vec<_> = out.keys().cloned().collect();
+            names.sort();
+            assert_eq!(
+                names,
+                ["blocks.0.attn.proj.weight", "blocks.0.attn.qkv.weight"]
+            );
+            let qkv = out["blocks.0.attn.qkv.weight"].to_vec2::<f32>().unwrap();
+            let firsts: Vec<f32> = qkv.iter().map(|r| r[0]).collect();
+            assert_eq!(firsts, [1.0, 1.0, 2.0, 2.0, 3.0, 3.0], "{q}");
+        }
+        // A block missing its value projection is an error naming it.
+        let hub: HashMap<String, Tensor> = [("query", 1.0), ("key", 2.0)]
+            .into_iter()
+            .map(|(n, x)| {
+                (
+                    format!("encoder.layer.3.attention.attention.{n}.bias"),
+                    t(x),
+                )
+            })
+            .collect();
+        let err = timm_from_hf(hub).unwrap_err().to_string();
+        assert!(err.contains("block 3") && err.contains("bias"), "{err}");
+    }
 }

@@ -238,3 +238,104 @@ fn any_input_size_from_32_trains_and_predicts() {
     let err = model.forward_no_grad(&tiny, false).unwrap_err();
     assert!(err.to_string().contains(">= 32"), "{err}");
 }
+
+#[test]
+fn dinov2_backbone_loads_from_timm_or_hub_names() {
+    use reco_models::{Network, NetworkKind};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = DeepLabConfig {
+        backbone: Backbone::Dinov2Small,
+        output_stride: reco_models::DPT_OUTPUT_STRIDE,
+        num_classes: 5,
+        output_dim: 8,
+    };
+    let build_dpt = |seed: u64| {
+        let vars = VarMap::new();
+        Network::new(
+            NetworkKind::Dpt,
+            &cfg,
+            VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu),
+        )
+        .unwrap();
+        reco_models::init_seeded(&vars, seed).unwrap();
+        vars
+    };
+    let a = build_dpt(1);
+    // What `cargo xtask fetch-weights --backbone dinov2-s` writes: the encoder in timm's
+    // names, no prefix.
+    let timm: BTreeMap<String, Tensor> = state_dict(&a, 0)
+        .unwrap()
+        .into_iter()
+        .filter_map(|(k, t)| k.strip_prefix("backbone.").map(|k| (k.to_string(), t)))
+        .collect();
+    let path = dir.path().join("dinov2-s.safetensors");
+    write_safetensors_atomic(&timm, &path).unwrap();
+    let b = build_dpt(2);
+    load_backbone(&b, &path).unwrap();
+    let (sa, sb) = (state_dict(&a, 0).unwrap(), state_dict(&b, 0).unwrap());
+    for k in sa.keys() {
+        let d = abs_diff_sum(&sa[k], &sb[k]);
+        if k.starts_with("backbone.") {
+            assert_eq!(d, 0.0, "{k}");
+        }
+    }
+    assert!(
+        abs_diff_sum(
+            &sa["head.scratch.output_conv.2.weight"],
+            &sb["head.scratch.output_conv.2.weight"]
+        ) > 0.0
+    );
+
+    // The hub's layout (transformers' names, q/k/v apart) loads the same.
+    let mut hub: BTreeMap<String, Tensor> = BTreeMap::new();
+    for (k, t) in &timm {
+        if let Some(rest) = k.strip_prefix("blocks.") {
+            let (n, field) = rest.split_once('.').unwrap();
+            let layer = format!("encoder.layer.{n}");
+            if let Some(kind) = field.strip_prefix("attn.qkv.") {
+                for (i, which) in ["query", "key", "value"].iter().enumerate() {
+                    hub.insert(
+                        format!("{layer}.attention.attention.{which}.{kind}"),
+                        t.narrow(0, i * 384, 384).unwrap().contiguous().unwrap(),
+                    );
+                }
+                continue;
+            }
+            let field = field
+                .replace("attn.proj.", "attention.output.dense.")
+                .replace("ls1.gamma", "layer_scale1.lambda1")
+                .replace("ls2.gamma", "layer_scale2.lambda1");
+            hub.insert(format!("{layer}.{field}"), t.clone());
+            continue;
+        }
+        let name = match k.as_str() {
+            "cls_token" => "embeddings.cls_token".to_string(),
+            "mask_token" => "embeddings.mask_token".to_string(),
+            "pos_embed" => "embeddings.position_embeddings".to_string(),
+            other => other
+                .replace(
+                    "patch_embed.proj.",
+                    "embeddings.patch_embeddings.projection.",
+                )
+                .replace("norm.", "layernorm."),
+        };
+        hub.insert(name, t.clone());
+    }
+    write_safetensors_atomic(&hub, &path).unwrap();
+    let c = build_dpt(3);
+    load_backbone(&c, &path).unwrap();
+    let sc = state_dict(&c, 0).unwrap();
+    for k in sa.keys().filter(|k| k.starts_with("backbone.")) {
+        assert_eq!(
+            abs_diff_sum(&sa[k], &sc[k]),
+            0.0,
+            "{k} from the hub's names"
+        );
+    }
+
+    // A ResNet file for a DPT run is refused, naming what was expected.
+    let (r, _) = build(&small());
+    write_safetensors_atomic(&state_dict(&r, 0).unwrap(), &path).unwrap();
+    let err = load_backbone(&c, &path).unwrap_err().to_string();
+    assert!(err.contains("DINOv2 encoder"), "{err}");
+}

@@ -703,7 +703,10 @@ mod tests {
         let poly = |step: usize| 1e-3 * (1.0 - step as f64 / total as f64).powf(0.9);
         for step in 0..4 {
             let want = poly(step) * (step + 1) as f64 / 4.0;
-            assert!((scheduled_lr(&cfg, step, total) - want).abs() < 1e-15, "step {step}");
+            assert!(
+                (scheduled_lr(&cfg, step, total) - want).abs() < 1e-15,
+                "step {step}"
+            );
         }
         for step in [4, 50, 99] {
             assert!((scheduled_lr(&cfg, step, total) - poly(step)).abs() < 1e-15);
@@ -719,7 +722,10 @@ mod tests {
         assert_eq!(scheduled_lr(&original, 0, 100), 2.5e-3);
         assert_eq!(scheduled_lr(&original, 9, 100), 2.5e-3);
         let last_epoch = scheduled_lr(&original, 99, 100);
-        assert!((last_epoch - 2.5e-3 * 0.1f64.powf(0.9)).abs() < 1e-15, "{last_epoch}");
+        assert!(
+            (last_epoch - 2.5e-3 * 0.1f64.powf(0.9)).abs() < 1e-15,
+            "{last_epoch}"
+        );
         assert_eq!(scheduled_lr(&original, 100, 100), 1e-6);
     }
 }
