@@ -3,6 +3,8 @@
 //! process of its own.
 //!
 //! `cargo bench -p reco-models --bench deeplab [-- --backbone resnet101 --batch 2 --size 321 --runs 5]`
+//! (`--backbone dinov2-s` measures DPT on DINOv2; its "folded" row is the Segmenter's
+//! logits, which for DPT are the network itself: nothing to fold).
 //! The PyTorch counterpart is `benches/pytorch_deeplab.py` (same arguments).
 
 use std::process::Command;
@@ -10,7 +12,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use reco_models::{Backbone, DeepLabConfig, DeepLabV3Plus};
+use reco_models::{Backbone, DeepLabConfig, Network, NetworkKind};
 use reco_util::bench::{median, peak_rss_mb};
 
 #[derive(Clone, Debug)]
@@ -47,13 +49,32 @@ fn parse_args() -> Args {
     args
 }
 
+/// DeepLabV3+ OS16 on a ResNet; DPT (patch stride 14) on a DINOv2 backbone.
+fn network_of(args: &Args) -> (NetworkKind, DeepLabConfig) {
+    match args.backbone.is_vit() {
+        true => (
+            NetworkKind::Dpt,
+            DeepLabConfig {
+                backbone: args.backbone,
+                output_stride: reco_models::DPT_OUTPUT_STRIDE,
+                ..Default::default()
+            },
+        ),
+        false => (
+            NetworkKind::DeepLabV3Plus,
+            DeepLabConfig {
+                backbone: args.backbone,
+                ..Default::default()
+            },
+        ),
+    }
+}
+
 fn measure(args: &Args, what: &str) -> (f64, f64, f64) {
-    let cfg = DeepLabConfig {
-        backbone: args.backbone,
-        ..Default::default()
-    };
+    let (kind, cfg) = network_of(args);
     let varmap = VarMap::new();
-    let model = DeepLabV3Plus::new(
+    let model = Network::new(
+        kind,
         &cfg,
         VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
     )
@@ -66,7 +87,7 @@ fn measure(args: &Args, what: &str) -> (f64, f64, f64) {
     )
     .unwrap();
     let folded = (what == "folded").then(|| {
-        let meta = reco_models::CheckpointMeta::new(reco_models::NetworkKind::DeepLabV3Plus, &cfg);
+        let meta = reco_models::CheckpointMeta::new(kind, &cfg);
         reco_models::Segmenter::from_varmap(&varmap, meta).unwrap()
     });
     let mut times = Vec::new();
@@ -115,9 +136,11 @@ fn main() {
         return;
     }
     let exe = std::env::current_exe().unwrap();
+    let (kind, cfg) = network_of(&args);
     println!(
-        "DeepLabV3+ {} OS16, batch {}, {}x{}, f32, CPU, {} threads, median of {} runs",
+        "{kind} {} OS{}, batch {}, {}x{}, f32, CPU, {} threads, median of {} runs",
         args.backbone,
+        cfg.output_stride,
         args.batch,
         args.size,
         args.size,

@@ -19,11 +19,11 @@
 //! V2 trains with rate 0), register tokens (dinov2-reg checkpoints), the SwiGLU FFN of
 //! ViT-g. `mask_token` is kept as a variable only so that checkpoints load strictly.
 
-use candle_core::{DType, Result, Tensor, D};
+use candle_core::{DType, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
 use crate::layers::{Conv2d, Conv2dConfig, Mode};
-use crate::ops::{bicubic_matrix, gelu_erf, layer_norm};
+use crate::ops::{bicubic_matrix, gelu_erf, layer_norm, softmax_last_dim};
 use crate::resnet::Backbone;
 
 /// DINOv2's patch size: crops are multiples of it.
@@ -160,13 +160,8 @@ impl Attention {
         } else {
             logits
         };
-        // candle-nn's fused softmax has no backward: the composed one where a graph is
-        // recorded, the fused one (fewer full-size passes) where none is.
-        let attn = if mode.grad {
-            candle_nn::ops::softmax(&logits, D::Minus1)?
-        } else {
-            candle_nn::ops::softmax_last_dim(&logits)?
-        };
+        // candle-nn's fused softmax has no backward (see ops::softmax_last_dim).
+        let attn = softmax_last_dim(&logits, mode.grad)?;
         let attn = attn.to_dtype(v.dtype())?;
         let y = attn
             .matmul(&v)?

@@ -4,7 +4,7 @@
 use candle_core::{DType, Device, Tensor, Var};
 use reco_models::ops::{
     add_relu, conv2d, gelu_erf, layer_norm, max_pool_3x3_s2, max_pool_3x3_s2_composed,
-    resize_bilinear, ConvParams,
+    resize_bilinear, softmax_last_dim, ConvParams,
 };
 use reco_util::ops_path::{with_ops_path, OpsPath};
 
@@ -507,4 +507,37 @@ fn gelu_erf_has_the_exact_gradient() {
     for (a, e) in values(analytic).iter().zip(&exact) {
         assert!((a - e).abs() < 1e-12 * (1.0 + e.abs()), "{a} vs {e}");
     }
+}
+
+#[test]
+fn fused_softmax_matches_the_composed_one_with_gradients() {
+    let x = (seeded(&[3, 4, 37], 61) * 4.0).unwrap();
+    let fused = softmax_last_dim(&x, true).unwrap();
+    let composed = candle_nn::ops::softmax(&x, candle_core::D::Minus1).unwrap();
+    assert!(max_abs_diff(&fused, &composed) < 1e-15);
+    check_gradients(&[x.clone()], |t| softmax_last_dim(&t[0], true).unwrap());
+    assert_eq!(
+        values(&softmax_last_dim(&x, false).unwrap()),
+        values(&fused)
+    );
+    // f32 too (the training type), against the composed gradient.
+    let x32 = x.to_dtype(DType::F32).unwrap();
+    let g = seeded(&[3, 4, 37], 62).to_dtype(DType::F32).unwrap();
+    let grad_of = |f: &dyn Fn(&Tensor) -> Tensor| {
+        let v = Var::from_tensor(&x32).unwrap();
+        let grads = (f(v.as_tensor()) * &g)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        grads
+            .get(v.as_tensor())
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap()
+    };
+    let ours = grad_of(&|t| softmax_last_dim(t, true).unwrap());
+    let theirs = grad_of(&|t| candle_nn::ops::softmax(t, candle_core::D::Minus1).unwrap());
+    assert!(max_abs_diff(&ours, &theirs) < 1e-6);
 }

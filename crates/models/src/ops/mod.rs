@@ -11,6 +11,7 @@ mod gelu;
 mod layer_norm;
 mod pool;
 mod resize;
+mod softmax;
 
 pub use add_relu::add_relu;
 pub(crate) use batch_norm::check_affine;
@@ -21,6 +22,7 @@ pub use layer_norm::layer_norm;
 pub use pool::{max_pool_3x3_s2, max_pool_3x3_s2_composed};
 pub(crate) use resize::linear_taps;
 pub use resize::{bicubic_matrix, interpolation_matrix, resize_bilinear};
+pub use softmax::softmax_last_dim;
 
 /// True when tensors on `device` take the device-generic path (candle's conv2d and its
 /// backward, the composed max-pool and batch norm): always off the CPU, and on the CPU
