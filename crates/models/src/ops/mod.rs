@@ -34,7 +34,13 @@ pub fn use_generic_path(device: &candle_core::Device) -> bool {
 
 /// The float types the CPU kernels are written for.
 pub(crate) trait Real:
-    candle_core::WithDType + num_traits::Float + std::ops::AddAssign + Send + Sync + 'static
+    candle_core::WithDType
+    + num_traits::Float
+    + std::ops::AddAssign
+    + std::ops::MulAssign
+    + Send
+    + Sync
+    + 'static
 {
 }
 impl Real for f32 {}

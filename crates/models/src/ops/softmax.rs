@@ -51,7 +51,7 @@ fn forward<T: Real>(x: &[T], n: usize) -> Vec<T> {
                 sum += *y;
             }
             let inv = T::one() / sum;
-            y.iter_mut().for_each(|y| *y = *y * inv);
+            y.iter_mut().for_each(|y| *y *= inv);
         });
     out
 }
