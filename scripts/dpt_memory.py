@@ -8,11 +8,12 @@ pass keeps none). Counted per image, in elements:
 
 - ours (candle keeps every node of the graph until backward): the composed layer norm
   (5 N·D per norm: centred, square, normalised, scaled, shifted), the qkv product and
-  bias (6 N·D), the q, k, v copies and the scaled q (4 N·D), the composed softmax
-  (4 H·N²: logits, shifted, exp, normalised), attention output, its transpose and the
-  projection with bias (4 N·D), two layer scales and residuals (4 N·D), fc1 with bias
-  (8 N·D), the composed exact GELU (20 N·D), fc2 with bias (2 N·D): 58 N·D + 4 H·N² per
-  block;
+  bias (6 N·D), the q, k, v copies and the scaled q (4 N·D), the softmax (on the CPU the
+  fused op of `reco_models::ops::softmax_last_dim`: 2 H·N², the logits and the output;
+  on other devices the composition: 4 H·N², logits, shifted, exp, normalised),
+  attention output, its transpose and the projection with bias (4 N·D), two layer scales
+  and residuals (4 N·D), fc1 with bias (8 N·D), the composed exact GELU (20 N·D), fc2
+  with bias (2 N·D): 58 N·D + 2 (CPU) or 4 (GPU) H·N² per block;
 - PyTorch eager (UniMatch V2 without xFormers, math attention): the tensors autograd
   saves, about 20 N·D + H·N² per block (inputs of the norms and linears, q, k, v, the
   softmax output shared with attn @ v, the GELU input).
@@ -58,17 +59,17 @@ def main():
     n_tok = g * g + 1
     images = 2 * a.batch
     print(f"{a.batch} + {a.batch} crops of {a.crop} ({g}x{g} patches, {n_tok} tokens), f32, GB = 1e9 bytes")
-    print("| encoder | per block per image, ours (MB) | PyTorch eager (MB) | encoder, whole step, ours (GB) | PyTorch (GB) | decoder + heads, whole step (GB) |")
+    print("| encoder | per block per image: ours GPU / CPU (MB) | PyTorch eager (MB) | encoder, whole step: ours GPU / CPU (GB) | PyTorch (GB) | decoder + heads, whole step (GB) |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for name, s in SIZES.items():
         nd, hnn = n_tok * s["D"], s["H"] * n_tok * n_tok
-        ours = 58 * nd + 4 * hnn
+        gpu, cpu = 58 * nd + 4 * hnn, 58 * nd + 2 * hnn
         torch = 20 * nd + hnn
         dec = decoder_elements(s, g, a.classes, a.output_dim)
+        step = lambda e: 4 * e * s["depth"] * images / 1e9
         print(
-            f"| {name} | {4 * ours / 1e6:.0f} | {4 * torch / 1e6:.0f} | "
-            f"{4 * ours * s['depth'] * images / 1e9:.1f} | {4 * torch * s['depth'] * images / 1e9:.1f} | "
-            f"{4 * dec * images / 1e9:.1f} |"
+            f"| {name} | {4 * gpu / 1e6:.0f} / {4 * cpu / 1e6:.0f} | {4 * torch / 1e6:.0f} | "
+            f"{step(gpu):.1f} / {step(cpu):.1f} | {step(torch):.1f} | {4 * dec * images / 1e9:.1f} |"
         )
 
 
