@@ -251,35 +251,29 @@ pub fn load_checkpoint_tensors(
 pub fn load_backbone(varmap: &VarMap, path: &Path) -> Result<(), CheckpointError> {
     let tensors = read_tensors(path)?;
     let known = named_vars(varmap)?;
-    if known.keys().any(|k| k.starts_with(VIT_PREFIX)) {
-        let tensors = crate::vit::timm_from_hf(tensors)?;
-        let mut unexpected: Vec<String> = tensors
-            .keys()
-            .filter(|k| !known.contains_key(&format!("{VIT_PREFIX}{k}")))
-            .cloned()
-            .collect();
-        unexpected.sort();
-        if !unexpected.is_empty() {
-            return Err(CheckpointError::Unexpected {
-                path: path.to_path_buf(),
-                count: unexpected.len(),
-                keys: format!(
-                    "{} (expected a DINOv2 encoder of the configured size, from `cargo xtask fetch-weights --backbone dinov2-s|dinov2-b|dinov2-l`)",
-                    list(&unexpected)
-                ),
-            });
-        }
-        return assign(varmap, &tensors, path, |name| {
-            name.strip_prefix(VIT_PREFIX).map(str::to_string)
-        });
-    }
+    // (the prefix of the encoder's variables, tensors the file may hold besides, what a
+    // file should be)
+    let (prefix, tensors, ignored, expected): (_, _, fn(&str) -> bool, _) = if known
+        .keys()
+        .any(|k| k.starts_with(VIT_PREFIX))
+    {
+        (
+                VIT_PREFIX,
+                crate::vit::timm_from_hf(tensors)?,
+                |_| false,
+                "a DINOv2 encoder of the configured size, from `cargo xtask fetch-weights --backbone dinov2-s|dinov2-b|dinov2-l`",
+            )
+    } else {
+        (
+            BACKBONE_PREFIX,
+            tensors,
+            |k| k.starts_with("fc.") || k.ends_with(NUM_BATCHES_TRACKED),
+            "a torchvision-named ResNet of the configured depth",
+        )
+    };
     let mut unexpected: Vec<String> = tensors
         .keys()
-        .filter(|k| {
-            !k.starts_with("fc.")
-                && !k.ends_with(NUM_BATCHES_TRACKED)
-                && !known.contains_key(&format!("{BACKBONE_PREFIX}{k}"))
-        })
+        .filter(|k| !ignored(k) && !known.contains_key(&format!("{prefix}{k}")))
         .cloned()
         .collect();
     unexpected.sort();
@@ -287,14 +281,11 @@ pub fn load_backbone(varmap: &VarMap, path: &Path) -> Result<(), CheckpointError
         return Err(CheckpointError::Unexpected {
             path: path.to_path_buf(),
             count: unexpected.len(),
-            keys: format!(
-                "{} (expected a torchvision-named ResNet of the configured depth)",
-                list(&unexpected)
-            ),
+            keys: format!("{} (expected {expected})", list(&unexpected)),
         });
     }
     assign(varmap, &tensors, path, |name| {
-        name.strip_prefix(BACKBONE_PREFIX).map(str::to_string)
+        name.strip_prefix(prefix).map(str::to_string)
     })
 }
 

@@ -515,7 +515,9 @@ fn fused_softmax_matches_the_composed_one_with_gradients() {
     let fused = softmax_last_dim(&x, true).unwrap();
     let composed = candle_nn::ops::softmax(&x, candle_core::D::Minus1).unwrap();
     assert!(max_abs_diff(&fused, &composed) < 1e-15);
-    check_gradients(std::slice::from_ref(&x), |t| softmax_last_dim(&t[0], true).unwrap());
+    check_gradients(std::slice::from_ref(&x), |t| {
+        softmax_last_dim(&t[0], true).unwrap()
+    });
     assert_eq!(
         values(&softmax_last_dim(&x, false).unwrap()),
         values(&fused)
