@@ -49,6 +49,19 @@ fn hub(body: Vec<u8>) -> Server {
     server
 }
 
+/// `cargo xtask fetch-weights --backbone B --out-dir MODELS` against the hub at `base`,
+/// with `cache` as the hf cache: whether it succeeded, and its output.
+fn fetch_weights(backbone: &str, models: &str, cache: &str, base: &str) -> (bool, String) {
+    xtask(
+        &["fetch-weights", "--backbone", backbone, "--out-dir", models],
+        &[
+            ("HF_ENDPOINT", base),
+            ("HF_HUB_CACHE", cache),
+            ("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1"),
+        ],
+    )
+}
+
 #[test]
 fn weights_through_hf_endpoint_env() {
     let body = tiny_resnet();
@@ -56,19 +69,11 @@ fn weights_through_hf_endpoint_env() {
     let work = tempfile::tempdir().unwrap();
     let models = work.path().join("models");
     let cache = work.path().join("hf-cache");
-    let (ok, out) = xtask(
-        &[
-            "fetch-weights",
-            "--backbone",
-            "resnet18",
-            "--out-dir",
-            models.to_str().unwrap(),
-        ],
-        &[
-            ("HF_ENDPOINT", server.base.as_str()),
-            ("HF_HUB_CACHE", cache.to_str().unwrap()),
-            ("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1"),
-        ],
+    let (ok, out) = fetch_weights(
+        "resnet18",
+        models.to_str().unwrap(),
+        cache.to_str().unwrap(),
+        server.base.as_str(),
     );
     assert!(ok, "{out}");
     let dest = models.join("resnet18.tv_in1k.safetensors");
@@ -295,19 +300,11 @@ fn dinov2_small_through_the_hub_in_timm_names() {
     let work = tempfile::tempdir().unwrap();
     let models = work.path().join("models");
     let cache = work.path().join("hf-cache");
-    let (ok, out) = xtask(
-        &[
-            "fetch-weights",
-            "--backbone",
-            "dinov2-s",
-            "--out-dir",
-            models.to_str().unwrap(),
-        ],
-        &[
-            ("HF_ENDPOINT", server.base.as_str()),
-            ("HF_HUB_CACHE", cache.to_str().unwrap()),
-            ("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1"),
-        ],
+    let (ok, out) = fetch_weights(
+        "dinov2-s",
+        models.to_str().unwrap(),
+        cache.to_str().unwrap(),
+        server.base.as_str(),
     );
     assert!(ok, "{out}");
     let dest = models.join("dinov2-s.safetensors");
