@@ -1,16 +1,104 @@
 //! GELU in its exact form, `x · Φ(x) = x/2 · (1 + erf(x/√2))` (PyTorch's `nn.GELU()`),
 //! with an exact gradient: candle 0.11's fused `gelu_erf` differentiates with the
 //! constant 1/√(2π) rounded to 0.398942, a relative error of 7e-7 in every gradient
-//! behind it (enough to fail the f64 parity fixtures). Where a graph is recorded this
-//! composes candle's `erf`, whose backward is exact; without a graph it is the fused op.
+//! behind it (enough to fail the f64 parity fixtures).
+//!
+//! On the CPU (f32, f64) it is one op whose backward `ȳ · (Φ(x) + x·φ(x))` is one more
+//! pass: the graph keeps only the input, where the composition keeps four more tensors
+//! of the (4x-wide) MLP hidden map. Elsewhere, and with `RECO_OPS=generic`, it composes
+//! candle's `erf` (exact backward) where a graph is recorded and uses candle's fused op
+//! where none is.
 
-use candle_core::{Result, Tensor};
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor, WithDType,
+};
+use rayon::prelude::*;
+
+use super::cpu::{storage, with_real_slices};
+use super::Real;
+
+/// Fewest elements per parallel task.
+const MIN_LEN: usize = 1 << 14;
 
 /// `x/2 · (1 + erf(x/√2))`; `grad`: whether gradients will flow through the result.
 pub fn gelu_erf(x: &Tensor, grad: bool) -> Result<Tensor> {
-    if !grad {
-        return x.gelu_erf();
+    let fused_here =
+        !super::use_generic_path(x.device()) && matches!(x.dtype(), DType::F32 | DType::F64);
+    match (fused_here, grad) {
+        (true, _) => x.contiguous()?.apply_op1(GeluErf),
+        (false, false) => x.gelu_erf(),
+        (false, true) => {
+            let phi = ((x * std::f64::consts::FRAC_1_SQRT_2)?.erf()? + 1.0)?;
+            (x * 0.5)? * phi
+        }
     }
-    let phi = ((x * std::f64::consts::FRAC_1_SQRT_2)?.erf()? + 1.0)?;
-    (x * 0.5)? * phi
+}
+
+/// Φ(x), the standard normal distribution function, in f64.
+fn cdf(x: f64) -> f64 {
+    0.5 * (1.0 + candle_core::cpu::erf::erf_f64(x * std::f64::consts::FRAC_1_SQRT_2))
+}
+
+fn map<T: Real>(x: &[T], f: impl Fn(f64) -> f64 + Sync) -> Vec<T> {
+    x.par_iter()
+        .with_min_len(MIN_LEN)
+        .map(|&v| <T as WithDType>::from_f64(f(WithDType::to_f64(v))))
+        .collect()
+}
+
+struct GeluErf;
+
+impl CustomOp1 for GeluErf {
+    fn name(&self) -> &'static str {
+        "reco-gelu-erf"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let out = with_real_slices!("gelu", |x = (s, l)| storage(map(x, |v| v * cdf(v))));
+        Ok((out, l.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(
+            x.apply_op2_no_bwd(&grad.contiguous()?, &GeluErfBackward)?,
+        ))
+    }
+}
+
+/// `(x, ȳ) → ȳ · (Φ(x) + x·φ(x))`, φ's 1/√(2π) exact.
+struct GeluErfBackward;
+
+fn backward<T: Real>(x: &[T], g: &[T]) -> Vec<T> {
+    let inv_sqrt_2pi = 1.0 / (2.0 * std::f64::consts::PI).sqrt();
+    x.par_iter()
+        .zip(g)
+        .with_min_len(MIN_LEN)
+        .map(|(&x, &g)| {
+            let v: f64 = WithDType::to_f64(x);
+            let d = cdf(v) + v * (-0.5 * v * v).exp() * inv_sqrt_2pi;
+            g * <T as WithDType>::from_f64(d)
+        })
+        .collect()
+}
+
+impl CustomOp2 for GeluErfBackward {
+    fn name(&self) -> &'static str {
+        "reco-gelu-erf-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        if l1.dims() != l2.dims() {
+            candle_core::bail!("gelu backward: shapes {:?} and {:?}", l1.dims(), l2.dims())
+        }
+        let out = with_real_slices!("gelu backward", |x = (s1, l1), g = (s2, l2)| storage(
+            backward(x, g)
+        ));
+        Ok((out, l1.shape().clone()))
+    }
 }
