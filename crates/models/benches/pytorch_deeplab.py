@@ -2,9 +2,12 @@
 `trainer bench` and benches/deeplab.rs: median of several runs after a warm-up, each
 measurement in a process of its own (peak host RSS, and peak device memory on CUDA).
 
-Measurements (`--only`, comma-separated; default train,eval,semi):
+Measurements (`--only`, comma-separated; default train,eval,semi; also deploy):
   train  train-mode forward+backward of one batch (the network alone)
-  eval   eval forward under no_grad
+  eval   eval forward under no_grad, both heads, of the whole batch (benches/deeplab.rs
+         does the same), or of one image of --eval-size
+  deploy the same with the class head only (eval mode, no representation head): what a
+         PyTorch user deploys, beside our folded Segmenter
   semi   the original's semi-supervised step (train_semisup.py) on the VOC setting:
          EMA teacher pseudo-labels (train mode, no_grad), random rescale+crop and ClassMix
          on the device, two student passes, supervised CE, confidence-weighted
@@ -125,7 +128,7 @@ class DeepLabv3Plus(nn.Module):
                 m.dilation = (dilate, dilate)
                 m.padding = (dilate, dilate)
 
-    def forward(self, x):
+    def forward(self, x, classes_only=False):
         x = self.resnet_relu1(self.resnet_bn1(self.resnet_conv1(x)))
         x = self.resnet_maxpool(x)
         x_low = self.resnet_layer1(x)
@@ -136,6 +139,8 @@ class DeepLabv3Plus(nn.Module):
         x_low = self.project(x_low)
         output_feature = F.interpolate(feature, size=x_low.shape[2:], mode="bilinear", align_corners=True)
         joined = torch.cat([x_low, output_feature], dim=1)
+        if classes_only:  # what a deployment runs: no representation head
+            return self.classifier(joined)
         return self.classifier(joined), self.representation(joined)
 
 
@@ -374,18 +379,21 @@ def measure(args, what):
             # (UniMatch V2's evaluate), the logits back to the image, argmax.
             model.eval()
             with torch.no_grad(), amp():
-                img = x[:1] if args.eval_size is None else torch.zeros(1, 3, args.eval_size, args.eval_size,
-                                                                     device=device)
+                img = x if args.eval_size is None else torch.zeros(1, 3, args.eval_size, args.eval_size,
+                                                                 device=device)
                 h, w = img.shape[-2:]
                 fit = F.interpolate(img, (int(h / 14 + 0.5) * 14, int(w / 14 + 0.5) * 14), mode="bilinear",
                                     align_corners=True)
                 pred, _ = model(fit)
                 F.interpolate(pred, (h, w), mode="bilinear", align_corners=True).argmax(1)
         else:
+            # The whole batch, as benches/deeplab.rs evaluates (or one image of
+            # --eval-size, as `trainer bench`); "deploy": the class head only.
             model.eval()
             with torch.no_grad(), amp():
-                model(x[:1] if args.eval_size is None else torch.zeros(1, 3, args.eval_size, args.eval_size,
-                                                                        device=device))
+                img = x if args.eval_size is None else torch.zeros(1, 3, args.eval_size, args.eval_size,
+                                                                 device=device)
+                model(img, classes_only=True) if what == "deploy" else model(img)
         sync(device)
         if i > 0:
             times.append(time.perf_counter() - t)
@@ -396,7 +404,8 @@ def measure(args, what):
 
 LABELS = {
     "train": "train fwd+bwd (network alone, batch stats)",
-    "eval": "eval forward (no_grad)",
+    "eval": "eval forward (no_grad), both heads",
+    "deploy": "eval forward (no_grad), class head only (what a PyTorch user deploys)",
     "semi": "semi-supervised step (teacher, ClassMix, 2 student passes, 3 losses, SGD, EMA)",
 }
 
@@ -424,7 +433,9 @@ def main():
     whats = [w for w in args.only.split(",") if w]
     for w in whats:
         if w not in LABELS:
-            raise SystemExit(f"unknown measurement {w!r} in --only: expected train, eval or semi")
+            raise SystemExit(f"unknown measurement {w!r} in --only: expected train, eval, deploy or semi")
+    if args.network == "dpt" and "deploy" in whats:
+        raise SystemExit("--only deploy is for the DeepLab (DPT's heads share nothing to skip here)")
     if args.child:
         print(*measure(args, whats[0]))
         return
@@ -454,7 +465,8 @@ def main():
             print(f"| {LABELS[what]} | FAILED: {res.stderr.strip().splitlines()[-1:]} | | | | |")
             continue
         med, mn, mb, dmb = map(float, res.stdout.split()[-4:])
-        images = {"train": args.batch, "eval": 1, "semi": 2 * args.batch}[what]
+        eval_images = args.batch if args.eval_size is None else 1
+        images = {"train": args.batch, "eval": eval_images, "deploy": eval_images, "semi": 2 * args.batch}[what]
         print(f"| {LABELS[what]} | {1e3 * med:.1f} | {1e3 * mn:.1f} | {images / med:.2f} | {mb:.0f} | {dmb:.0f} |")
 
 
