@@ -8,7 +8,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::layers::Mode;
-use crate::precision::{check_ops_path, Precision};
+use crate::precision::{compute_input, Precision};
 use crate::resnet::{Backbone, ResNet, ResNetFeatures};
 use crate::sync_bn::SyncBn;
 
@@ -150,13 +150,7 @@ impl<H: DeepLabHeads> DeepLab<H> {
             .with_sync(self.sync_bn.as_ref())
             .with_compute(self.precision.compute_dtype());
         let out = x.dtype();
-        let x = match mode.compute {
-            Some(compute) if compute != out => {
-                check_ops_path(compute, x.device())?;
-                x.to_dtype(compute)?
-            }
-            _ => x.clone(),
-        };
+        let x = compute_input(x, &mode)?;
         let features = self.backbone.forward(&x, mode)?;
         let (pred, rep) = self.heads.forward(&features, mode)?;
         // Softmax, the losses and ReCo's similarities run in the input's type (f32).

@@ -20,9 +20,9 @@ use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
 use crate::deeplab_base::DeepLabConfig;
-use crate::layers::{Conv2d, Conv2dConfig, Mode};
+use crate::layers::{param_in, Conv2d, Conv2dConfig, Mode};
 use crate::ops::resize_bilinear;
-use crate::precision::{check_ops_path, Precision};
+use crate::precision::{compute_input, Precision};
 use crate::resnet::Backbone;
 use crate::sync_bn::SyncBn;
 use crate::vit::{Dinov2, VitConfig, PATCH_SIZE};
@@ -145,8 +145,8 @@ impl PatchConvTranspose {
     fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         let (b, cin, h, w) = x.dims4()?;
         let k = self.k;
-        let weight = detach_unless(&self.weight, mode)?.to_dtype(x.dtype())?;
-        let bias = detach_unless(&self.bias, mode)?.to_dtype(x.dtype())?;
+        let weight = param_in(&self.weight, mode, x.dtype())?;
+        let bias = param_in(&self.bias, mode, x.dtype())?;
         let cout = weight.dim(1)?;
         let y = x
             .permute((0, 2, 3, 1))?
@@ -159,10 +159,6 @@ impl PatchConvTranspose {
             .reshape((b, cout, h * k, w * k))?;
         y.broadcast_add(&bias.reshape((1, cout, 1, 1))?)
     }
-}
-
-fn detach_unless(t: &Tensor, mode: Mode) -> Result<Tensor> {
-    Ok(if mode.grad { t.clone() } else { t.detach() })
 }
 
 /// The resampling after each projection: 4x and 2x up, unchanged, 2x down.
@@ -419,23 +415,14 @@ impl Dpt {
 
     /// `x [B, 3, H, W]`, H and W multiples of 14.
     pub fn forward_mode(&self, x: &Tensor, mode: Mode) -> Result<(Tensor, Tensor)> {
-        let (_, c, h, w) = x.dims4()?;
-        if c != 3 || h < PATCH_SIZE || w < PATCH_SIZE || h % PATCH_SIZE != 0 || w % PATCH_SIZE != 0
-        {
-            candle_core::bail!(
-                "DPT expects images [B, 3, H, W] with H and W multiples of {PATCH_SIZE} (the patch size), got {:?}",
-                x.dims()
-            )
+        // The encoder checks H and W (multiples of the patch size).
+        let (_, c, _, _) = x.dims4()?;
+        if c != 3 {
+            candle_core::bail!("DPT expects images [B, 3, H, W], got {:?}", x.dims())
         }
         let mode = mode.with_compute(self.precision.compute_dtype());
         let out = x.dtype();
-        let x = match mode.compute {
-            Some(compute) if compute != out => {
-                check_ops_path(compute, x.device())?;
-                x.to_dtype(compute)?
-            }
-            _ => x.clone(),
-        };
+        let x = compute_input(x, &mode)?;
         let maps = self
             .backbone
             .intermediate_layers(&x, &self.layout.layers, mode)?;

@@ -77,6 +77,12 @@ fn maybe_detach(t: &Tensor, grad: bool) -> Tensor {
     }
 }
 
+/// A variable as a forward pass in `mode` uses it: detached without a graph, cast to
+/// `dtype` inside the graph (so in mixed precision its gradient arrives in its own type).
+pub(crate) fn param_in(t: &Tensor, mode: Mode, dtype: DType) -> Result<Tensor> {
+    maybe_detach(t, mode.grad).to_dtype(dtype)
+}
+
 /// Square-kernel convolution, PyTorch's `nn.Conv2d` layout (`weight [O,C,k,k]`, `bias [O]`).
 #[derive(Clone, Debug)]
 pub struct Conv2d {
@@ -186,12 +192,12 @@ impl Conv2d {
     /// The convolution in the input's type: in mixed precision the f32 weight is cast
     /// inside the graph, so its gradient arrives as f32.
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let weight = maybe_detach(&self.weight, mode.grad).to_dtype(x.dtype())?;
+        let weight = param_in(&self.weight, mode, x.dtype())?;
         let y = conv2d(x, &weight, self.params)?;
         match &self.bias {
             None => Ok(y),
             Some(b) => {
-                let b = maybe_detach(b, mode.grad).to_dtype(x.dtype())?;
+                let b = param_in(b, mode, x.dtype())?;
                 y.broadcast_add(&b.reshape((1, (), 1, 1))?)
             }
         }

@@ -235,19 +235,15 @@ impl CheckpointMeta {
                 self.network, self.backbone
             ));
         }
-        if self.network.takes_vit() {
-            if self.output_stride != crate::dpt::DPT_OUTPUT_STRIDE {
-                return invalid(format!(
-                    "output stride {} (DPT on DINOv2 has {}, the patch size)",
-                    self.output_stride,
+        if !self.network.accepts_output_stride(self.output_stride) {
+            let expected = match self.network.takes_vit() {
+                true => format!(
+                    "DPT on DINOv2 has {}, the patch size",
                     crate::dpt::DPT_OUTPUT_STRIDE
-                ));
-            }
-        } else if crate::resnet::stage_dilations(self.output_stride).is_err() {
-            return invalid(format!(
-                "output stride {} (expected 8, 16 or 32)",
-                self.output_stride
-            ));
+                ),
+                false => "expected 8, 16 or 32".to_string(),
+            };
+            return invalid(format!("output stride {} ({expected})", self.output_stride));
         }
         if self.num_classes == 0 || self.output_dim == 0 {
             return invalid("num_classes and output_dim must be positive".to_string());

@@ -47,6 +47,15 @@ impl NetworkKind {
     pub fn takes_vit(self) -> bool {
         self == NetworkKind::Dpt
     }
+
+    /// Whether the network runs at `output_stride`: 8, 16 or 32 for the DeepLabs, the
+    /// patch size 14 for DPT.
+    pub fn accepts_output_stride(self, output_stride: usize) -> bool {
+        match self.takes_vit() {
+            true => output_stride == crate::dpt::DPT_OUTPUT_STRIDE,
+            false => crate::resnet::stage_dilations(output_stride).is_ok(),
+        }
+    }
 }
 
 impl std::str::FromStr for NetworkKind {

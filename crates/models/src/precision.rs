@@ -103,8 +103,20 @@ fn device_name(device: &Device) -> String {
     }
 }
 
+/// A network's input in `mode`'s compute type (unchanged when it has none or it is the
+/// input's), after checking that the device's ops take that type.
+pub(crate) fn compute_input(x: &Tensor, mode: &crate::layers::Mode) -> Result<Tensor> {
+    match mode.compute {
+        Some(compute) if compute != x.dtype() => {
+            check_ops_path(compute, x.device())?;
+            x.to_dtype(compute)
+        }
+        _ => Ok(x.clone()),
+    }
+}
+
 /// Low precision needs the device-generic ops: on the CPU that is `RECO_OPS=generic`.
-pub(crate) fn check_ops_path(dtype: DType, device: &Device) -> Result<()> {
+fn check_ops_path(dtype: DType, device: &Device) -> Result<()> {
     if dtype != DType::F32 && dtype != DType::F64 && !use_generic_path(device) {
         candle_core::bail!(
             "{} convolutions on the CPU need candle's generic ops: set RECO_OPS=generic (slow: for testing the GPU path; this crate's fast CPU kernels are f32/f64 only), or use --precision f32",

@@ -22,7 +22,7 @@
 use candle_core::{DType, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
-use crate::layers::{Conv2d, Conv2dConfig, Mode};
+use crate::layers::{param_in, Conv2d, Conv2dConfig, Mode};
 use crate::ops::{bicubic_matrix, gelu_erf, layer_norm, softmax_last_dim};
 use crate::resnet::Backbone;
 
@@ -88,8 +88,8 @@ impl Linear {
 
     /// `x [..., in]` to `[..., out]`.
     fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let w = param(&self.weight, mode, x.dtype())?;
-        let b = param(&self.bias, mode, x.dtype())?;
+        let w = param_in(&self.weight, mode, x.dtype())?;
+        let b = param_in(&self.bias, mode, x.dtype())?;
         let dims = x.dims().to_vec();
         let input = dims[dims.len() - 1];
         let rows = x.elem_count() / input.max(1);
@@ -101,12 +101,6 @@ impl Linear {
             .broadcast_add(&b)?
             .reshape(out_dims)
     }
-}
-
-/// A variable as the forward pass uses it: detached without a graph, in `dtype`.
-fn param(t: &Tensor, mode: Mode, dtype: DType) -> Result<Tensor> {
-    let t = if mode.grad { t.clone() } else { t.detach() };
-    t.to_dtype(dtype)
 }
 
 #[derive(Clone, Debug)]
@@ -126,8 +120,8 @@ impl LayerNorm {
     /// Normalises in the weights' type (f32 in mixed precision) and returns `x`'s type.
     fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         let own = self.weight.dtype();
-        let w = param(&self.weight, mode, own)?;
-        let b = param(&self.bias, mode, own)?;
+        let w = param_in(&self.weight, mode, own)?;
+        let b = param_in(&self.bias, mode, own)?;
         layer_norm(x, &w, &b, LAYER_NORM_EPS)
     }
 }
@@ -187,7 +181,7 @@ impl LayerScale {
     }
 
     fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        x.broadcast_mul(&param(&self.gamma, mode, x.dtype())?)
+        x.broadcast_mul(&param_in(&self.gamma, mode, x.dtype())?)
     }
 }
 
@@ -332,10 +326,10 @@ impl Dinov2 {
             .forward(x, mode)?
             .flatten_from(2)?
             .transpose(1, 2)?; // [B, gh·gw, D]
-        let cls = param(&self.cls_token, mode, patches.dtype())?.broadcast_as((b, 1, d))?;
+        let cls = param_in(&self.cls_token, mode, patches.dtype())?.broadcast_as((b, 1, d))?;
         let tokens = Tensor::cat(&[&cls, &patches], 1)?;
         let pos = interpolated_position_embedding(
-            &param(&self.pos_embed, mode, self.pos_embed.dtype())?,
+            &param_in(&self.pos_embed, mode, self.pos_embed.dtype())?,
             h,
             w,
         )?

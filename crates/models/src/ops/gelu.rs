@@ -9,9 +9,7 @@
 //! candle's `erf` (exact backward) where a graph is recorded and uses candle's fused op
 //! where none is.
 
-use candle_core::{
-    CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor, WithDType,
-};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
 use super::cpu::{storage, with_real_slices};
@@ -22,9 +20,7 @@ const MIN_LEN: usize = 1 << 14;
 
 /// `x/2 · (1 + erf(x/√2))`; `grad`: whether gradients will flow through the result.
 pub fn gelu_erf(x: &Tensor, grad: bool) -> Result<Tensor> {
-    let fused_here =
-        !super::use_generic_path(x.device()) && matches!(x.dtype(), DType::F32 | DType::F64);
-    match (fused_here, grad) {
+    match (super::takes_cpu_kernel(x), grad) {
         (true, _) => x.contiguous()?.apply_op1(GeluErf),
         (false, false) => x.gelu_erf(),
         (false, true) => {

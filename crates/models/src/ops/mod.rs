@@ -32,6 +32,13 @@ pub fn use_generic_path(device: &candle_core::Device) -> bool {
     !device.is_cpu() || reco_util::ops_path::generic_forced()
 }
 
+/// True when `x` goes to this crate's CPU kernels: the kernel path and f32 or f64 (for
+/// the ops with a composed fallback for every other case).
+pub(crate) fn takes_cpu_kernel(x: &candle_core::Tensor) -> bool {
+    !use_generic_path(x.device())
+        && matches!(x.dtype(), candle_core::DType::F32 | candle_core::DType::F64)
+}
+
 /// The float types the CPU kernels are written for.
 pub(crate) trait Real:
     candle_core::WithDType

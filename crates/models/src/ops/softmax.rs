@@ -22,9 +22,7 @@ const MIN_ROWS: usize = 16;
 /// pass computes the same with and without a graph; elsewhere candle-nn's fused op
 /// without a graph and the composition with one.
 pub fn softmax_last_dim(x: &Tensor, grad: bool) -> Result<Tensor> {
-    let fused_here = !super::use_generic_path(x.device())
-        && matches!(x.dtype(), candle_core::DType::F32 | candle_core::DType::F64);
-    match (fused_here, grad) {
+    match (super::takes_cpu_kernel(x), grad) {
         (true, _) => x.contiguous()?.apply_op1(SoftmaxLastDim),
         (false, false) => candle_nn::ops::softmax_last_dim(x),
         (false, true) => candle_nn::ops::softmax(x, D::Minus1),

@@ -65,12 +65,7 @@ impl From<crate::checkpoint::CheckpointError> for SegmentError {
 }
 
 fn checked_stride(network: NetworkKind, output_stride: usize) -> Result<usize> {
-    let ok = if network.takes_vit() {
-        output_stride == crate::dpt::DPT_OUTPUT_STRIDE
-    } else {
-        crate::resnet::stage_dilations(output_stride).is_ok()
-    };
-    if ok {
+    if network.accepts_output_stride(output_stride) {
         Ok(output_stride)
     } else {
         Err(SegmentError::BadOutputStride(output_stride))

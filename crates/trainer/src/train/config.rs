@@ -408,7 +408,7 @@ impl TrainConfig {
                     below + patch
                 );
             }
-        } else if ![8, 16, 32].contains(&self.output_stride) {
+        } else if !network.accepts_output_stride(self.output_stride) {
             bail!(
                 "--output-stride must be 8, 16 or 32, got {}",
                 self.output_stride
