@@ -192,11 +192,9 @@ fn fetch_dinov2(opts: &WeightsOptions, backbone: Backbone) -> Result<PathBuf> {
             format!("{repo} {HF_WEIGHTS_FILE}, transformers names converted to timm's"),
         ),
     ]);
-    // Serialised in memory, then written atomically (a synced temporary sibling renamed
-    // over the target): an interrupted run never leaves a truncated file in models/.
-    let bytes = safetensors::tensor::serialize(tensors.iter(), Some(meta))
-        .with_context(|| format!("cannot serialise the converted weights of {repo}"))?;
-    reco_util::fs::write_atomic(&dest, &bytes)?;
+    // Written atomically: an interrupted run never leaves a truncated file in models/.
+    reco_models::checkpoint::write_safetensors_atomic_with(&tensors, Some(meta), &dest)
+        .with_context(|| format!("cannot write the converted weights of {repo}"))?;
     println!(
         "{repo}: {} tensors, converted to timm names (hf cache: {})",
         tensors.len(),

@@ -331,11 +331,20 @@ pub fn write_safetensors_atomic(
     tensors: &BTreeMap<String, Tensor>,
     path: &Path,
 ) -> Result<(), CheckpointError> {
+    write_safetensors_atomic_with(tensors, None, path)
+}
+
+/// [`write_safetensors_atomic`] with a `__metadata__` map.
+pub fn write_safetensors_atomic_with(
+    tensors: &BTreeMap<String, Tensor>,
+    metadata: Option<HashMap<String, String>>,
+    path: &Path,
+) -> Result<(), CheckpointError> {
     let write_err = |source| CheckpointError::Write {
         path: path.to_path_buf(),
         source,
     };
-    let bytes = safetensors::tensor::serialize(tensors.iter(), None)
+    let bytes = safetensors::tensor::serialize(tensors.iter(), metadata)
         .map_err(|e| write_err(std::io::Error::other(e.to_string())))?;
     reco_util::fs::write_atomic(path, &bytes).map_err(write_err)
 }
