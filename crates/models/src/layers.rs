@@ -198,7 +198,7 @@ impl Conv2d {
             None => Ok(y),
             Some(b) => {
                 let b = param_in(b, mode, x.dtype())?;
-                y.broadcast_add(&b.reshape((1, (), 1, 1))?)
+                crate::ops::add_channel_bias(&y, &b)
             }
         }
     }

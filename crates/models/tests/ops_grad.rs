@@ -3,8 +3,8 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use reco_models::ops::{
-    add_relu, conv2d, gelu_erf, layer_norm, max_pool_3x3_s2, max_pool_3x3_s2_composed,
-    resize_bilinear, softmax_last_dim, ConvParams,
+    add_channel_bias, add_relu, conv2d, gelu_erf, layer_norm, max_pool_3x3_s2,
+    max_pool_3x3_s2_composed, resize_bilinear, softmax_last_dim, ConvParams,
 };
 use reco_util::ops_path::{with_ops_path, OpsPath};
 
@@ -445,6 +445,41 @@ fn add_relu_matches_composition_and_finite_differences() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("shapes"), "{err}");
+}
+
+/// The convolution bias op against candle's broadcast add, with both gradients (the
+/// composed path is what other devices run).
+#[test]
+fn channel_bias_matches_broadcast_add_and_finite_differences() {
+    let (y, b) = (seeded(&[3, 4, 5, 2], 41), seeded(&[4], 42));
+    let fused = add_channel_bias(&y, &b).unwrap();
+    let composed = y.broadcast_add(&b.reshape((1, 4, 1, 1)).unwrap()).unwrap();
+    assert_eq!(max_abs_diff(&fused, &composed), 0.0);
+    let generic = with_ops_path(OpsPath::Generic, || add_channel_bias(&y, &b).unwrap());
+    assert_eq!(max_abs_diff(&generic, &fused), 0.0);
+    check_gradients(&[y.clone(), b.clone()], |ts| {
+        add_channel_bias(&ts[0], &ts[1]).unwrap()
+    });
+    // Only the bias tracked (a frozen input), and f32.
+    let bv = Var::from_tensor(&b.to_dtype(DType::F32).unwrap()).unwrap();
+    let y32 = y.to_dtype(DType::F32).unwrap();
+    let out = add_channel_bias(&y32, bv.as_tensor()).unwrap();
+    let grads = out.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+    let want = (y32
+        .broadcast_add(&bv.as_tensor().reshape((1, 4, 1, 1)).unwrap())
+        .unwrap()
+        * 2.0)
+        .unwrap()
+        .sum((0, 2, 3))
+        .unwrap();
+    let got = grads.get(bv.as_tensor()).unwrap();
+    let diff = (got - want).unwrap().abs().unwrap().max(0).unwrap();
+    assert!(diff.to_scalar::<f32>().unwrap() < 1e-4);
+    // A bias of the wrong length is an error naming the channels.
+    let err = add_channel_bias(&y, &seeded(&[3], 43))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("4 channels"), "{err}");
 }
 
 /// The differentiable layer norm (candle-nn's has no backward): its values against

@@ -147,6 +147,11 @@ impl Dims {
         }
         Ok(())
     }
+    /// Multiply-adds of the direct formula (each of the forward pass and the two
+    /// gradients does as many).
+    fn multiply_adds(&self) -> usize {
+        self.n * self.o * self.out_pixels() * self.cols_rows()
+    }
     /// A 1x1 stride-1 unpadded convolution reads its input as the im2col matrix itself.
     fn is_pointwise(&self, p: ConvParams) -> bool {
         self.k == 1 && p.stride == 1 && p.padding == 0
@@ -317,6 +322,7 @@ fn col2im<T: Real>(cols: &[T], d: &Dims, p: ConvParams, img: &mut [T]) {
 }
 
 fn forward<T: Real>(x: &[T], w: &[T], d: &Dims, p: ConvParams) -> Vec<T> {
+    super::flops::add_pass(d.multiply_adds());
     let (kk, pix) = (d.cols_rows(), d.out_pixels());
     if d.is_empty() {
         return vec![T::zero(); d.n * d.o * pix];
@@ -377,6 +383,7 @@ fn transpose_blocks<T: Real>(src: &[T], rows: usize, cols: usize) -> Vec<T> {
 }
 
 fn input_grad<T: Real>(g: &[T], w: &[T], d: &Dims, p: ConvParams) -> Vec<T> {
+    super::flops::add_pass(d.multiply_adds());
     let (kk, pix) = (d.cols_rows(), d.out_pixels());
     if d.is_empty() {
         return vec![T::zero(); d.n * d.c * d.h * d.w];
@@ -425,6 +432,7 @@ fn input_grad<T: Real>(g: &[T], w: &[T], d: &Dims, p: ConvParams) -> Vec<T> {
 }
 
 fn weight_grad<T: Real>(x: &[T], g: &[T], d: &Dims, p: ConvParams) -> Vec<T> {
+    super::flops::add_pass(d.multiply_adds());
     let (kk, pix) = (d.cols_rows(), d.out_pixels());
     if d.is_empty() {
         return vec![T::zero(); d.o * kk];

@@ -5,8 +5,10 @@
 
 mod add_relu;
 mod batch_norm;
+mod bias;
 mod conv;
 pub(crate) mod cpu;
+pub mod flops;
 mod gelu;
 mod layer_norm;
 mod pool;
@@ -16,6 +18,7 @@ mod softmax;
 pub use add_relu::add_relu;
 pub(crate) use batch_norm::check_affine;
 pub use batch_norm::{batch_norm, ChannelStats, Normalize};
+pub use bias::add_channel_bias;
 pub use conv::{conv2d, conv2d_generic, conv2d_input_grad, conv2d_weight_grad, ConvParams};
 pub use gelu::gelu_erf;
 pub use layer_norm::layer_norm;

@@ -8,6 +8,7 @@
 //! the CPU and in PyTorch).
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
 
 use super::cpu::{storage, with_real_slices};
 use super::Real;
@@ -92,51 +93,59 @@ pub fn max_pool_3x3_s2_composed(x: &Tensor) -> Result<Tensor> {
     Ok(out)
 }
 
-/// Visits each output position with the flat input index of its window's first maximum.
-fn for_each_argmax<T: Real>(x: &[T], dims: &[usize], mut f: impl FnMut(usize, usize)) {
-    let (nc, h, w) = (dims[0] * dims[1], dims[2], dims[3]);
+/// Visits each output position of one `h x w` plane with the index (in the plane) of its
+/// window's first maximum.
+fn for_each_argmax<T: Real>(plane: &[T], h: usize, w: usize, mut f: impl FnMut(usize, usize)) {
     let (ho, wo) = (out_size(h), out_size(w));
-    for p in 0..nc {
-        let plane = &x[p * h * w..(p + 1) * h * w];
-        for oh in 0..ho {
-            for ow in 0..wo {
-                let mut best = None::<(usize, T)>;
-                for ki in 0..K {
-                    let ih = (oh * STRIDE + ki) as isize - PAD as isize;
-                    if ih < 0 || ih >= h as isize {
+    for oh in 0..ho {
+        for ow in 0..wo {
+            let mut best = None::<(usize, T)>;
+            for ki in 0..K {
+                let ih = (oh * STRIDE + ki) as isize - PAD as isize;
+                if ih < 0 || ih >= h as isize {
+                    continue;
+                }
+                for kj in 0..K {
+                    let iw = (ow * STRIDE + kj) as isize - PAD as isize;
+                    if iw < 0 || iw >= w as isize {
                         continue;
                     }
-                    for kj in 0..K {
-                        let iw = (ow * STRIDE + kj) as isize - PAD as isize;
-                        if iw < 0 || iw >= w as isize {
-                            continue;
-                        }
-                        let idx = ih as usize * w + iw as usize;
-                        let v = plane[idx];
-                        // NaN propagates, as in PyTorch.
-                        if best.is_none_or(|(_, b)| v > b || v.is_nan()) {
-                            best = Some((idx, v));
-                        }
+                    let idx = ih as usize * w + iw as usize;
+                    let v = plane[idx];
+                    // NaN propagates, as in PyTorch.
+                    if best.is_none_or(|(_, b)| v > b || v.is_nan()) {
+                        best = Some((idx, v));
                     }
                 }
-                if let Some((idx, _)) = best {
-                    f((p * ho + oh) * wo + ow, p * h * w + idx);
-                }
+            }
+            if let Some((idx, _)) = best {
+                f(oh * wo + ow, idx);
             }
         }
     }
 }
 
+// Planes (image x channel) are independent: one rayon task each, in both passes
+// (`max_pool_3x3_s2` guarantees H, W >= 2, so no chunk size is 0).
+
 fn pool_fwd<T: Real>(x: &[T], dims: &[usize]) -> Vec<T> {
-    let n = dims[0] * dims[1] * out_size(dims[2]) * out_size(dims[3]);
-    let mut out = vec![T::zero(); n];
-    for_each_argmax(x, dims, |o, i| out[o] = x[i]);
+    let (h, w) = (dims[2], dims[3]);
+    let plane_out = out_size(h) * out_size(w);
+    let mut out = vec![T::zero(); dims[0] * dims[1] * plane_out];
+    out.par_chunks_mut(plane_out)
+        .zip(x.par_chunks(h * w))
+        .for_each(|(out, plane)| for_each_argmax(plane, h, w, |o, i| out[o] = plane[i]));
     out
 }
 
 fn pool_bwd<T: Real>(x: &[T], g: &[T], dims: &[usize]) -> Vec<T> {
+    let (h, w) = (dims[2], dims[3]);
+    let plane_out = out_size(h) * out_size(w);
     let mut dx = vec![T::zero(); x.len()];
-    for_each_argmax(x, dims, |o, i| dx[i] += g[o]);
+    dx.par_chunks_mut(h * w)
+        .zip(x.par_chunks(h * w))
+        .zip(g.par_chunks(plane_out))
+        .for_each(|((dx, plane), g)| for_each_argmax(plane, h, w, |o, i| dx[i] += g[o]));
     dx
 }
 
