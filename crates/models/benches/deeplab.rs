@@ -1,11 +1,22 @@
 //! DeepLabV3+ speed and memory on this machine: a train-mode forward+backward and an
 //! eval forward (no graph), median of several runs; peak resident memory of each in a
-//! process of its own.
+//! process of its own; images/s, and GFLOP/s against this CPU's measured multiply-add
+//! peak (`reco_util::bench::fma_peak` on as many threads as candle uses).
 //!
-//! `cargo bench -p reco-models --bench deeplab [-- --backbone resnet101 --batch 2 --size 321 --runs 5]`
+//! `cargo bench -p reco-models --bench deeplab [-- --backbone resnet101 --batch 2 --size 321 --runs 5 --pytorch PYTHON]`
 //! (`--backbone dinov2-s` measures DPT on DINOv2; its "folded" row is the Segmenter's
 //! logits, which for DPT are the network itself: nothing to fold).
-//! The PyTorch counterpart is `benches/pytorch_deeplab.py` (same arguments).
+//!
+//! The PyTorch counterpart is `benches/pytorch_deeplab.py` (same arguments). With
+//! `--pytorch PYTHON` (an interpreter with torch and torchvision) each measurement runs
+//! there too, right after ours, with the same batch, heads, mode and thread count, and the
+//! table sets them side by side: train against train, eval against eval (both heads, no
+//! graph), the folded Segmenter against PyTorch's `deploy` (eval mode, class head only).
+//! The FLOPs are counted, not assumed: ours by the convolution kernels themselves
+//! (`reco_models::ops::flops`), PyTorch's by `FlopCounterMode`; both count 2 FLOP per
+//! multiply-add of the convolutions (DeepLab has no other counted op), so the two columns
+//! must agree, and the GFLOP/s of each side is its own count over its own time. DPT's
+//! matmuls are not counted, so its GFLOP columns are left empty.
 
 use std::process::Command;
 use std::time::Instant;
@@ -23,6 +34,8 @@ struct Args {
     runs: usize,
     /// Set in the child processes: which measurement to run.
     only: Option<String>,
+    /// A Python interpreter with torch: run `pytorch_deeplab.py` beside each measurement.
+    pytorch: Option<String>,
 }
 
 fn parse_args() -> Args {
@@ -32,6 +45,7 @@ fn parse_args() -> Args {
         size: 321,
         runs: 5,
         only: None,
+        pytorch: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -42,6 +56,7 @@ fn parse_args() -> Args {
             "--size" => args.size = value().parse().expect("size"),
             "--runs" => args.runs = value().parse().expect("runs"),
             "--only" => args.only = Some(value()),
+            "--pytorch" => args.pytorch = Some(value()),
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
@@ -70,7 +85,9 @@ fn network_of(args: &Args) -> (NetworkKind, DeepLabConfig) {
     }
 }
 
-fn measure(args: &Args, what: &str) -> (f64, f64, f64) {
+/// One measurement in this process: median and min seconds, peak RSS (MB), and the
+/// convolution FLOPs of one iteration (counted in the warm-up run).
+fn measure(args: &Args, what: &str) -> (f64, f64, f64, u64) {
     let (kind, cfg) = network_of(args);
     let varmap = VarMap::new();
     let model = Network::new(
@@ -91,7 +108,11 @@ fn measure(args: &Args, what: &str) -> (f64, f64, f64) {
         reco_models::Segmenter::from_varmap(&varmap, meta).unwrap()
     });
     let mut times = Vec::new();
+    let mut flops = 0;
     for i in 0..=args.runs {
+        if i == 0 {
+            reco_models::ops::flops::start();
+        }
         let t = Instant::now();
         match what {
             "train" => {
@@ -115,10 +136,12 @@ fn measure(args: &Args, what: &str) -> (f64, f64, f64) {
         // The first run warms up allocations and caches.
         if i > 0 {
             times.push(t.elapsed().as_secs_f64());
+        } else {
+            flops = reco_models::ops::flops::stop();
         }
     }
     let min = times.iter().cloned().fold(f64::INFINITY, f64::min);
-    (median(times), min, peak_rss_mb().unwrap_or(f64::NAN))
+    (median(times), min, peak_rss_mb().unwrap_or(f64::NAN), flops)
 }
 
 /// Large buffers on transparent huge pages (`reco_util::alloc`; measured in
@@ -126,32 +149,89 @@ fn measure(args: &Args, what: &str) -> (f64, f64, f64) {
 #[global_allocator]
 static ALLOCATOR: reco_util::alloc::HugePageAlloc = reco_util::alloc::HugePageAlloc;
 
+/// One row's numbers: median and min seconds, peak RSS, FLOPs of one iteration.
+struct Row {
+    median: f64,
+    min: f64,
+    rss_mb: f64,
+    flops: f64,
+}
+
+/// Runs `cmd` and parses the last line of its output as at least four numbers
+/// (median s, min s, peak RSS MB, then FLOPs as the last one).
+fn run_child(mut cmd: Command, what: &str) -> Result<Row, String> {
+    let out = cmd
+        .output()
+        .map_err(|e| format!("{what}: cannot start {cmd:?}: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Vec<f64> = text
+        .lines()
+        .last()
+        .unwrap_or("")
+        .split_whitespace()
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    if !out.status.success() || v.len() < 4 {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(format!(
+            "{what} failed: {}",
+            err.lines().last().unwrap_or("no output")
+        ));
+    }
+    Ok(Row {
+        median: v[0],
+        min: v[1],
+        rss_mb: v[2],
+        flops: v[v.len() - 1],
+    })
+}
+
 fn main() {
     // As the trainer: candle's element-wise ops on the calling thread (reco_util::threads).
     reco_util::threads::single_candle_elementwise_pool();
     let args = parse_args();
     if let Some(what) = &args.only {
-        let (med, min, mb) = measure(&args, what);
-        println!("{med} {min} {mb}");
+        let (med, min, mb, flops) = measure(&args, what);
+        println!("{med} {min} {mb} {flops}");
         return;
     }
     let exe = std::env::current_exe().unwrap();
     let (kind, cfg) = network_of(&args);
+    let threads = candle_core::utils::get_num_threads();
+    let peak = reco_util::bench::fma_peak(threads, 10);
     println!(
-        "{kind} {} OS{}, batch {}, {}x{}, f32, CPU, {} threads, median of {} runs",
-        args.backbone,
-        cfg.output_stride,
-        args.batch,
-        args.size,
-        args.size,
-        candle_core::utils::get_num_threads(),
-        args.runs
+        "{kind} {} OS{}, batch {}, {}x{}, f32, CPU, {threads} threads, median of {} runs",
+        args.backbone, cfg.output_stride, args.batch, args.size, args.size, args.runs
     );
-    println!("| measurement | median (s) | min (s) | peak RSS (MB) |");
-    println!("| --- | --- | --- | --- |");
+    println!(
+        "measured f32 FMA peak: {:.0} GFLOP/s ({}, {} threads)",
+        peak.gflops, peak.isa, peak.threads
+    );
+    println!("| measurement | side | median (s) | min (s) | images/s | GFLOP | GFLOP/s | of peak | peak RSS (MB) |");
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/pytorch_deeplab.py");
+    let counted = !args.backbone.is_vit();
     for what in ["train", "eval", "folded"] {
-        let out = Command::new(&exe)
-            .args([
+        let mut ours = Command::new(&exe);
+        ours.args([
+            "--backbone",
+            args.backbone.name(),
+            "--batch",
+            &args.batch.to_string(),
+            "--size",
+            &args.size.to_string(),
+            "--runs",
+            &args.runs.to_string(),
+            "--only",
+            what,
+        ]);
+        let mut rows = vec![("ours", run_child(ours, what))];
+        if let (Some(python), true) = (&args.pytorch, counted) {
+            let mut pt = Command::new(python);
+            let pt_what = if what == "folded" { "deploy" } else { what };
+            pt.args([
+                script,
+                "--child",
                 "--backbone",
                 args.backbone.name(),
                 "--batch",
@@ -160,24 +240,48 @@ fn main() {
                 &args.size.to_string(),
                 "--runs",
                 &args.runs.to_string(),
+                "--threads",
+                &threads.to_string(),
                 "--only",
-                what,
-            ])
-            .output()
-            .expect("child process");
-        let text = String::from_utf8_lossy(&out.stdout);
-        let v: Vec<f64> = text
-            .split_whitespace()
-            .filter_map(|s| s.parse().ok())
-            .collect();
-        if v.len() != 3 {
-            panic!("child failed: {}", String::from_utf8_lossy(&out.stderr));
+                pt_what,
+            ]);
+            rows.push(("PyTorch", run_child(pt, pt_what)));
         }
         let label = match what {
-            "train" => "train step (fwd+bwd, batch stats)",
-            "eval" => "eval forward (no graph)",
-            _ => "eval forward, batch norm folded (Segmenter::logits)",
+            "train" => "train step (fwd+bwd, batch stats, both heads)",
+            "eval" => "eval forward (no graph, both heads)",
+            _ => "eval, class head only (ours: BN folded, Segmenter::logits; PyTorch: eval mode)",
         };
-        println!("| {label} | {:.3} | {:.3} | {:.0} |", v[0], v[1], v[2]);
+        let images = args.batch as f64;
+        let mut first_median = None;
+        for (side, row) in rows {
+            match row {
+                Err(e) => println!("| {label} | {side} | {e} | | | | | | |"),
+                Ok(r) => {
+                    let (gflop, rate, frac) = if counted && r.flops > 0.0 {
+                        let rate = r.flops / 1e9 / r.median;
+                        (
+                            format!("{:.1}", r.flops / 1e9),
+                            format!("{rate:.0}"),
+                            format!("{:.0} %", 100.0 * rate / peak.gflops),
+                        )
+                    } else {
+                        Default::default()
+                    };
+                    let side = match first_median {
+                        None => side.to_string(),
+                        Some(ours) => format!("{side} (ours / PyTorch {:.2}x)", ours / r.median),
+                    };
+                    first_median.get_or_insert(r.median);
+                    println!(
+                        "| {label} | {side} | {:.3} | {:.3} | {:.2} | {gflop} | {rate} | {frac} | {:.0} |",
+                        r.median,
+                        r.min,
+                        images / r.median,
+                        r.rss_mb
+                    );
+                }
+            }
+        }
     }
 }

@@ -399,7 +399,30 @@ def measure(args, what):
             times.append(time.perf_counter() - t)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     dev_mb = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
-    return statistics.median(times), min(times), peak_mb, dev_mb
+    return statistics.median(times), min(times), peak_mb, dev_mb, nominal_flops(args, what, model, x)
+
+
+def nominal_flops(args, what, model, x):
+    """FLOPs of one measured iteration as torch.utils.flop_counter.FlopCounterMode counts
+    them (convolutions and matmuls, 2 per multiply-add; each gradient as much again), for
+    the GFLOP/s columns of benches/deeplab.rs. Counted in an extra, untimed iteration;
+    NaN for the semi step and for DPT (not compared there)."""
+    if what not in ("train", "eval", "deploy") or args.network == "dpt" or args.eval_size is not None:
+        return float("nan")
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    if what == "train":
+        model.train()
+        model.zero_grad(set_to_none=True)
+        with counter:
+            p, r = model(x)
+            (p.float().mean() + r.float().mean()).backward()
+    else:
+        model.eval()
+        with torch.no_grad(), counter:
+            model(x, classes_only=True) if what == "deploy" else model(x)
+    return float(counter.get_total_flops())
 
 
 LABELS = {
@@ -424,6 +447,8 @@ def main():
     ap.add_argument("--amp", choices=["off", "bf16", "f16"], default="off",
                     help="autocast the forward passes and losses to bf16 or f16 (f16 with a GradScaler)")
     ap.add_argument("--only", default="train,eval,semi")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch.set_num_threads (default: torch's, one per physical core)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.backbone is None:
@@ -436,6 +461,8 @@ def main():
             raise SystemExit(f"unknown measurement {w!r} in --only: expected train, eval, deploy or semi")
     if args.network == "dpt" and "deploy" in whats:
         raise SystemExit("--only deploy is for the DeepLab (DPT's heads share nothing to skip here)")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     if args.child:
         print(*measure(args, whats[0]))
         return
@@ -455,6 +482,8 @@ def main():
         cmd = [sys.executable, __file__, "--child", "--device", args.device, "--backbone", args.backbone,
                "--network", args.network] + (["--unimatch", args.unimatch] if args.unimatch else []) + [
                "--batch", str(args.batch), "--size", str(args.size), "--runs", str(args.runs), "--only", what]
+        if args.threads is not None:
+            cmd += ["--threads", str(args.threads)]
         if args.eval_size is not None:
             cmd += ["--eval-size", str(args.eval_size)]
         if args.tf32:
@@ -464,7 +493,7 @@ def main():
         if res.returncode != 0:
             print(f"| {LABELS[what]} | FAILED: {res.stderr.strip().splitlines()[-1:]} | | | | |")
             continue
-        med, mn, mb, dmb = map(float, res.stdout.split()[-4:])
+        med, mn, mb, dmb, _ = map(float, res.stdout.split()[-5:])
         eval_images = args.batch if args.eval_size is None else 1
         images = {"train": args.batch, "eval": eval_images, "deploy": eval_images, "semi": 2 * args.batch}[what]
         print(f"| {LABELS[what]} | {1e3 * med:.1f} | {1e3 * mn:.1f} | {images / med:.2f} | {mb:.0f} | {dmb:.0f} |")
