@@ -211,35 +211,30 @@ fn main() {
     println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/pytorch_deeplab.py");
     let counted = !args.backbone.is_vit();
+    // The arguments both sides take, in the same spelling.
+    let (batch, size, runs) = (
+        args.batch.to_string(),
+        args.size.to_string(),
+        args.runs.to_string(),
+    );
+    let shared = [
+        "--backbone",
+        args.backbone.name(),
+        "--batch",
+        &batch,
+        "--size",
+        &size,
+        "--runs",
+        &runs,
+    ];
     for what in ["train", "eval", "folded"] {
         let mut ours = Command::new(&exe);
-        ours.args([
-            "--backbone",
-            args.backbone.name(),
-            "--batch",
-            &args.batch.to_string(),
-            "--size",
-            &args.size.to_string(),
-            "--runs",
-            &args.runs.to_string(),
-            "--only",
-            what,
-        ]);
+        ours.args(shared).args(["--only", what]);
         let mut rows = vec![("ours", run_child(ours, what))];
         if let (Some(python), true) = (&args.pytorch, counted) {
             let mut pt = Command::new(python);
             let pt_what = if what == "folded" { "deploy" } else { what };
-            pt.args([
-                script,
-                "--child",
-                "--backbone",
-                args.backbone.name(),
-                "--batch",
-                &args.batch.to_string(),
-                "--size",
-                &args.size.to_string(),
-                "--runs",
-                &args.runs.to_string(),
+            pt.args([script, "--child"]).args(shared).args([
                 "--threads",
                 &threads.to_string(),
                 "--only",
