@@ -17,6 +17,10 @@
 //! multiply-add of the convolutions (DeepLab has no other counted op), so the two columns
 //! must agree, and the GFLOP/s of each side is its own count over its own time. DPT's
 //! matmuls are not counted, so its GFLOP columns are left empty.
+//!
+//! `--profile` adds the train step's wall time by op (`reco_models::ops::timing`): each of
+//! our CPU kernels (the convolution's three passes, batch norm forward and backward, ...)
+//! and, as the rest, candle's own ops and its backward bookkeeping.
 
 use std::process::Command;
 use std::time::Instant;
@@ -36,6 +40,8 @@ struct Args {
     only: Option<String>,
     /// A Python interpreter with torch: run `pytorch_deeplab.py` beside each measurement.
     pytorch: Option<String>,
+    /// Also print the train step's wall time by op.
+    profile: bool,
 }
 
 fn parse_args() -> Args {
@@ -46,6 +52,7 @@ fn parse_args() -> Args {
         runs: 5,
         only: None,
         pytorch: None,
+        profile: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -57,6 +64,7 @@ fn parse_args() -> Args {
             "--runs" => args.runs = value().parse().expect("runs"),
             "--only" => args.only = Some(value()),
             "--pytorch" => args.pytorch = Some(value()),
+            "--profile" => args.profile = true,
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
@@ -138,6 +146,24 @@ fn measure(args: &Args, what: &str) -> (f64, f64, f64, u64) {
             times.push(t.elapsed().as_secs_f64());
         } else {
             flops = reco_models::ops::flops::stop();
+            if args.profile {
+                reco_models::ops::timing::start();
+            }
+        }
+    }
+    if args.profile {
+        // One line per op for the parent: seconds and calls per run; the step's mean
+        // under the same name, so that the rest is mean minus means.
+        let mean = times.iter().sum::<f64>() / times.len().max(1) as f64;
+        println!("OP step {mean} 1");
+        for op in reco_models::ops::timing::stop() {
+            let runs = args.runs as f64;
+            println!(
+                "OP {} {} {}",
+                op.name,
+                op.seconds / runs,
+                op.calls as f64 / runs
+            );
         }
     }
     let min = times.iter().cloned().fold(f64::INFINITY, f64::min);
@@ -157,13 +183,27 @@ struct Row {
     flops: f64,
 }
 
+/// One op of the profile: name, seconds per step, calls per step.
+type OpLine = (String, f64, f64);
+
 /// Runs `cmd` and parses the last line of its output as at least four numbers
-/// (median s, min s, peak RSS MB, then FLOPs as the last one).
-fn run_child(mut cmd: Command, what: &str) -> Result<Row, String> {
+/// (median s, min s, peak RSS MB, then FLOPs as the last one), and its `OP` lines.
+fn run_child(mut cmd: Command, what: &str) -> Result<(Row, Vec<OpLine>), String> {
     let out = cmd
         .output()
         .map_err(|e| format!("{what}: cannot start {cmd:?}: {e}"))?;
     let text = String::from_utf8_lossy(&out.stdout);
+    let ops = text
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.strip_prefix("OP ")?.split_whitespace();
+            Some((
+                f.next()?.to_string(),
+                f.next()?.parse().ok()?,
+                f.next()?.parse().ok()?,
+            ))
+        })
+        .collect();
     let v: Vec<f64> = text
         .lines()
         .last()
@@ -178,12 +218,42 @@ fn run_child(mut cmd: Command, what: &str) -> Result<Row, String> {
             err.lines().last().unwrap_or("no output")
         ));
     }
-    Ok(Row {
-        median: v[0],
-        min: v[1],
-        rss_mb: v[2],
-        flops: v[v.len() - 1],
-    })
+    Ok((
+        Row {
+            median: v[0],
+            min: v[1],
+            rss_mb: v[2],
+            flops: v[v.len() - 1],
+        },
+        ops,
+    ))
+}
+
+/// The train step's wall time by op, and the rest (candle's ops and bookkeeping), as
+/// means over the timed runs.
+fn print_profile(ops: &[OpLine]) {
+    let Some(step) = ops.iter().find(|o| o.0 == "step").map(|o| o.1) else {
+        return;
+    };
+    let ops: Vec<OpLine> = ops.iter().filter(|o| o.0 != "step").cloned().collect();
+    println!();
+    println!("train step by op (wall seconds, mean over the timed runs: step {step:.3} s):");
+    println!("| op | s per step | share | calls per step |");
+    println!("| --- | ---: | ---: | ---: |");
+    let mut ops = ops.to_vec();
+    ops.sort_by(|a, b| b.1.total_cmp(&a.1));
+    for (name, secs, calls) in &ops {
+        println!(
+            "| {name} | {secs:.3} | {:.1} % | {calls:.0} |",
+            100.0 * secs / step
+        );
+    }
+    let ours: f64 = ops.iter().map(|o| o.1).sum();
+    println!(
+        "| rest: candle's own ops (element-wise, copies, matmuls), backward bookkeeping, allocation | {:.3} | {:.1} % | |",
+        step - ours,
+        100.0 * (step - ours) / step
+    );
 }
 
 fn main() {
@@ -227,10 +297,23 @@ fn main() {
         "--runs",
         &runs,
     ];
+    let mut profile = None;
     for what in ["train", "eval", "folded"] {
         let mut ours = Command::new(&exe);
         ours.args(shared).args(["--only", what]);
-        let mut rows = vec![("ours", run_child(ours, what))];
+        if args.profile && what == "train" {
+            ours.arg("--profile");
+        }
+        let ours = match run_child(ours, what) {
+            Ok((row, ops)) => {
+                if what == "train" && args.profile {
+                    profile = Some(ops);
+                }
+                Ok(row)
+            }
+            Err(e) => Err(e),
+        };
+        let mut rows = vec![("ours", ours)];
         if let (Some(python), true) = (&args.pytorch, counted) {
             let mut pt = Command::new(python);
             let pt_what = if what == "folded" { "deploy" } else { what };
@@ -240,7 +323,7 @@ fn main() {
                 "--only",
                 pt_what,
             ]);
-            rows.push(("PyTorch", run_child(pt, pt_what)));
+            rows.push(("PyTorch", run_child(pt, pt_what).map(|(row, _)| row)));
         }
         let label = match what {
             "train" => "train step (fwd+bwd, batch stats, both heads)",
@@ -278,5 +361,8 @@ fn main() {
                 }
             }
         }
+    }
+    if let Some(ops) = profile {
+        print_profile(&ops);
     }
 }

@@ -86,6 +86,7 @@ impl CustomOp2 for AddRelu {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        let _timed = super::timing::scope(self.name());
         dispatch::<Self>(s1, l1, s2, l2)
     }
 
@@ -126,6 +127,7 @@ impl CustomOp2 for ReluMask {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        let _timed = super::timing::scope(self.name());
         dispatch::<Self>(s1, l1, s2, l2)
     }
 }

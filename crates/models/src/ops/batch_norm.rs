@@ -240,6 +240,7 @@ impl CustomOp3 for BatchNormOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        let _timed = super::timing::scope(self.name());
         let dims = l1.dims();
         let (n, c, hw) = (dims[0], dims[1], dims[2] * dims[3]);
         let mut stats = lock(&self.stats)?;
@@ -262,20 +263,22 @@ impl CustomOp3 for BatchNormOp {
         &self,
         x: &Tensor,
         w: &Tensor,
-        _b: &Tensor,
-        res: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        // The backward pass runs here, on host slices, not in an op of its own.
+        let _timed = super::timing::scope("reco-batch-norm-backward");
         let stats = lock(&self.stats)?
             .clone()
             .ok_or_else(|| candle_core::Error::Msg("batch norm backward before forward".into()))?;
         let grad = grad.contiguous()?;
         let (xs, xl) = x.storage_and_layout();
         let (ws, wl) = w.storage_and_layout();
-        let (ys, yl) = res.storage_and_layout();
+        let (bs, bl) = b.storage_and_layout();
         let (gs, gl) = grad.storage_and_layout();
-        let (Storage::Cpu(xs), Storage::Cpu(ws), Storage::Cpu(ys), Storage::Cpu(gs)) =
-            (&*xs, &*ws, &*ys, &*gs)
+        let (Storage::Cpu(xs), Storage::Cpu(ws), Storage::Cpu(bs), Storage::Cpu(gs)) =
+            (&*xs, &*ws, &*bs, &*gs)
         else {
             candle_core::bail!("batch norm backward: expected CPU tensors")
         };
@@ -292,8 +295,8 @@ impl CustomOp3 for BatchNormOp {
         };
         let (dx, dw, db) = with_real_slices!(
             "batch norm backward",
-            |x = (xs, xl), w = (ws, wl), y = (ys, yl), g = (gs, gl)| {
-                let (dx, dw, db) = ctx.run(x, w, y, g);
+            |x = (xs, xl), w = (ws, wl), b = (bs, bl), g = (gs, gl)| {
+                let (dx, dw, db) = ctx.run(x, w, b, g);
                 (
                     Tensor::from_vec(dx, dims, x_dev)?,
                     Tensor::from_vec(dw, c, x_dev)?,
@@ -316,7 +319,7 @@ struct BackwardCtx<'a> {
 }
 
 impl BackwardCtx<'_> {
-    fn run<T: Real>(&self, x: &[T], w: &[T], y: &[T], g: &[T]) -> (Vec<T>, Vec<T>, Vec<T>) {
+    fn run<T: Real>(&self, x: &[T], w: &[T], b: &[T], g: &[T]) -> (Vec<T>, Vec<T>, Vec<T>) {
         let (n, c, hw) = (self.n, self.c, self.hw);
         let inv: Vec<f64> = self
             .stats
@@ -324,10 +327,16 @@ impl BackwardCtx<'_> {
             .iter()
             .map(|v| 1.0 / (v + self.eps).sqrt())
             .collect();
-        // The gradient reaching the normalisation, after the ReLU's mask.
+        // The gradient reaching the normalisation, after the ReLU's mask. The mask is
+        // recomputed from x with the forward's own coefficients and arithmetic (the
+        // output is `max(scale·x + shift, 0)`, so `y <= 0` exactly where
+        // `scale·x + shift <= 0`, NaN included) rather than read from the output: these
+        // passes read the forward's activations back from memory, and the output would
+        // be a third full-size array to read.
         let relu = self.relu;
-        let masked = move |g: T, y: T| -> T {
-            if relu && y <= T::zero() {
+        let coef = affine(self.stats, w, b, self.eps);
+        let masked = move |g: T, x: T, (scale, shift): (T, T)| -> T {
+            if relu && x * scale + shift <= T::zero() {
                 T::zero()
             } else {
                 g
@@ -340,25 +349,27 @@ impl BackwardCtx<'_> {
             .into_par_iter()
             .map(|ch| {
                 let mean = self.stats.mean[ch];
+                let cf = coef[ch];
                 let (mut sg, mut sgc) = (0.0, 0.0);
                 for i in 0..n {
                     let r = plane(i * c + ch);
-                    let (xs, ys, gs) = (&x[r.clone()], &y[r.clone()], &g[r]);
+                    let (xs, gs) = (&x[r.clone()], &g[r]);
                     let mut acc_g = [0f64; LANES];
                     let mut acc_gc = [0f64; LANES];
-                    let mut k = 0;
-                    while k + LANES <= hw {
+                    // Exact chunks: the lane loop has no bounds checks.
+                    let (xc, gc) = (xs.chunks_exact(LANES), gs.chunks_exact(LANES));
+                    let tail = (xc.remainder(), gc.remainder());
+                    for (x8, g8) in xc.zip(gc) {
                         for l in 0..LANES {
-                            let gv = to_f64(masked(gs[k + l], ys[k + l]));
+                            let gv = to_f64(masked(g8[l], x8[l], cf));
                             acc_g[l] += gv;
-                            acc_gc[l] += gv * (to_f64(xs[k + l]) - mean);
+                            acc_gc[l] += gv * (to_f64(x8[l]) - mean);
                         }
-                        k += LANES;
                     }
-                    for k in k..hw {
-                        let gv = to_f64(masked(gs[k], ys[k]));
+                    for (&xv, &gv) in tail.0.iter().zip(tail.1) {
+                        let gv = to_f64(masked(gv, xv, cf));
                         sg += gv;
-                        sgc += gv * (to_f64(xs[k]) - mean);
+                        sgc += gv * (to_f64(xv) - mean);
                     }
                     sg += acc_g.iter().sum::<f64>();
                     sgc += acc_gc.iter().sum::<f64>();
@@ -385,13 +396,9 @@ impl BackwardCtx<'_> {
                 (scale, 0.0, 0.0, 0.0)
             };
             let (a, b, off, mean) = (to_t::<T>(a), to_t::<T>(b), to_t::<T>(off), to_t::<T>(mean));
-            let r = plane(p);
-            for ((d, &gv), (&yv, &xv)) in dxp
-                .iter_mut()
-                .zip(&g[r.clone()])
-                .zip(y[r.clone()].iter().zip(&x[r]))
-            {
-                *d = a * masked(gv, yv) - b * (xv - mean) - off;
+            let (r, cf) = (plane(p), coef[ch]);
+            for ((d, &gv), &xv) in dxp.iter_mut().zip(&g[r.clone()]).zip(&x[r]) {
+                *d = a * masked(gv, xv, cf) - b * (xv - mean) - off;
             }
         });
         let cast = |v: Vec<f64>| v.into_iter().map(to_t::<T>).collect::<Vec<T>>();

@@ -80,6 +80,7 @@ impl CustomOp2 for ChannelBias {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        let _timed = super::timing::scope(self.name());
         let dims = l1.dims();
         let out = with_real_slices!("channel bias", |y = (s1, l1), b = (s2, l2)| storage(
             forward(y, b, dims)
@@ -114,6 +115,7 @@ impl candle_core::CustomOp1 for ChannelBiasGrad {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _timed = super::timing::scope(self.name());
         let dims = l.dims();
         let out = with_real_slices!("channel bias backward", |g = (s, l)| storage(
             bias_grad(g, dims)

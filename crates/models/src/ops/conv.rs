@@ -480,6 +480,7 @@ impl CustomOp2 for Conv2dFwd {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        let _timed = super::timing::scope(self.name());
         let d = Dims::new(l1.dims(), l2.dims(), self.0)?;
         let out = with_real_slices!("conv2d", |x = (s1, l1), w = (s2, l2)| storage(forward(
             x, w, &d, self.0
@@ -526,6 +527,7 @@ impl CustomOp2 for ConvInputGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        let _timed = super::timing::scope(self.name());
         let (g_dims, w_dims) = (l1.dims(), l2.dims());
         let (h, w) = self.input_hw;
         let d = Dims::new(&[g_dims[0], w_dims[1], h, w], w_dims, self.p)?;
@@ -555,6 +557,7 @@ impl CustomOp2 for ConvWeightGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        let _timed = super::timing::scope(self.name());
         let (x_dims, g_dims) = (l1.dims(), l2.dims());
         let d = Dims::new(x_dims, &[g_dims[1], x_dims[1], self.k, self.k], self.p)?;
         d.check_output_grad(g_dims)?;

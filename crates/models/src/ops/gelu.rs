@@ -50,6 +50,7 @@ impl CustomOp1 for GeluErf {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _timed = super::timing::scope(self.name());
         let out = with_real_slices!("gelu", |x = (s, l)| storage(map(x, |v| v * cdf(v))));
         Ok((out, l.shape().clone()))
     }
@@ -89,6 +90,7 @@ impl CustomOp2 for GeluErfBackward {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        let _timed = super::timing::scope(self.name());
         if l1.dims() != l2.dims() {
             candle_core::bail!("gelu backward: shapes {:?} and {:?}", l1.dims(), l2.dims())
         }

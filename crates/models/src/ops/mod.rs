@@ -14,6 +14,7 @@ mod layer_norm;
 mod pool;
 mod resize;
 mod softmax;
+pub mod timing;
 
 pub use add_relu::add_relu;
 pub(crate) use batch_norm::check_affine;

@@ -161,6 +161,7 @@ impl CustomOp1 for MaxPool {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _timed = super::timing::scope(self.name());
         let dims = l.dims();
         let out = with_real_slices!("max-pool", |x = (s, l)| storage(pool_fwd(x, dims)));
         Ok((out, out_shape(dims)))
@@ -186,6 +187,7 @@ impl CustomOp2 for MaxPoolGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        let _timed = super::timing::scope(self.name());
         let dims = l1.dims();
         if out_shape(dims).dims() != l2.dims() {
             candle_core::bail!(

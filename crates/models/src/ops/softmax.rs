@@ -79,6 +79,7 @@ impl CustomOp1 for SoftmaxLastDim {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _timed = super::timing::scope(self.name());
         let n = row_len(l);
         let out = with_real_slices!("softmax", |x = (s, l)| storage(forward(x, n)));
         Ok((out, l.shape().clone()))
@@ -106,6 +107,7 @@ impl CustomOp2 for SoftmaxBackward {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        let _timed = super::timing::scope(self.name());
         if l1.dims() != l2.dims() {
             candle_core::bail!(
                 "softmax backward: shapes {:?} and {:?}",
