@@ -235,13 +235,12 @@ fn print_profile(ops: &[OpLine]) {
     let Some(step) = ops.iter().find(|o| o.0 == "step").map(|o| o.1) else {
         return;
     };
-    let ops: Vec<OpLine> = ops.iter().filter(|o| o.0 != "step").cloned().collect();
+    let mut ops: Vec<OpLine> = ops.iter().filter(|o| o.0 != "step").cloned().collect();
+    ops.sort_by(|a, b| b.1.total_cmp(&a.1));
     println!();
     println!("train step by op (wall seconds, mean over the timed runs: step {step:.3} s):");
     println!("| op | s per step | share | calls per step |");
     println!("| --- | ---: | ---: | ---: |");
-    let mut ops = ops.to_vec();
-    ops.sort_by(|a, b| b.1.total_cmp(&a.1));
     for (name, secs, calls) in &ops {
         println!(
             "| {name} | {secs:.3} | {:.1} % | {calls:.0} |",

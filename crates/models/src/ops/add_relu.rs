@@ -8,13 +8,9 @@
 //! other devices (and with `RECO_OPS=generic`) the composition is used.
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
 
-use super::cpu::{storage, with_real_slices};
+use super::cpu::{elementwise2, zip_map, Elementwise2};
 use super::Real;
-
-/// Fewest elements per parallel task: large enough to amortise rayon's dispatch.
-const MIN_LEN: usize = 1 << 14;
 
 /// `max(a + b, 0)` for two tensors of one shape, differentiable in both.
 pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
@@ -29,33 +25,6 @@ pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         return (a + b)?.relu();
     }
     a.contiguous()?.apply_op2(&b.contiguous()?, AddRelu)
-}
-
-/// An element-wise map of two equally shaped tensors, written once per float type.
-trait Elementwise2 {
-    const WHAT: &'static str;
-    fn map<T: Real>(a: &[T], b: &[T]) -> Vec<T>;
-}
-
-/// Runs `E::map` on two f32 or two f64 storages.
-fn dispatch<E: Elementwise2>(
-    s1: &CpuStorage,
-    l1: &Layout,
-    s2: &CpuStorage,
-    l2: &Layout,
-) -> Result<(CpuStorage, Shape)> {
-    let out = with_real_slices!(E::WHAT, |a = (s1, l1), b = (s2, l2)| storage(E::map(a, b)));
-    Ok((out, l1.shape().clone()))
-}
-
-/// `f(a[i], b[i])` for every `i`, in parallel. An indexed collect writes each element
-/// once: no zero-filled buffer first.
-fn zip_map<T: Real>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync + Send) -> Vec<T> {
-    a.par_iter()
-        .zip(b)
-        .with_min_len(MIN_LEN)
-        .map(|(&a, &b)| f(a, b))
-        .collect()
 }
 
 struct AddRelu;
@@ -87,7 +56,7 @@ impl CustomOp2 for AddRelu {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let _timed = super::timing::scope(self.name());
-        dispatch::<Self>(s1, l1, s2, l2)
+        elementwise2::<Self>(s1, l1, s2, l2)
     }
 
     fn bwd(
@@ -128,6 +97,6 @@ impl CustomOp2 for ReluMask {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let _timed = super::timing::scope(self.name());
-        dispatch::<Self>(s1, l1, s2, l2)
+        elementwise2::<Self>(s1, l1, s2, l2)
     }
 }

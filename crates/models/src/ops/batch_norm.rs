@@ -319,7 +319,7 @@ struct BackwardCtx<'a> {
 }
 
 impl BackwardCtx<'_> {
-    fn run<T: Real>(&self, x: &[T], w: &[T], b: &[T], g: &[T]) -> (Vec<T>, Vec<T>, Vec<T>) {
+    fn run<T: Real>(&self, x: &[T], w: &[T], bias: &[T], g: &[T]) -> (Vec<T>, Vec<T>, Vec<T>) {
         let (n, c, hw) = (self.n, self.c, self.hw);
         let inv: Vec<f64> = self
             .stats
@@ -334,7 +334,7 @@ impl BackwardCtx<'_> {
         // passes read the forward's activations back from memory, and the output would
         // be a third full-size array to read.
         let relu = self.relu;
-        let coef = affine(self.stats, w, b, self.eps);
+        let coef = affine(self.stats, w, bias, self.eps);
         let masked = move |g: T, x: T, (scale, shift): (T, T)| -> T {
             if relu && x * scale + shift <= T::zero() {
                 T::zero()

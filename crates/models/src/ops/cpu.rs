@@ -4,7 +4,10 @@
 //! only its kernel and the errors name the op the same way.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, DType, Layout, Result, WithDType};
+use candle_core::{CpuStorage, DType, Layout, Result, Shape, WithDType};
+use rayon::prelude::*;
+
+use super::Real;
 
 /// The float type a kernel runs in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +39,42 @@ pub(crate) fn contiguous<'a, T: WithDType>(
         Some((start, end)) => Ok(&T::cpu_storage_as_slice(s)?[start..end]),
         None => candle_core::bail!("{what}: expected a contiguous tensor"),
     }
+}
+
+/// Fewest elements per parallel task of an element-wise kernel: large enough to
+/// amortise rayon's dispatch.
+pub(crate) const MIN_LEN: usize = 1 << 14;
+
+/// An element-wise map of two equally shaped tensors, written once per float type.
+pub(crate) trait Elementwise2 {
+    /// What errors call the op.
+    const WHAT: &'static str;
+    fn map<T: Real>(a: &[T], b: &[T]) -> Vec<T>;
+}
+
+/// Runs `E::map` on two f32 or two f64 storages of one shape (else an error naming
+/// `E::WHAT`); the result has that shape.
+pub(crate) fn elementwise2<E: Elementwise2>(
+    s1: &CpuStorage,
+    l1: &Layout,
+    s2: &CpuStorage,
+    l2: &Layout,
+) -> Result<(CpuStorage, Shape)> {
+    if l1.dims() != l2.dims() {
+        candle_core::bail!("{}: shapes {:?} and {:?}", E::WHAT, l1.dims(), l2.dims())
+    }
+    let out = with_real_slices!(E::WHAT, |a = (s1, l1), b = (s2, l2)| storage(E::map(a, b)));
+    Ok((out, l1.shape().clone()))
+}
+
+/// `f(a[i], b[i])` for every `i`, in parallel. An indexed collect writes each element
+/// once: no zero-filled buffer first.
+pub(crate) fn zip_map<T: Real>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync + Send) -> Vec<T> {
+    a.par_iter()
+        .zip(b)
+        .with_min_len(MIN_LEN)
+        .map(|(&a, &b)| f(a, b))
+        .collect()
 }
 
 /// A kernel's output vector as the storage of its type.

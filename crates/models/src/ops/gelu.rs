@@ -12,11 +12,8 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
-use super::cpu::{storage, with_real_slices};
+use super::cpu::{elementwise2, storage, with_real_slices, zip_map, Elementwise2, MIN_LEN};
 use super::Real;
-
-/// Fewest elements per parallel task.
-const MIN_LEN: usize = 1 << 14;
 
 /// `x/2 · (1 + erf(x/√2))`; `grad`: whether gradients will flow through the result.
 pub fn gelu_erf(x: &Tensor, grad: bool) -> Result<Tensor> {
@@ -65,17 +62,16 @@ impl CustomOp1 for GeluErf {
 /// `(x, ȳ) → ȳ · (Φ(x) + x·φ(x))`, φ's 1/√(2π) exact.
 struct GeluErfBackward;
 
-fn backward<T: Real>(x: &[T], g: &[T]) -> Vec<T> {
-    let inv_sqrt_2pi = 1.0 / (2.0 * std::f64::consts::PI).sqrt();
-    x.par_iter()
-        .zip(g)
-        .with_min_len(MIN_LEN)
-        .map(|(&x, &g)| {
+impl Elementwise2 for GeluErfBackward {
+    const WHAT: &'static str = "gelu backward";
+    fn map<T: Real>(x: &[T], g: &[T]) -> Vec<T> {
+        let inv_sqrt_2pi = 1.0 / (2.0 * std::f64::consts::PI).sqrt();
+        zip_map(x, g, |x, g| {
             let v: f64 = WithDType::to_f64(x);
             let d = cdf(v) + v * (-0.5 * v * v).exp() * inv_sqrt_2pi;
             g * <T as WithDType>::from_f64(d)
         })
-        .collect()
+    }
 }
 
 impl CustomOp2 for GeluErfBackward {
@@ -91,12 +87,6 @@ impl CustomOp2 for GeluErfBackward {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let _timed = super::timing::scope(self.name());
-        if l1.dims() != l2.dims() {
-            candle_core::bail!("gelu backward: shapes {:?} and {:?}", l1.dims(), l2.dims())
-        }
-        let out = with_real_slices!("gelu backward", |x = (s1, l1), g = (s2, l2)| storage(
-            backward(x, g)
-        ));
-        Ok((out, l1.shape().clone()))
+        elementwise2::<Self>(s1, l1, s2, l2)
     }
 }
